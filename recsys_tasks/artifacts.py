@@ -1,0 +1,95 @@
+"""Stage outputs: atomic directories and the `StageResult` every stage returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage produced: its directory, named artifact paths and scalar metrics.
+
+    Small and JSON-able on purpose: Airflow passes it through XCom as a dict.
+    """
+
+    stage: str
+    out_dir: str
+    artifacts: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return Path(self.artifacts[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StageResult":
+        return cls(**data)
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "StageResult":
+        return cls.from_dict(json.loads((Path(out_dir) / "result.json").read_text()))
+
+
+@contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of ``out_dir``; on success it replaces ``out_dir``.
+
+    A crash or an exception leaves ``out_dir`` as it was (absent or the previous complete
+    output), never half written.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def finish(result: StageResult, tmp_dir: Path) -> StageResult:
+    """Write ``result.json`` into the temporary directory with paths rebased to the final one."""
+    final = Path(result.out_dir)
+    rebased = {k: str(final / Path(v).relative_to(tmp_dir)) if Path(v).is_relative_to(tmp_dir) else v
+               for k, v in result.artifacts.items()}
+    out = StageResult(result.stage, str(final), rebased, result.metrics, result.info)
+    write_json(tmp_dir / "result.json", out.to_dict())
+    return out
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

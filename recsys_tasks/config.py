@@ -1,0 +1,220 @@
+"""Configuration: one frozen dataclass per stage, composed into `PipelineConfig`.
+
+Loadable from a dict or YAML file, overridable with dotted ``key=value`` strings (the CLI's
+``--set`` and the Airflow trigger form both end up here). Only URIs and secrets come from the
+environment (``MLFLOW_TRACKING_URI``, ``RECSYS_WORKDIR``); everything that changes a result is
+in the config, and the resolved config is written next to the artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Where the data comes from and how it is split (shared/EVALUATION.md)."""
+
+    source: str = "bundled"  # "bundled", a RecBole atomic-file directory, or a CSV directory
+    cold_user_frac: float = 0.2
+    cold_item_frac: float = 0.2
+    warm_test_frac: float = 0.2
+    seed: int = 42
+    positive_threshold: float = 4.0
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    sample_users: int = 0  # 0 = all users; >0 keeps a seeded sample (tests, quick looks)
+
+    @property
+    def holdout(self) -> bool:
+        return any(f > 0 for f in (self.cold_user_frac, self.cold_item_frac, self.warm_test_frac))
+
+
+@dataclass(frozen=True)
+class KGConfig:
+    """PyKEEN knowledge-graph embedding (model chosen by name, as in ``pykeen.pipeline``)."""
+
+    model: str = "TransE"
+    embedding_dim: int = 64
+    epochs: int = 24
+    batch_size: int = 4096
+    learning_rate: float = 0.01
+    num_negs_per_pos: int = 4
+    early_stopping_frequency: int = 6
+    early_stopping_patience: int = 2
+    eval_fraction: float = 0.02  # of triples, for validation and for the reported MRR/Hits@10
+    include_freebase: bool = True
+    include_demographics: bool = True
+    include_likes: bool = True
+    seed: int = 42
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """BERT-family encoder: a local folder or a hub name, mean pooled, L2 normalised."""
+
+    model: str = DEFAULT_TEXT_MODEL
+    batch_size: int = 128
+    max_length: int = 128
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The hybrid two-tower model fine-tuned on interactions."""
+
+    dim: int = 64
+    hidden: int = 256
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    max_history: int = 30
+    id_dropout: float = 0.5
+    text_prob: float = 0.3
+    validation_user_frac: float = 0.1
+    patience: int = 3
+    seed: int = 42
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The cold-start protocol's slices and baselines."""
+
+    k: int = 20
+    support_sizes: tuple[int, ...] = (0, 5, 10, 20)
+    demographic_min_group: int = 20
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """MLflow experiment, registered model and the promotion gate."""
+
+    experiment: str = "recsys-cold-start"
+    model_name: str = "recsys-cold-start"
+    primary_metric: str = "cold_mean_ndcg"
+    margin: float = 0.0  # the candidate must beat the champion's primary score by more than this
+    tolerance: float = 0.02  # no slice's NDCG may fall by more than this (absolute)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    kg: KGConfig = field(default_factory=KGConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineConfig":
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | list[str]) -> "PipelineConfig":
+        """Apply ``{"kg.epochs": 5}`` or ``["kg.epochs=5"]``; unknown keys are errors."""
+        if not isinstance(overrides, Mapping):
+            overrides = dict(_parse_assignment(s) for s in overrides)
+        data = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if section not in data or not name or name not in data[section]:
+                raise ConfigError(f"unknown config key {key!r}; known: {', '.join(sorted(_keys(data)))}")
+            data[section][name] = value
+        return PipelineConfig.from_dict(data)
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the dataclasses."""
+
+
+def workdir() -> Path:
+    """The root of runs, snapshots and the embedded MLflow store (``RECSYS_WORKDIR``)."""
+    return Path(os.environ.get("RECSYS_WORKDIR", Path.cwd() / ".recsys")).resolve()
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite inside the workdir (the embedded default)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    root = root or workdir()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _keys(data: dict[str, Any]) -> list[str]:
+    return [f"{s}.{k}" for s, sub in data.items() for k in sub]
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)} in {cls.__name__}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    """Cast a value (often a string from a form or the CLI) to the default's type."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            return tuple(type(default[0])(v) for v in value) if default else tuple(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {key!r}: cannot use {value!r} as {type(default).__name__}") from exc
+    return value

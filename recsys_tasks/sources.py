@@ -1,0 +1,158 @@
+"""Raw data sources: the bundled MovieLens-100K, RecBole atomic files, CSV files.
+
+A source returns `RawTables`: string-typed DataFrames plus where each came from, so that
+validation can name the file, column and line of a problem. Nothing here converts types.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+BUNDLED = "bundled"
+
+# Canonical column names, and the aliases accepted for them (RecBole ML-100K names first).
+ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "interactions": {"user_id": (), "item_id": (), "rating": (), "timestamp": ()},
+    "users": {"user_id": (), "age": (), "gender": (), "occupation": (), "zip_code": ("zip",)},
+    "items": {"item_id": (), "title": ("movie_title", "name"), "year": ("release_year",),
+              "genres": ("class", "genre", "categories"), "description": ("overview", "plot")},
+    "kg": {"head_id": ("head",), "relation_id": ("relation",), "tail_id": ("tail",)},
+    "links": {"item_id": (), "entity_id": ("entity",)},
+}
+REQUIRED = {
+    "interactions": ("user_id", "item_id", "rating", "timestamp"),
+    "users": ("user_id",),
+    "items": ("item_id",),
+    "kg": ("head_id", "relation_id", "tail_id"),
+    "links": ("item_id", "entity_id"),
+}
+RECBOLE_SUFFIX = {"interactions": ".inter", "users": ".user", "items": ".item", "kg": ".kg", "links": ".link"}
+CSV_NAMES = {"interactions": "interactions.csv", "users": "users.csv", "items": "items.csv",
+             "kg": "kg.csv", "links": "links.csv"}
+OPTIONAL_TABLES = ("kg", "links")
+
+
+class DataValidationError(ValueError):
+    """Input data that cannot be used; the message names the file, column and row."""
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One input file as strings; ``line_offset`` maps a row index to its line in the file."""
+
+    name: str
+    path: Path
+    frame: pd.DataFrame
+    line_offset: int = 2  # header on line 1, first row on line 2
+
+    def where(self, row: int | None = None, column: str | None = None) -> str:
+        parts = [str(self.path.name)]
+        if column is not None:
+            parts.append(f"column {column!r}")
+        if row is not None:
+            parts.append(f"row {row + 1} (line {row + self.line_offset})")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class RawTables:
+    source: str
+    tables: dict[str, RawTable] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> RawTable:
+        return self.tables[name]
+
+    def get(self, name: str) -> RawTable | None:
+        return self.tables.get(name)
+
+
+def bundled_dir() -> Path:
+    """The ML-100K folder inside the installed ``recbole`` distribution (never imported)."""
+    try:
+        dist = metadata.distribution("recbole")
+    except metadata.PackageNotFoundError as exc:
+        raise DataValidationError(
+            "the bundled dataset needs the recbole wheel's files: pip install --no-deps recbole==1.2.1"
+        ) from exc
+    path = Path(dist.locate_file("recbole/dataset_example/ml-100k"))
+    if not path.is_dir():
+        raise DataValidationError(f"bundled dataset folder not found at {path}")
+    return path
+
+
+def load_source(source: str) -> RawTables:
+    """Read a source: ``"bundled"``, a RecBole atomic-file directory, or a CSV directory."""
+    if source == BUNDLED:
+        return _load_recbole(bundled_dir(), label=BUNDLED)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataValidationError(f"data source {source!r} does not exist")
+    if not path.is_dir():
+        raise DataValidationError(f"data source {source!r} is not a directory")
+    if any(path.glob("*.inter")):
+        return _load_recbole(path, label=str(path))
+    if (path / CSV_NAMES["interactions"]).exists() or any(path.glob("*.csv")):
+        return _load_csv(path)
+    raise DataValidationError(
+        f"{path}: no RecBole atomic files (*.inter, *.user, *.item) and no CSV files "
+        f"({', '.join(CSV_NAMES[t] for t in ('interactions', 'users', 'items'))})"
+    )
+
+
+def _load_recbole(directory: Path, label: str) -> RawTables:
+    inters = sorted(directory.glob("*.inter"))
+    if len(inters) != 1:
+        raise DataValidationError(f"{directory}: expected one *.inter file, found {[p.name for p in inters]}")
+    stem = inters[0].stem
+    tables = {}
+    for name, suffix in RECBOLE_SUFFIX.items():
+        path = directory / f"{stem}{suffix}"
+        if not path.exists():
+            if name in OPTIONAL_TABLES:
+                continue
+            raise DataValidationError(f"missing file {path} (RecBole atomic {suffix} file is required)")
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
+                            engine="c", on_bad_lines="error")
+        frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
+        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
+    return RawTables(label, tables)
+
+
+def _load_csv(directory: Path) -> RawTables:
+    tables = {}
+    for name, filename in CSV_NAMES.items():
+        path = directory / filename
+        if not path.exists():
+            if name in OPTIONAL_TABLES:
+                continue
+            raise DataValidationError(f"missing file {path} (CSV source needs {filename})")
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.ParserError as exc:
+            raise DataValidationError(f"{path}: not a readable CSV file: {exc}") from exc
+        frame.columns = [c.strip() for c in frame.columns]
+        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
+    return RawTables(str(directory), tables)
+
+
+def _canonical_columns(name: str, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    rename = {}
+    for canonical, aliases in ALIASES[name].items():
+        if canonical in frame.columns:
+            continue
+        for alias in aliases:
+            if alias in frame.columns:
+                rename[alias] = canonical
+                break
+    frame = frame.rename(columns=rename)
+    missing = [c for c in REQUIRED[name] if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{path.name}: missing required column(s) {missing}; found {list(frame.columns)}"
+        )
+    return frame
