@@ -178,7 +178,7 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
@@ -202,7 +202,11 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
+            if value not in (True, False):  # also rejects 5; accepts 0 and 1
+                raise ValueError(value)
             return bool(value)
+        if isinstance(value, bool) and not isinstance(default, str):
+            raise ValueError(value)  # "epochs=true" is a typo, not 1
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
@@ -212,6 +216,8 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         if isinstance(default, tuple):
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split()]
+            elif isinstance(value, (int, float)):
+                value = [value]  # "support_sizes=0" is a one-element tuple
             return tuple(type(default[0])(v) for v in value) if default else tuple(value)
         if isinstance(default, str):
             return str(value)

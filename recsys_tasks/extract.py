@@ -25,6 +25,7 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
     dataset, report = validate(load_source(cfg.source), cfg)
     if cfg.sample_users:
         dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
+        report.update(n_interactions=len(dataset.interactions), n_users=len(dataset.users))  # describe the snapshot
     split = make_split(dataset.interactions, cfg)
     fingerprint = dataset.fingerprint()
     with atomic_dir(out_dir) as tmp:

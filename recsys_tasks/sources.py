@@ -94,7 +94,7 @@ def load_source(source: str) -> RawTables:
         raise DataValidationError(f"data source {source!r} does not exist")
     if not path.is_dir():
         raise DataValidationError(f"data source {source!r} is not a directory")
-    if any(path.glob("*.inter")):
+    if any(any(path.glob(f"*{suffix}")) for suffix in (".inter", ".user", ".item")):
         return _load_recbole(path, label=str(path))
     if (path / CSV_NAMES["interactions"]).exists() or any(path.glob("*.csv")):
         return _load_csv(path)
@@ -106,6 +106,8 @@ def load_source(source: str) -> RawTables:
 
 def _load_recbole(directory: Path, label: str) -> RawTables:
     inters = sorted(directory.glob("*.inter"))
+    if not inters:
+        raise DataValidationError(f"missing file {directory}/*.inter (RecBole atomic .inter file is required)")
     if len(inters) != 1:
         raise DataValidationError(f"{directory}: expected one *.inter file, found {[p.name for p in inters]}")
     stem = inters[0].stem
@@ -116,8 +118,11 @@ def _load_recbole(directory: Path, label: str) -> RawTables:
             if name in OPTIONAL_TABLES:
                 continue
             raise DataValidationError(f"missing file {path} (RecBole atomic {suffix} file is required)")
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
-                            engine="c", on_bad_lines="error")
+        try:
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
+                                engine="c", on_bad_lines="error")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataValidationError(f"{path}: not a readable RecBole atomic file: {exc}") from exc
         frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
         tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
     return RawTables(label, tables)
@@ -133,7 +138,7 @@ def _load_csv(directory: Path) -> RawTables:
             raise DataValidationError(f"missing file {path} (CSV source needs {filename})")
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.ParserError as exc:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable CSV file: {exc}") from exc
         frame.columns = [c.strip() for c in frame.columns]
         tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
