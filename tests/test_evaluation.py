@@ -1,0 +1,168 @@
+"""Evaluation rows, the report table and the flat metrics, on slices with known answers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+from recsys_tasks.evaluation import evaluate_slices, flat_metrics, mlflow_safe, summary_table, to_markdown
+from recsys_tasks.queries import Query
+from recsys_tasks.slices import Slice
+
+PROFILE = {"age": None, "gender": "", "occupation": "", "zip_code": ""}
+
+
+class Fixed:
+    """A scorer returning a fixed row per user id (a stand-in for a fitted ranker)."""
+
+    def __init__(self, name: str, rows: dict[str, Sequence[float]]) -> None:
+        self.name, self.rows = name, rows
+
+    def score(self, queries: Sequence[Query]) -> np.ndarray:
+        return np.array([self.rows[q.user_id] for q in queries], dtype=np.float32)
+
+
+def _slice(name: str, users: list[str], candidates: np.ndarray, positives: list[list[int]],
+           baselines: tuple[str, ...]) -> Slice:
+    return Slice(name, tuple(Query(u, PROFILE, ()) for u in users), candidates,
+                 tuple(np.array(p, dtype=np.int64) for p in positives), baselines)
+
+
+USERS = ["u0", "u1", "u2"]
+COLD_USER = _slice("cold-user@0", USERS, np.ones(4, bool), [[0], [1], [2]], ("popularity",))
+COLD_ITEM = _slice("cold-item", USERS[:2], np.array([False, False, True, True]), [[2], [3]],
+                   ("random", "text_profile"))
+WARM = _slice("warm", USERS, np.ones((3, 4), bool), [[3], [3], [0]], ("popularity",))
+SLICES = [COLD_USER, COLD_ITEM, WARM]
+
+POPULARITY = Fixed("popularity", {u: [4, 3, 2, 1] for u in USERS})  # the positive at rank 1, 2, 3
+RANDOM = Fixed("random", {u: [0, 0, 1, 0] for u in USERS})
+MODEL = Fixed("model", {"u0": [1, 0, 0, 0], "u1": [0, 1, 0, 1], "u2": [0, 0, 1, 0]})  # perfect on cold-user@0
+
+
+@pytest.fixture
+def frame():
+    return evaluate_slices(SLICES, {"popularity": POPULARITY, "random": RANDOM}, MODEL, k=2)
+
+
+def test_one_row_per_slice_and_ranker(frame) -> None:
+    assert list(zip(frame["slice"], frame["ranker"])) == [
+        ("cold-user@0", "popularity"), ("cold-user@0", "model"),
+        ("cold-item", "random"), ("cold-item", "model"),
+        ("warm", "popularity"), ("warm", "model")]
+    assert frame["users"].tolist() == [3, 3, 2, 2, 3, 3]
+    row = frame.set_index(["slice", "ranker"])
+    assert row.loc[("cold-user@0", "popularity"), "ndcg@2"] == pytest.approx((1 + 1 / np.log2(3) + 0) / 3)
+    assert row.loc[("cold-user@0", "popularity"), "recall@2"] == pytest.approx(2 / 3)
+    assert row.loc[("cold-user@0", "model"), "ndcg@2"] == pytest.approx(1.0)
+
+
+def test_auc_only_on_cold_item(frame) -> None:
+    auc = frame.set_index(["slice", "ranker"])["auc"]
+    assert auc[("cold-item", "random")] == pytest.approx(0.5)  # u0 right (1.0), u1 wrong (0.0)
+    assert auc[("cold-item", "model")] == pytest.approx(0.75)  # u0 tie (0.5), u1 right (1.0)
+    assert auc.drop(index="cold-item", level="slice").isna().all()
+
+
+def test_missing_baseline_is_skipped_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        frame = evaluate_slices([COLD_ITEM], {"random": RANDOM}, None, k=2)
+    assert frame["ranker"].tolist() == ["random"]
+    assert "text_profile" in caplog.text
+
+
+def test_chunking_does_not_change_the_result(frame) -> None:
+    chunked = evaluate_slices(SLICES, {"popularity": POPULARITY, "random": RANDOM}, MODEL, k=2, chunk_size=1)
+    for column in ("ndcg@2", "recall@2", "auc"):
+        np.testing.assert_allclose(chunked[column], frame[column])
+
+
+def test_bad_scores_name_the_ranker() -> None:
+    wrong = Fixed("wrong", {u: [1, 2, 3] for u in USERS})
+    with pytest.raises(ValueError, match="wrong.*shape"):
+        evaluate_slices([COLD_USER], {"popularity": wrong}, None, k=2)
+    broken = Fixed("broken", {u: [np.nan, 1, 2, 3] for u in USERS})
+    with pytest.raises(ValueError, match="broken.*NaN"):
+        evaluate_slices([COLD_USER], {}, broken, k=2)
+
+
+def test_summary_table_compares_the_model_with_the_best_baseline(frame) -> None:
+    table = summary_table(frame)
+    assert list(table.columns) == ["slice", "users", "popularity", "random", "model", "model / best baseline"]
+    assert table["slice"].tolist() == ["cold-user@0", "cold-item", "warm"]
+    first = table.iloc[0]
+    assert first["model / best baseline"] == pytest.approx(1.0 / first["popularity"])
+    assert np.isnan(first["random"])  # random is not a baseline of cold-user@0
+
+
+def test_summary_without_a_model_has_no_model_columns() -> None:
+    table = summary_table(evaluate_slices(SLICES, {"popularity": POPULARITY}, None, k=2))
+    assert list(table.columns) == ["slice", "users", "popularity"]
+
+
+def test_markdown_is_a_hand_formatted_pipe_table(frame) -> None:
+    text = to_markdown(summary_table(frame))
+    lines = text.strip().split("\n")
+    assert len(lines) == 2 + 3
+    assert lines[0].startswith("| slice") and set(lines[1]) <= set("|:-")
+    assert len({len(line) for line in lines}) == 1  # columns aligned
+    assert lines[2].endswith(" 1.84x |")  # 1 / 0.5436, the ratio to two places
+    assert " 0.5436 |" in lines[2]  # popularity's NDCG@2 on cold-user@0, four places
+
+
+def test_flat_metrics_keys_and_cold_mean(frame) -> None:
+    flat = flat_metrics(frame)
+    assert flat["cold-user@0/ndcg/model"] == pytest.approx(1.0)
+    assert flat["cold-user@0/ndcg/best_baseline"] == pytest.approx(flat["cold-user@0/ndcg/popularity"])
+    assert flat["cold-item/auc/model"] == pytest.approx(0.75)
+    assert flat["warm/users"] == 3.0
+    assert "warm/auc/model" not in flat
+    cold = [flat["cold-user@0/ndcg/model"], flat["cold-item/ndcg/model"]]  # warm is not cold
+    assert flat["cold_mean_ndcg"] == pytest.approx(np.mean(cold))
+    assert all(isinstance(v, float) for v in flat.values())
+
+
+def test_mlflow_safe_names_pass_mlflows_rule(frame) -> None:
+    allowed = re.compile(r"^[/\w.\- :]*$")  # MLflow's metric-name rule
+    for key in flat_metrics(frame):
+        assert allowed.match(mlflow_safe(key)), key
+    assert mlflow_safe("cold-user@0+text/ndcg/model") == "cold-user_at_0_plus_text/ndcg/model"
+
+
+@pytest.mark.slow
+def test_baselines_on_the_real_snapshot(tmp_path) -> None:
+    """ML-100K end to end: the protocol holds on real data and the baselines behave as expected."""
+    from recsys_tasks.baselines import baselines_for
+    from recsys_tasks.config import EvaluateConfig, ExtractConfig
+    from recsys_tasks.dataset import Dataset
+    from recsys_tasks.extract import extract
+    from recsys_tasks.slices import build_slices
+    from recsys_tasks.split import Split
+
+    extract(ExtractConfig(), tmp_path / "extract")
+    dataset, split = Dataset.load(tmp_path / "extract"), Split.load(tmp_path / "extract")
+    cfg = EvaluateConfig()
+    slices = {s.name: s for s in build_slices(dataset, split, cfg, 4.0)}
+    assert list(slices) == ["cold-user@0", "cold-user@5", "cold-user@10", "cold-user@20",
+                            "cold-user@0+text", "cold-item", "warm"]
+    cold_rows = np.isin(dataset.items["item_id"].to_numpy(), list(split.cold_items))
+    assert np.array_equal(slices["cold-item"].candidates, cold_rows)
+    train_users = set(split.train["user_id"])
+    for s in slices.values():
+        if s.name.startswith("cold-user"):
+            assert not {q.user_id for q in s.queries} & train_users
+        if s.name == "cold-user@5":
+            assert all(len(q.history) == 5 for q in s.queries)
+            assert (s.candidates.sum(axis=1) == len(cold_rows) - 5).all()
+
+    item_text = np.random.default_rng(0).normal(size=(len(dataset.items), 16)).astype(np.float32)
+    frame = evaluate_slices(list(slices.values()), baselines_for(dataset, split, cfg, item_text), None, cfg.k)
+    ndcg = frame.set_index(["slice", "ranker"])[f"ndcg@{cfg.k}"]
+    assert ndcg.between(0, 1).all()
+    assert ndcg[("warm", "als")] > ndcg[("warm", "popularity")]
+    assert ndcg[("cold-item", "genre_profile")] > ndcg[("cold-item", "random")]
+    assert frame.set_index(["slice", "ranker"]).loc[("cold-item", "random"), "auc"] == pytest.approx(0.5, abs=0.03)
