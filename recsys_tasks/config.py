@@ -43,15 +43,15 @@ class ExtractConfig:
 class KGConfig:
     """PyKEEN knowledge-graph embedding (model chosen by name, as in ``pykeen.pipeline``)."""
 
-    model: str = "TransE"
+    model: str = "DistMult"
     embedding_dim: int = 64
-    epochs: int = 24
+    epochs: int = 20
     batch_size: int = 4096
     learning_rate: float = 0.01
     num_negs_per_pos: int = 4
-    early_stopping_frequency: int = 6
+    early_stopping_frequency: int = 5
     early_stopping_patience: int = 2
-    eval_fraction: float = 0.02  # of triples, for validation and for the reported MRR/Hits@10
+    eval_fraction: float = 0.005  # of triples, for validation and for the reported MRR/Hits@10
     include_freebase: bool = True
     include_demographics: bool = True
     include_likes: bool = True

@@ -1,0 +1,94 @@
+"""The hybrid two-tower model: content towers that transfer, ID parts that specialise.
+
+Item tower (DropoutNet): ``v_i = f(text_i ⊕ kg_i) + e_i·keep_i`` and
+``b_i = g(text_i ⊕ kg_i) + c_i·keep_i``, where ``e_i, c_i`` are the item's ID embedding and
+bias. During training ``keep_i`` is dropped at random so the content part alone must rank
+well; a new item (no ID row) is served by the content part only.
+
+User tower: ``u = h(demographics ⊕ KG(demographic values) ⊕ text(profile) ⊕ text(taste)·t
+⊕ pool(v_history) ⊕ log(1+|history|))``, so it serves 0 interactions (profile, perhaps a
+sentence) up to a long history with one set of weights.
+
+Score: ``s(u, i) = u · v_i + b_i`` (a popularity-like prior is ``b_i``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shapes of the inputs; saved with the weights so a bundle can rebuild the module."""
+
+    content_dim: int  # text dim + KG dim
+    text_dim: int
+    kg_dim: int
+    n_id_items: int  # items with an ID row (seen in training)
+    n_genders: int
+    n_ages: int
+    n_occupations: int
+    dim: int = 64
+    hidden: int = 256
+    demo_dim: int = 16
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HybridModel(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        d, h = spec.dim, spec.hidden
+        self.item_content = nn.Sequential(nn.Linear(spec.content_dim, h), nn.GELU(), nn.Linear(h, d))
+        self.item_content_bias = nn.Sequential(nn.Linear(spec.content_dim, h // 4), nn.GELU(), nn.Linear(h // 4, 1))
+        self.item_id = nn.Embedding(spec.n_id_items + 1, d, padding_idx=spec.n_id_items)  # last row: "no ID"
+        self.item_id_bias = nn.Embedding(spec.n_id_items + 1, 1, padding_idx=spec.n_id_items)
+        nn.init.normal_(self.item_id.weight, std=0.01)
+        nn.init.zeros_(self.item_id_bias.weight)
+        self.gender = nn.Embedding(spec.n_genders + 1, spec.demo_dim)  # row 0: unknown
+        self.age = nn.Embedding(spec.n_ages + 1, spec.demo_dim)
+        self.occupation = nn.Embedding(spec.n_occupations + 1, spec.demo_dim)
+        user_in = 3 * spec.demo_dim + spec.kg_dim + 2 * spec.text_dim + 1 + d + 1
+        self.user = nn.Sequential(nn.Linear(user_in, h), nn.GELU(), nn.Dropout(0.1), nn.Linear(h, d))
+
+    def items(self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item vectors (n, d) and biases (n,); ``id_rows`` = n_id_items where an item has no ID."""
+        vec = self.item_content(content)
+        bias = self.item_content_bias(content).squeeze(-1)
+        id_vec, id_bias = self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
+        if keep is not None:  # DropoutNet: hide the ID part of some items
+            id_vec, id_bias = id_vec * keep.unsqueeze(-1), id_bias * keep
+        return vec + id_vec, bias + id_bias
+
+    def users(self, demo: torch.Tensor, kg_demo: torch.Tensor, profile_text: torch.Tensor,
+              taste_text: torch.Tensor, has_taste: torch.Tensor, history: torch.Tensor,
+              history_mask: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        """User vectors (b, d).
+
+        demo (b, 3) int: gender, age band, occupation rows (0 = unknown);
+        history (b, L) int rows into ``item_vecs``; history_mask (b, L) float, 1 where real.
+        """
+        n = history_mask.sum(1, keepdim=True)
+        pooled = (item_vecs[history] * history_mask.unsqueeze(-1)).sum(1) / n.clamp(min=1.0)
+        x = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2]), kg_demo,
+                       profile_text, taste_text * has_taste.unsqueeze(-1), has_taste.unsqueeze(-1),
+                       pooled, torch.log1p(n) / 3.0], dim=1)
+        return self.user(x)
+
+
+def save_model(model: HybridModel, path) -> None:
+    torch.save({"spec": model.spec.to_dict(), "state_dict": model.state_dict()}, path)
+
+
+def load_model(path, device: str = "cpu") -> HybridModel:
+    """Rebuild from a checkpoint; ``weights_only=True``: nothing in it is unpickled as code."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = HybridModel(ModelSpec(**checkpoint["spec"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()

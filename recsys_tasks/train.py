@@ -1,0 +1,229 @@
+"""Stage 4, finetune: start from the text and KG representations, fit the hybrid on interactions.
+
+Transfer learning in the DropoutNet/MeLU spirit: the item tower starts from frozen BERT and
+PyKEEN features, so a new item is ranked by content alone; training hides item IDs at random
+(``id_dropout``) and gives each user a random 0..``max_history`` subset of their history, and
+sometimes a stated-taste sentence, so the weights learn to serve every cold-start case.
+Loss: softmax cross-entropy over all training items; AdamW; early stopping on pseudo-cold
+validation users (held out of training) by NDCG@20; fixed seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import StageResult, atomic_dir, finish, read_json, write_json
+from .config import FinetuneConfig
+from .dataset import Dataset
+from .kg import demographic_nodes, item_node, load_entity_embeddings
+from .metrics import ranking_metrics
+from .queries import Query, history_of, profile_of
+from .recommender import AGE_BANDS, Bundle, Recommender
+from .slices import stated_taste
+from .split import Split
+
+log = logging.getLogger(__name__)
+VALIDATION_SUPPORT = (0, 10)
+
+
+def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
+             out_dir: str | Path, text_model: str, positive_threshold: float = 4.0) -> StageResult:
+    """Train the hybrid model and write its bundle (see `recommender`) plus training curves."""
+    import torch
+
+    from .model import HybridModel, ModelSpec, save_model
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dataset, split = Dataset.load(snapshot_dir), Split.load(snapshot_dir)
+    bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history)
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    train = split.train
+    if train.empty:
+        raise ValueError("finetune: the split's training part is empty; nothing to learn from")
+    val_users = _validation_users(train, cfg.validation_user_frac, rng)
+    fit = train[~train["user_id"].isin(val_users)]
+
+    spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
+                     kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
+                     n_genders=len(bundle.meta["vocab"]["gender"]), n_ages=len(bundle.meta["vocab"]["age"]),
+                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden)
+    model = HybridModel(spec).to(device)
+    rec = Recommender(bundle, model, device.type)
+    batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
+    validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    content = torch.as_tensor(bundle.item_content, device=device)
+    id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(), device=device)
+    trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)
+    curves: list[dict[str, float]] = []
+    best, best_state, bad_epochs, start = -1.0, None, 0, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for batch in batches.epoch():
+            keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
+            item_vecs, item_bias = model.items(content, id_rows, keep)
+            users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], item_vecs)
+            logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
+            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        model.eval()
+        rec.refresh()
+        val = _validate(rec, validation)
+        curves.append({"epoch": epoch, "loss": float(np.mean(losses)), **val})
+        log.info("finetune epoch %d: loss %.4f val %s", epoch, curves[-1]["loss"], val)
+        if val["val_ndcg"] > best + 1e-4:
+            best, bad_epochs = val["val_ndcg"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - start
+    metrics = {"val_ndcg": best, "epochs_trained": float(len(curves)), "train_seconds": seconds,
+               "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
+               "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users))}
+    with atomic_dir(out_dir) as tmp:
+        bundle_dir = tmp / "bundle"
+        bundle_dir.mkdir()
+        bundle.meta["finetune"] = {**cfg.__dict__, "device": device.type}
+        bundle.save(bundle_dir)
+        save_model(model, bundle_dir / "model.pt")
+        pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False)
+        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv")}
+        log.info("finetune: %s", metrics)
+        return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
+
+
+def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: str | Path, text_model: str,
+                 max_history: int) -> Bundle:
+    """Join the snapshot with the KG and text stages' outputs into serving-ready arrays."""
+    entity_row, entity_vecs = load_entity_embeddings(kg_dir)
+    entity_vecs = _unit_rows(entity_vecs)
+    kg_dim = entity_vecs.shape[1]
+    text_items = np.load(Path(text_dir) / "items.npy")
+    texts = read_json(Path(text_dir) / "texts.json")
+    kg_items = np.stack([entity_vecs[entity_row[item_node(i)]] if item_node(i) in entity_row
+                         else np.zeros(kg_dim, np.float32) for i in dataset.items["item_id"]])
+    trained = set(split.train["item_id"])
+    catalog = dataset.items.copy()
+    is_trained = catalog["item_id"].isin(trained).to_numpy()
+    id_row = np.full(len(catalog), int(is_trained.sum()), dtype=np.int64)  # "no ID" row last
+    id_row[is_trained] = np.arange(int(is_trained.sum()))
+    catalog["id_row"] = id_row
+    users = dataset.users
+    vocab = {"gender": sorted(set(users["gender"]) - {""}), "age": list(AGE_BANDS),
+             "occupation": sorted(set(users["occupation"]) - {""})}
+    demo_labels = {n for p in users.to_dict("records") for n in demographic_nodes(p)}
+    kg_demo = {n: entity_vecs[entity_row[n]] for n in demo_labels if n in entity_row}
+    sentences = list(dict.fromkeys(texts["users"] + texts["tastes"]))
+    user_vecs, taste_vecs = np.load(Path(text_dir) / "users.npy"), np.load(Path(text_dir) / "tastes.npy")
+    lookup = dict(zip(texts["users"], user_vecs)) | dict(zip(texts["tastes"], taste_vecs))
+    meta = {"text_model": text_model, "kg_dim": int(kg_dim), "text_dim": int(text_items.shape[1]),
+            "n_id_items": int(is_trained.sum()), "vocab": vocab, "max_history": int(max_history)}
+    return Bundle(catalog, np.hstack([text_items, kg_items]).astype(np.float32), users,
+                  split.train[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True),
+                  sentences, np.stack([lookup[s] for s in sentences]).astype(np.float32), kg_demo, meta)
+
+
+class _Batch:
+    def __init__(self, inputs: tuple, targets: np.ndarray):
+        self.inputs, self.targets = inputs, targets
+
+
+class _Batches:
+    """(user, liked item) pairs with a random history subset and sometimes a taste sentence."""
+
+    def __init__(self, rec: Recommender, train: pd.DataFrame, dataset: Dataset, cfg: FinetuneConfig,
+                 threshold: float, rng: np.random.Generator):
+        self.rec, self.cfg, self.rng = rec, cfg, rng
+        row = rec.item_row
+        users = sorted(train["user_id"].unique())
+        u_index = {u: i for i, u in enumerate(users)}
+        profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+        self.history = [np.array([row[i] for i in g["item_id"]]) for _, g in train.groupby("user_id", sort=True)]
+        self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
+        self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
+        from .text import profile_text
+
+        self.profile = rec.text_vectors([profile_text(profiles[u]) for u in users])
+        genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
+        liked = train[train["rating"] >= threshold]
+        tastes = [stated_taste([genres[i] for i in liked.loc[liked["user_id"] == u, "item_id"]]) or "" for u in users]
+        self.taste = rec.text_vectors(tastes)
+        self.has_taste = np.array([1.0 if t else 0.0 for t in tastes], dtype=np.float32)
+        self.pairs_user = liked["user_id"].map(u_index).to_numpy()
+        self.pairs_item = liked["item_id"].map(row).to_numpy()
+        self.n_pairs = len(liked)
+
+    def epoch(self):
+        order = self.rng.permutation(self.n_pairs)
+        size, max_hist = self.cfg.batch_size, self.cfg.max_history
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            users, targets = self.pairs_user[idx], self.pairs_item[idx]
+            hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
+            mask = np.zeros(hist.shape, np.float32)
+            for b, (u, target) in enumerate(zip(users, targets)):
+                items = self.history[u][self.history[u] != target]
+                n = int(self.rng.integers(0, min(max_hist, len(items)) + 1))
+                if n:
+                    hist[b, :n] = self.rng.choice(items, n, replace=False)
+                    mask[b, :n] = 1.0
+            text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
+            yield _Batch((self.demo[users], self.kg[users], self.profile[users], self.taste[users], text_on,
+                          hist, mask), targets)
+
+
+def _validation_users(train: pd.DataFrame, frac: float, rng: np.random.Generator) -> set[str]:
+    users = np.sort(train["user_id"].unique())
+    n = int(round(len(users) * frac)) if len(users) > 1 else 0
+    return set(rng.permutation(users)[:n].tolist())
+
+
+def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
+    """Pseudo-cold users: K earliest interactions as support, later positives as targets."""
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    out = []
+    for k in VALIDATION_SUPPORT:
+        queries, positives = [], []
+        for user, group in held.groupby("user_id", sort=True):
+            history = history_of(group)
+            later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold]
+            if later:
+                queries.append(Query(user, profiles[user], history[:k]))
+                positives.append(np.array(later))
+        out.append((k, queries, positives))
+    return out
+
+
+def _validate(rec: Recommender, validation) -> dict[str, float]:
+    result = {}
+    n_items = len(rec.item_ids)
+    for k, queries, positives in validation:
+        if not queries:
+            continue
+        scores = rec.score(queries)
+        candidates = np.ones((len(queries), n_items), bool)
+        for q_i, q in enumerate(queries):
+            candidates[q_i, [rec.item_row[i] for i in q.history_items]] = False
+        result[f"val_ndcg_at_{k}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
+    result["val_ndcg"] = float(np.mean(list(result.values()))) if result else 0.0
+    return result
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
