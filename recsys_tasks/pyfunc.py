@@ -20,7 +20,8 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
 
         self.recommender = Recommender.load(context.artifacts["bundle"])
 
-    def predict(self, context, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def predict(self, context, model_input, params=None):  # no hints: MLflow would turn them into a schema
+        """One response dict per request (see `recsys_tasks.requests`)."""
         from .requests import parse_requests
 
         requests = parse_requests(_records(model_input))

@@ -106,7 +106,7 @@ class Recommender:
 
         with torch.inference_mode():
             content = torch.as_tensor(self.bundle.item_content, device=self.device)
-            rows = torch.as_tensor(self.bundle.catalog["id_row"].to_numpy(), device=self.device)
+            rows = torch.as_tensor(self.bundle.catalog["id_row"].to_numpy(copy=True), device=self.device)
             self.item_vecs, self.item_bias = self.model.items(content, rows)
 
     @classmethod

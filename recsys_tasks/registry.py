@@ -39,7 +39,7 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
 
     mlflow.set_tracking_uri(uri or tracking_uri())
     client = MlflowClient()
-    mlflow.set_experiment(cfg.registry.experiment)
+    _experiment(client, cfg.registry.experiment)
     extract, evaluation, finetune = results["extract"], results["evaluate"], results["finetune"]
     candidate = {mlflow_safe(k): float(v) for k, v in evaluation.metrics.items()}
     split_id = extract.info["split_fingerprint"]
@@ -133,6 +133,19 @@ def _version_of(model_uri: str, model) -> str:
     if model_uri.startswith("models:/"):
         return model_uri.rsplit("/", 1)[-1]
     return str(model.metadata.run_id or model_uri)
+
+
+def _experiment(client, name: str) -> None:
+    """Select the experiment; the embedded (SQLite) store keeps artifacts in the workdir, not the CWD."""
+    import mlflow
+
+    if client.get_experiment_by_name(name) is None:
+        location = None
+        if mlflow.get_tracking_uri().startswith("sqlite:///"):
+            db = Path(mlflow.get_tracking_uri()[len("sqlite:///"):])
+            location = (db.parent / "mlartifacts").resolve().as_uri()
+        client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(name)
 
 
 def _alias_version(client, name: str, alias: str):

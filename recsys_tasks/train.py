@@ -60,7 +60,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     content = torch.as_tensor(bundle.item_content, device=device)
-    id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(), device=device)
+    id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(copy=True), device=device)
     trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)
     curves: list[dict[str, float]] = []
     best, best_state, bad_epochs, start = -1.0, None, 0, time.perf_counter()

@@ -1,0 +1,154 @@
+"""
+### Cold-start recommender: KG + text embeddings, fine-tuned hybrid, MLflow champion
+
+Weekly (and on demand from the trigger form) this DAG
+
+1. **extract**s interactions, users, items and the knowledge graph from the data source
+   (the bundled MovieLens-100K by default; a RecBole atomic-file or CSV directory otherwise),
+   validates them, snapshots them to Parquet and builds the cold-start split;
+2. **kg_embed**s a graph of the triples, item attributes, user demographics and training likes
+   with PyKEEN, and in parallel **text_embed**s item and profile text with a BERT-family encoder
+   (queue `gpu`);
+3. **finetune**s the hybrid two-tower model on the interactions (queue `gpu`);
+4. **evaluate**s it on every slice of the cold-start protocol against baselines fit in the same run;
+5. **register**s the model in MLflow and moves the `champion` alias only when the candidate
+   beats the champion on the same data (otherwise it becomes `challenger`).
+
+Tasks pass paths and ids through XCom, never data. Artifacts live under
+`$RECSYS_WORKDIR/runs/<run id>/<stage>`; MLflow uses `MLFLOW_TRACKING_URI`
+(default: SQLite in the workdir). `python dags/recsys_cold_start.py` runs `dag.test()`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+GPU_QUEUE = os.environ.get("RECSYS_GPU_QUEUE", "gpu")
+
+
+def _setup() -> tuple:
+    """The run's config and directory (imports stay inside tasks: nothing heavy at parse time)."""
+    from recsys_tasks.pipeline import config_from_params, run_dir, write_resolved_config
+
+    context = get_current_context()
+    cfg = config_from_params(context["params"])
+    base = run_dir(context["run_id"])
+    write_resolved_config(cfg, base)
+    return cfg, base
+
+
+@dag(
+    dag_id="recsys_cold_start",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "cold-start", "mlflow"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "owner": "ml-platform"},
+    params={
+        "source": Param("bundled", type="string", title="Data source",
+                        description="'bundled' (MovieLens-100K + Freebase KG), or a path to a RecBole "
+                                    "atomic-file directory or a CSV directory."),
+        "holdout": Param(True, type="boolean", title="Hold out test slices",
+                         description="Off: train on every interaction, skip evaluation, and promote only "
+                                     "if there is no champion yet."),
+        "seed": Param(42, type="integer", minimum=0, title="Split seed",
+                      description="Seed of the cold-user / cold-item split (and of the models)."),
+        "sample_users": Param(0, type="integer", minimum=0, title="Sample users",
+                              description="0 = all users; otherwise a seeded sample of this many users."),
+        "kg_model": Param("DistMult", type="string", title="KG model",
+                          enum=["DistMult", "ComplEx", "TransE", "RotatE", "TransH", "ConvE"],
+                          description="PyKEEN model, chosen by name."),
+        "kg_epochs": Param(20, type="integer", minimum=1, title="KG epochs",
+                           description="Upper bound; early stopping on a validation split may stop sooner."),
+        "text_model": Param("sentence-transformers/all-MiniLM-L6-v2", type="string", title="Text model",
+                            description="Hugging Face encoder: the packaged all-MiniLM-L6-v2 by default, "
+                                        "or any local folder / hub name."),
+        "finetune_epochs": Param(30, type="integer", minimum=1, title="Fine-tune epochs",
+                                 description="Upper bound; early stopping on pseudo-cold validation users."),
+        "promotion_margin": Param(0.0, type="number", minimum=0, title="Promotion margin",
+                                  description="The candidate's mean cold-slice NDCG@20 must beat the "
+                                              "champion's by more than this."),
+        "model_name": Param("recsys-cold-start", type="string", title="Registered model name"),
+        "overrides": Param([], type="array", title="Config overrides",
+                           description="Any other config key as key=value, e.g. finetune.dim=128."),
+    },
+)
+def recsys_cold_start():
+    @task
+    def extract() -> dict:
+        from recsys_tasks.extract import extract
+
+        cfg, base = _setup()
+        return extract(cfg.extract, base / "extract").to_dict()
+
+    @task
+    def kg_embed(snapshot: dict) -> dict:
+        from recsys_tasks.kg import kg_embed
+
+        cfg, base = _setup()
+        return kg_embed(cfg.kg, snapshot["out_dir"], base / "kg_embed", cfg.extract.positive_threshold).to_dict()
+
+    @task(queue=GPU_QUEUE)
+    def text_embed(snapshot: dict) -> dict:
+        from recsys_tasks.text import text_embed
+
+        cfg, base = _setup()
+        return text_embed(cfg.text, snapshot["out_dir"], base / "text_embed").to_dict()
+
+    @task(queue=GPU_QUEUE)
+    def finetune(snapshot: dict, kg: dict, text: dict) -> dict:
+        from recsys_tasks.train import finetune
+
+        cfg, base = _setup()
+        return finetune(cfg.finetune, snapshot["out_dir"], kg["out_dir"], text["out_dir"], base / "finetune",
+                        cfg.text.model, cfg.extract.positive_threshold).to_dict()
+
+    @task
+    def evaluate(snapshot: dict, text: dict, model: dict) -> dict:
+        from recsys_tasks.evaluate import evaluate
+
+        cfg, base = _setup()
+        return evaluate(cfg.evaluate, snapshot["out_dir"], text["out_dir"], model["artifacts"]["bundle"],
+                        base / "evaluate", cfg.extract.positive_threshold).to_dict()
+
+    @task
+    def register(snapshot: dict, kg: dict, text: dict, model: dict, evaluation: dict) -> dict:
+        from recsys_tasks.artifacts import StageResult
+        from recsys_tasks.pipeline import summarize
+        from recsys_tasks.registry import register
+
+        cfg, base = _setup()
+        stages = ("extract", "kg_embed", "text_embed", "finetune", "evaluate")
+        results = {s: StageResult.from_dict(r) for s, r in zip(stages, (snapshot, kg, text, model, evaluation))}
+        registered = register(cfg, results, run_name=get_current_context()["run_id"])
+        summary = summarize(get_current_context()["run_id"], base, results, registered)
+        return {k: v for k, v in summary.items() if k not in ("table", "metrics")}
+
+    snapshot = extract()
+    kg, text = kg_embed(snapshot), text_embed(snapshot)
+    model = finetune(snapshot, kg, text)
+    register(snapshot, kg, text, model, evaluate(snapshot, text, model))
+
+
+dag_object = recsys_cold_start()
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    run = dag_object.test()
+    from recsys_tasks.pipeline import run_dir
+
+    summary_path = run_dir(run.run_id) / "summary.json"
+    if run.state != "success" or not summary_path.exists():
+        print(f"DAG run {run.run_id} ended in state {run.state}", file=sys.stderr)
+        raise SystemExit(1)
+    summary = json.loads(Path(summary_path).read_text())
+    print(summary.get("table") or "(no evaluation: trained without holdout)")
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("table", "metrics")}, indent=2))

@@ -1,0 +1,104 @@
+"""The whole workflow in-process (``recsys run``), and the glue both it and the DAG share:
+per-run directories and the mapping from the trigger form's params to `PipelineConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .artifacts import StageResult, write_json
+from .config import PipelineConfig, workdir
+
+log = logging.getLogger(__name__)
+
+# Trigger-form params (DAG) -> config keys. Anything else goes through "overrides".
+PARAM_KEYS = {
+    "source": "extract.source",
+    "seed": "extract.seed",
+    "sample_users": "extract.sample_users",
+    "kg_model": "kg.model",
+    "kg_epochs": "kg.epochs",
+    "kg_dim": "kg.embedding_dim",
+    "text_model": "text.model",
+    "finetune_epochs": "finetune.epochs",
+    "promotion_margin": "registry.margin",
+    "model_name": "registry.model_name",
+}
+
+
+def config_from_params(params: Mapping[str, Any] | None) -> PipelineConfig:
+    """A config from Airflow params: named fields, ``holdout``, then ``overrides`` (["k=v", ...])."""
+    params = dict(params or {})
+    values = {PARAM_KEYS[k]: v for k, v in params.items() if k in PARAM_KEYS and v not in (None, "")}
+    cfg = PipelineConfig().with_overrides(values)
+    if params.get("holdout") is False:
+        cfg = cfg.with_overrides(NO_HOLDOUT)
+    return cfg.with_overrides(list(params.get("overrides") or []))
+
+
+NO_HOLDOUT = {"extract.cold_user_frac": 0.0, "extract.cold_item_frac": 0.0, "extract.warm_test_frac": 0.0}
+
+
+def run_dir(run_id: str, root: Path | None = None) -> Path:
+    """``<workdir>/runs/<run id made safe for a path>``; each stage writes only its own subfolder."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
+    return (root or workdir()) / "runs" / safe
+
+
+def write_resolved_config(cfg: PipelineConfig, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """extract -> kg_embed + text_embed -> finetune -> evaluate -> register; a JSON-able summary."""
+    from .evaluate import evaluate
+    from .extract import extract
+    from .kg import kg_embed
+    from .registry import register
+    from .text import text_embed
+    from .train import finetune
+
+    run_id = run_id or "cli_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    base = run_dir(run_id, root)
+    write_resolved_config(cfg, base)
+    seconds: dict[str, float] = {}
+    results: dict[str, StageResult] = {}
+
+    def timed(name: str, fn, *args, **kwargs) -> StageResult:
+        start = time.perf_counter()
+        results[name] = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - start, 2)
+        return results[name]
+
+    threshold = cfg.extract.positive_threshold
+    ex = timed("extract", extract, cfg.extract, base / "extract")
+    kg = timed("kg_embed", kg_embed, cfg.kg, ex.out_dir, base / "kg_embed", threshold)
+    tx = timed("text_embed", text_embed, cfg.text, ex.out_dir, base / "text_embed")
+    ft = timed("finetune", finetune, cfg.finetune, ex.out_dir, kg.out_dir, tx.out_dir, base / "finetune",
+               cfg.text.model, threshold)
+    timed("evaluate", evaluate, cfg.evaluate, ex.out_dir, tx.out_dir, ft.artifacts["bundle"], base / "evaluate", threshold)
+    start = time.perf_counter()
+    registered = register(cfg, results, run_name=run_id, uri=None)
+    seconds["register"] = round(time.perf_counter() - start, 2)
+    return summarize(run_id, base, results, registered, seconds)
+
+
+def summarize(run_id: str, base: Path, results: Mapping[str, StageResult], registered: Mapping[str, Any],
+              seconds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The run's summary, also written to ``<run dir>/summary.json``."""
+    evaluation = results["evaluate"]
+    summary = {"run_id": run_id, "run_dir": str(base), **registered,
+               "metrics": evaluation.metrics, "table": evaluation.info.get("table"),
+               "stage_seconds": dict(seconds or {})}
+    write_json(base / "summary.json", summary)
+    return summary
