@@ -12,6 +12,7 @@ Demographic values are entities, so a user never seen in training still maps int
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,19 +87,23 @@ def kg_embed(cfg: KGConfig, snapshot_dir: str | Path, out_dir: str | Path, posit
     frac = cfg.eval_fraction
     training, validation, testing = factory.split([1 - 2 * frac, frac, frac], random_state=cfg.seed)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    result = pipeline(
-        training=training, validation=validation, testing=testing,
-        model=cfg.model, model_kwargs={"embedding_dim": cfg.embedding_dim},
-        optimizer="Adam", optimizer_kwargs={"lr": cfg.learning_rate},
-        negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": cfg.num_negs_per_pos},
-        training_kwargs={"num_epochs": cfg.epochs, "batch_size": cfg.batch_size, "use_tqdm_batch": False},
-        stopper="early",
-        stopper_kwargs={"frequency": cfg.early_stopping_frequency, "patience": cfg.early_stopping_patience,
-                        "metric": "inverse_harmonic_mean_rank", "relative_delta": 0.002,
-                        "evaluation_batch_size": 128},
-        evaluation_kwargs={"batch_size": 128},
-        random_seed=cfg.seed, device=device, use_tqdm=True,
-    )
+    # The early stopper keeps its best weights in a file (by default under ~/.data/pykeen) and leaves
+    # it there when training ends without stopping early: keep that file in a scratch folder.
+    with tempfile.TemporaryDirectory(prefix="kg_embed-") as scratch:
+        result = pipeline(
+            training=training, validation=validation, testing=testing,
+            model=cfg.model, model_kwargs={"embedding_dim": cfg.embedding_dim},
+            optimizer="Adam", optimizer_kwargs={"lr": cfg.learning_rate},
+            negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": cfg.num_negs_per_pos},
+            training_kwargs={"num_epochs": cfg.epochs, "batch_size": cfg.batch_size, "use_tqdm_batch": False},
+            stopper="early",
+            stopper_kwargs={"frequency": cfg.early_stopping_frequency, "patience": cfg.early_stopping_patience,
+                            "metric": "inverse_harmonic_mean_rank", "relative_delta": 0.002,
+                            "evaluation_batch_size": 128,
+                            "best_model_path": Path(scratch) / "best-model-weights.pt"},
+            evaluation_kwargs={"batch_size": 128},
+            random_seed=cfg.seed, device=device, use_tqdm=True,
+        )
     embeddings = _entity_matrix(result.model)
     labels = sorted(training.entity_to_id, key=training.entity_to_id.get)
     metrics = {

@@ -49,6 +49,8 @@ class HybridModel(nn.Module):
         self.item_id = nn.Embedding(spec.n_id_items + 1, d, padding_idx=spec.n_id_items)  # last row: "no ID"
         self.item_id_bias = nn.Embedding(spec.n_id_items + 1, 1, padding_idx=spec.n_id_items)
         nn.init.normal_(self.item_id.weight, std=0.01)
+        with torch.no_grad():  # normal_ also filled the padding row: a new item must get no ID part
+            self.item_id.weight[spec.n_id_items].zero_()
         nn.init.zeros_(self.item_id_bias.weight)
         self.gender = nn.Embedding(spec.n_genders + 1, spec.demo_dim)  # row 0: unknown
         self.age = nn.Embedding(spec.n_ages + 1, spec.demo_dim)

@@ -1,0 +1,142 @@
+"""The hybrid two-tower module: shapes, the "no ID" padding row, DropoutNet's keep mask, checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_tasks.model import HybridModel, ModelSpec, load_model, save_model
+
+SPEC = ModelSpec(content_dim=6, text_dim=4, kg_dim=2, n_id_items=4, n_genders=2, n_ages=7, n_occupations=3,
+                 dim=4, hidden=8, demo_dim=2)
+N_ITEMS = 6  # 4 with an ID row, 2 new items
+ID_ROWS = torch.tensor([0, 1, 2, 3, 4, 4])  # 4 = SPEC.n_id_items: "no ID"
+
+
+@pytest.fixture
+def model() -> HybridModel:
+    torch.manual_seed(0)
+    return HybridModel(SPEC).eval()
+
+
+@pytest.fixture
+def content() -> torch.Tensor:
+    return torch.randn(N_ITEMS, SPEC.content_dim, generator=torch.Generator().manual_seed(1))
+
+
+def _user_inputs(batch: int = 3, length: int = 5) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(2)
+    demo = torch.tensor([[1, 3, 2], [0, 0, 0], [2, 7, 3]])[:batch]  # row 0 = unknown
+    kg = torch.randn(batch, SPEC.kg_dim, generator=g)
+    profile = torch.randn(batch, SPEC.text_dim, generator=g)
+    taste = torch.randn(batch, SPEC.text_dim, generator=g)
+    has_taste = torch.tensor([1.0, 0.0, 1.0])[:batch]
+    history = torch.randint(0, N_ITEMS, (batch, length), generator=g)
+    mask = torch.zeros(batch, length)
+    mask[0, :5], mask[2, :2] = 1.0, 1.0  # user 1 has no history at all
+    return demo, kg, profile, taste, has_taste, history, mask
+
+
+def test_item_and_user_towers_have_the_spec_shapes(model: HybridModel, content: torch.Tensor) -> None:
+    vecs, bias = model.items(content, ID_ROWS)
+    assert vecs.shape == (N_ITEMS, SPEC.dim) and bias.shape == (N_ITEMS,)
+    users = model.users(*_user_inputs(), vecs)
+    assert users.shape == (3, SPEC.dim)
+    assert torch.isfinite(users).all()  # the user without history: no division by zero
+    assert model.item_id.num_embeddings == SPEC.n_id_items + 1
+
+
+def test_an_item_without_id_gets_the_content_part_only(model: HybridModel, content: torch.Tensor) -> None:
+    """Guards the padding row: a new item's ID embedding and bias are exactly zero."""
+    assert torch.count_nonzero(model.item_id.weight[SPEC.n_id_items]) == 0
+    assert torch.count_nonzero(model.item_id_bias.weight[SPEC.n_id_items]) == 0
+    vecs, bias = model.items(content, ID_ROWS)
+    with torch.no_grad():
+        content_vec, content_bias = model.item_content(content), model.item_content_bias(content).squeeze(-1)
+    torch.testing.assert_close(vecs[4:], content_vec[4:])
+    torch.testing.assert_close(bias[4:], content_bias[4:])
+    assert not torch.allclose(vecs[:4], content_vec[:4])  # items with an ID row do get their ID part
+
+
+def test_the_no_id_row_stays_zero_after_training_steps(model: HybridModel, content: torch.Tensor) -> None:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        vecs, bias = model.items(content, ID_ROWS)
+        loss = (vecs.pow(2).sum() + bias.sum()) + model.users(*_user_inputs(), vecs).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.count_nonzero(model.item_id.weight[SPEC.n_id_items]) == 0
+    assert torch.count_nonzero(model.item_id_bias.weight[SPEC.n_id_items]) == 0
+
+
+def test_keep_mask_zero_equals_no_id_and_one_equals_no_mask(model: HybridModel, content: torch.Tensor) -> None:
+    no_id = model.items(content, torch.full((N_ITEMS,), SPEC.n_id_items))
+    hidden = model.items(content, ID_ROWS, keep=torch.zeros(N_ITEMS))
+    kept = model.items(content, ID_ROWS, keep=torch.ones(N_ITEMS))
+    plain = model.items(content, ID_ROWS)
+    for a, b in ((hidden, no_id), (kept, plain)):
+        torch.testing.assert_close(a[0], b[0])
+        torch.testing.assert_close(a[1], b[1])
+    partial = model.items(content, ID_ROWS, keep=torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(partial[0][[0, 2]], plain[0][[0, 2]])
+    torch.testing.assert_close(partial[0][[1, 3]], no_id[0][[1, 3]])
+
+
+def test_masked_history_positions_do_not_count(model: HybridModel, content: torch.Tensor) -> None:
+    vecs, _ = model.items(content, ID_ROWS)
+    inputs = list(_user_inputs())
+    before = model.users(*inputs, vecs)
+    history = inputs[5].clone()
+    history[2, 2:] = (history[2, 2:] + 1) % N_ITEMS  # change only padded positions of user 2
+    history[1] = (history[1] + 1) % N_ITEMS  # and every position of user 1, who has none
+    inputs[5] = history
+    torch.testing.assert_close(model.users(*inputs, vecs), before)
+
+
+def test_taste_text_counts_only_where_has_taste(model: HybridModel, content: torch.Tensor) -> None:
+    vecs, _ = model.items(content, ID_ROWS)
+    inputs = list(_user_inputs())
+    before = model.users(*inputs, vecs)
+    inputs[3] = inputs[3].clone()
+    inputs[3][1] += 5.0  # user 1 has has_taste = 0
+    after = model.users(*inputs, vecs)
+    torch.testing.assert_close(after[1], before[1])
+    inputs[3][0] += 5.0  # user 0 has has_taste = 1
+    assert not torch.allclose(model.users(*inputs, vecs)[0], before[0])
+
+
+def test_save_and_load_give_identical_outputs(model: HybridModel, content: torch.Tensor, tmp_path: Path) -> None:
+    with torch.no_grad():  # move the weights away from their initial values first
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.spec == SPEC and not loaded.training
+    for a, b in zip(model.items(content, ID_ROWS), loaded.items(content, ID_ROWS)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    vecs, _ = model.items(content, ID_ROWS)
+    torch.testing.assert_close(loaded.users(*_user_inputs(), vecs), model.users(*_user_inputs(), vecs), rtol=0, atol=0)
+
+
+class _NotAWeight:
+    """A pickled class instance: a stand-in for code smuggled into a checkpoint; weights_only refuses it."""
+
+
+def test_load_model_refuses_a_checkpoint_that_unpickles_code(model: HybridModel, tmp_path: Path) -> None:
+    """Guards ``weights_only=True``: loading must not run arbitrary pickled callables."""
+    path = tmp_path / "model.pt"
+    torch.save({"spec": SPEC.to_dict(), "state_dict": model.state_dict(), "extra": _NotAWeight()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+        load_model(path)
+
+
+def test_load_model_rejects_a_checkpoint_of_other_shapes(model: HybridModel, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"spec": {**SPEC.to_dict(), "dim": 8}, "state_dict": model.state_dict()}, path)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_model(path)

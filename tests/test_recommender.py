@@ -1,0 +1,224 @@
+"""A real tiny bundle (PyKEEN dim 4, MiniLM, hybrid dim 4, 2 epochs) answering queries and requests.
+
+Known from the tiny data and the default split: user 3's training history is items 10, 12, 14, 1
+(oldest first); users 1 and 5 are cold (profile only); items 2, 9 and 13 are cold (no ID row).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
+from recsys_tasks.queries import Query
+from recsys_tasks.recommender import Recommender, UnknownIdError
+
+MAX_HISTORY = 5
+N_ITEMS = 15
+USER_3_HISTORY = ("10", "12", "14", "1")
+PROFILE = {"age": 29, "gender": "F", "occupation": "student", "zip_code": "10111"}
+TASTE = "I like Action and Drama movies."
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
+               ) -> Iterator[Path]:
+    """Every stage once on the tiny data; the finetune bundle folder."""
+    from recsys_tasks.extract import extract
+    from recsys_tasks.kg import kg_embed
+    from recsys_tasks.text import text_embed
+    from recsys_tasks.train import finetune
+
+    root = tmp_path_factory.mktemp("recommender")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        snapshot = extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir
+        kg = kg_embed(KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1,
+                               eval_fraction=0.1, device="cpu"), snapshot, root / "kg").out_dir
+        text = text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir
+        result = finetune(FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=MAX_HISTORY,
+                                         validation_user_frac=0.3, device="cpu"),
+                          snapshot, kg, text, root / "finetune", TextConfig().model)
+        yield result.path("bundle")
+
+
+@pytest.fixture(scope="module")
+def rec(bundle_dir: Path) -> Recommender:
+    return Recommender.load(bundle_dir)
+
+
+def _history(items: list[str]) -> tuple[tuple[str, float, int], ...]:
+    return tuple((item, 4.0, 880_000_000 + n) for n, item in enumerate(items))
+
+
+def _catalog_cycle(n: int) -> list[str]:
+    return [str(i % N_ITEMS + 1) for i in range(n)]
+
+
+# ---------------------------------------------------------------- score
+@pytest.mark.slow
+def test_score_has_one_row_per_query_over_the_whole_catalog(rec: Recommender) -> None:
+    queries = [Query("3", PROFILE, _history(["1", "3"])), Query("new", {}, ()), Query("x", PROFILE, (), TASTE)]
+    scores = rec.score(queries)
+    assert scores.shape == (3, N_ITEMS) and scores.dtype == np.float32 and np.isfinite(scores).all()
+    assert rec.score([]).shape == (0, N_ITEMS)
+    assert rec.item_ids == [str(i) for i in range(1, N_ITEMS + 1)]  # catalog order
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_history", [0, 5, 20])
+@pytest.mark.parametrize("text", [None, TASTE, "I like Sci-Fi and Horror movies."])
+def test_any_support_size_with_or_without_text_is_scored(rec: Recommender, n_history: int, text: str | None) -> None:
+    scores = rec.score([Query("cold", PROFILE, _history(_catalog_cycle(n_history)), text)])
+    assert scores.shape == (1, N_ITEMS) and np.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_only_the_latest_max_history_items_count(rec: Recommender) -> None:
+    long = _history(_catalog_cycle(20))
+    full, last = rec.score([Query("u", PROFILE, long), Query("u", PROFILE, long[-MAX_HISTORY:])])
+    np.testing.assert_allclose(full, last, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_history_and_text_change_the_scores(rec: Recommender) -> None:
+    bare, with_history, with_text = rec.score([
+        Query("u", PROFILE, ()), Query("u", PROFILE, _history(["1", "4", "8"])), Query("u", PROFILE, (), TASTE)])
+    assert not np.allclose(bare, with_history) and not np.allclose(bare, with_text)
+
+
+@pytest.mark.slow
+def test_a_cold_item_is_scored_by_its_content_alone(rec: Recommender) -> None:
+    catalog = rec.bundle.catalog
+    n_id = rec.meta["n_id_items"]
+    cold = [rec.item_row[i] for i in ("2", "9", "13")]
+    assert (catalog["id_row"].to_numpy()[cold] == n_id).all()
+    scores = rec.score([Query("3", PROFILE, _history(list(USER_3_HISTORY)))])
+    assert np.isfinite(scores[0, cold]).all()
+    with torch.no_grad():
+        content = torch.as_tensor(rec.bundle.item_content[cold])
+        torch.testing.assert_close(rec.item_vecs[cold], rec.model.item_content(content))
+        torch.testing.assert_close(rec.item_bias[cold], rec.model.item_content_bias(content).squeeze(-1))
+
+
+# ---------------------------------------------------------------- recommend
+def _ids(response: dict) -> list[str]:
+    return [entry["item_id"] for entry in response["items"]]
+
+
+@pytest.mark.slow
+def test_recommend_returns_k_items_best_first(rec: Recommender) -> None:
+    asked, default, everything = rec.recommend(
+        [{"request_id": "a", "profile": PROFILE, "k": 3}, {"request_id": "b", "profile": PROFILE},
+         {"request_id": "c", "profile": PROFILE, "k": 1000}], k=4)
+    assert (asked["request_id"], default["request_id"], everything["request_id"]) == ("a", "b", "c")
+    assert len(asked["items"]) == 3 and len(default["items"]) == 4 and len(everything["items"]) == N_ITEMS
+    scores = [entry["score"] for entry in everything["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(_ids(everything), key=int) == rec.item_ids
+    assert _ids(asked) == _ids(everything)[:3] and _ids(default) == _ids(everything)[:4]
+    row = rec.score([Query("", PROFILE, ())])[0]
+    assert [entry["score"] for entry in everything["items"]] == pytest.approx(
+        [row[rec.item_row[i]] for i in _ids(everything)], abs=1e-5)
+    assert asked["model_version"] == ""
+
+
+@pytest.mark.slow
+def test_history_and_exclude_are_left_out(rec: Recommender) -> None:
+    response, = rec.recommend([{"request_id": "r", "profile": PROFILE, "history": [{"item_id": "1"}, {"item_id": "4"}],
+                                "exclude": ["8", "15"], "k": 100}])
+    assert set(_ids(response)) == set(rec.item_ids) - {"1", "4", "8", "15"}
+
+
+@pytest.mark.slow
+def test_candidates_restrict_the_ranking(rec: Recommender) -> None:
+    response, = rec.recommend([{"request_id": "r", "profile": PROFILE, "candidates": ["1", "3", "4", "8", "13"],
+                                "history": [{"item_id": "3"}], "exclude": ["8"], "k": 10}])
+    assert set(_ids(response)) == {"1", "4", "13"}  # 13: a cold item may be recommended
+    scores = [entry["score"] for entry in response["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", ["candidates", "history"])
+def test_unknown_item_ids_raise_naming_them(rec: Recommender, field: str) -> None:
+    ids = ["1", "no-such-item", "999"]
+    value = ids if field == "candidates" else [{"item_id": i} for i in ids]
+    with pytest.raises(UnknownIdError) as err:
+        rec.recommend([{"request_id": "r", field: value}])
+    assert err.value.field == field and err.value.ids == ["no-such-item", "999"]
+    assert field in str(err.value) and "no-such-item" in str(err.value) and "999" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_known_user_without_history_brings_the_training_history(rec: Recommender) -> None:
+    query = rec.query_for({"request_id": "r", "user_id": "3"})
+    assert query.history_items == USER_3_HISTORY
+    assert query.profile == {"age": 29, "gender": "F", "occupation": "student", "zip_code": "10111"}
+    stored, explicit = rec.recommend([
+        {"request_id": "s", "user_id": "3", "k": 100},
+        {"request_id": "e", "profile": PROFILE, "history": [{"item_id": i} for i in USER_3_HISTORY], "k": 100}])
+    assert not set(_ids(stored)) & set(USER_3_HISTORY)
+    assert _ids(stored) == _ids(explicit)
+
+
+@pytest.mark.slow
+def test_an_explicit_history_or_profile_replaces_the_stored_one(rec: Recommender) -> None:
+    query = rec.query_for({"request_id": "r", "user_id": "3", "history": [{"item_id": "2", "rating": 5.0}],
+                           "profile": {"age": 60}})
+    assert query.history == (("2", 5.0, 0),)
+    assert query.profile == {"age": 60, "gender": "", "occupation": "", "zip_code": ""}
+    assert rec.query_for({"request_id": "r", "user_id": "3", "history": []}).history == ()
+
+
+@pytest.mark.slow
+def test_cold_and_unknown_users_get_no_history(rec: Recommender) -> None:
+    cold = rec.query_for({"request_id": "r", "user_id": "1"})  # cold user: profile known, no training
+    assert cold.history == () and cold.profile["occupation"] == "engineer"
+    unknown = rec.query_for({"request_id": "r", "user_id": "no-such-user"})
+    assert unknown.history == () and unknown.profile == {"age": None, "gender": "", "occupation": "", "zip_code": ""}
+    response, = rec.recommend([{"request_id": "r", "user_id": "no-such-user"}], k=5)
+    assert len(response["items"]) == 5 and all(np.isfinite(e["score"]) for e in response["items"])
+
+
+@pytest.mark.slow
+def test_a_batch_gives_the_same_answers_as_single_requests(rec: Recommender) -> None:
+    requests = [{"request_id": "a", "user_id": "3", "k": 5}, {"request_id": "b", "profile": PROFILE, "text": TASTE,
+                                                              "k": 5}]
+    batched = rec.recommend(requests)
+    for request, response in zip(requests, batched):
+        single, = rec.recommend([request])
+        assert _ids(single) == _ids(response)
+        assert [e["score"] for e in single["items"]] == pytest.approx([e["score"] for e in response["items"]], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_an_unseen_sentence_is_encoded_once_and_cached(bundle_dir: Path) -> None:
+    rec = Recommender.load(bundle_dir)  # a fresh one: its text cache holds only the bundle's sentences
+    assert rec._encoder is None
+    before = len(rec._text_row)
+    known = {"request_id": "r", "user_id": "3", "text": TASTE}  # the profile and the taste are in the bundle
+    rec.recommend([known])
+    assert len(rec._text_row) == before and rec._encoder is None
+
+    encoder = rec._text_encoder()
+    calls: list[list[str]] = []
+    encode = encoder.encode
+
+    def counting_encode(texts, *args, **kwargs):
+        calls.append(list(texts))
+        return encode(texts, *args, **kwargs)
+
+    encoder.encode = counting_encode
+    sentence = "I like slow films about space travel."
+    first, = rec.recommend([{**known, "text": sentence}])
+    assert len(rec._text_row) == before + 1 and calls == [[sentence]]
+    assert rec._text_vectors.shape[0] == before + 1
+    np.testing.assert_allclose(rec._text_vectors[rec._text_row[sentence]], encode([sentence])[0], atol=1e-5)
+    second, = rec.recommend([{**known, "text": sentence}])
+    assert len(rec._text_row) == before + 1 and calls == [[sentence]]  # not encoded again
+    assert first == second

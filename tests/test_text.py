@@ -1,0 +1,167 @@
+"""The text stage with the real packaged all-MiniLM-L6-v2 (offline), and the sentences it encodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_tasks.artifacts import StageResult
+from recsys_tasks.config import DEFAULT_TEXT_MODEL, ExtractConfig, TextConfig
+from recsys_tasks.dataset import Dataset
+from recsys_tasks.extract import extract
+from recsys_tasks.text import (
+    TextEncoder, item_text, profile_text, resolve_model, taste_sentence, taste_sentences, text_embed,
+)
+
+DIM = 384  # all-MiniLM-L6-v2's hidden size
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _offline() -> Iterator[None]:
+    """The packaged model must load without the network, as scripts/env.sh runs it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield
+
+
+@pytest.fixture(scope="module")
+def encoder(_offline: None) -> TextEncoder:
+    return TextEncoder(TextConfig().model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def embedded(
+    _offline: None, tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
+) -> tuple[StageResult, Dataset]:
+    root = tmp_path_factory.mktemp("text")
+    snapshot = extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot")
+    return text_embed(TextConfig(device="cpu"), snapshot.out_dir, root / "text"), Dataset.load(snapshot.out_dir)
+
+
+# ---------------------------------------------------------------- resolve_model
+@pytest.mark.parametrize("name", [DEFAULT_TEXT_MODEL, "all-MiniLM-L6-v2", "packaged"])
+def test_packaged_default_resolves_to_a_local_model_folder(name: str) -> None:
+    folder = Path(resolve_model(name))
+    assert folder.is_absolute() and (folder / "config.json").is_file()
+
+
+def test_an_existing_path_resolves_to_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my-model").mkdir()
+    assert resolve_model(str(tmp_path / "my-model")) == str((tmp_path / "my-model").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("my-model") == str((tmp_path / "my-model").resolve())  # relative: made absolute
+
+
+def test_an_unknown_hub_name_passes_through_unchanged() -> None:
+    assert resolve_model("some-org/some-unknown-model") == "some-org/some-unknown-model"
+
+
+# ---------------------------------------------------------------- TextEncoder
+@pytest.mark.slow
+def test_encode_gives_unit_float32_rows(encoder: TextEncoder) -> None:
+    vectors = encoder.encode(["I like Drama movies.", "A 25-34 year old female artist.", "x"])
+    assert encoder.dim == DIM and vectors.shape == (3, DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert encoder.encode([]).shape == (0, DIM)
+
+
+@pytest.mark.slow
+def test_encode_keeps_input_order_although_batches_are_sorted_by_length(encoder: TextEncoder) -> None:
+    """Guards the scatter back from length-sorted batches: row i must be text i's vector."""
+    texts = ["A much longer sentence about a space opera with robots, lasers and a lost princess.",
+             "Hi.", "Romantic comedy set in Paris.", "A documentary.", "Horror in a cabin in the woods, at night."]
+    batched = encoder.encode(texts, batch_size=2)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    assert not np.allclose(batched[0], batched[1], atol=1e-2)  # distinct texts, distinct rows
+
+
+@pytest.mark.slow
+def test_a_paraphrase_is_closer_than_an_unrelated_sentence(encoder: TextEncoder) -> None:
+    anchor, paraphrase, unrelated = encoder.encode(
+        ["I love science fiction films.", "I enjoy sci-fi movies.", "The stock market fell sharply today."])
+    assert anchor @ paraphrase > anchor @ unrelated + 0.2
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "folder without a model"])
+def test_a_model_that_cannot_be_loaded_raises_a_value_error_naming_it(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "no-such-model"
+    if kind == "folder without a model":
+        path.mkdir()
+    with pytest.raises(ValueError, match="no-such-model.*could not be loaded"):
+        TextEncoder(str(path), device="cpu")
+
+
+# ---------------------------------------------------------------- sentences
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"item_id": "7", "title": "Crash, The", "year": 1987, "genres": "Sci-Fi|Comedy", "description": ""},
+         "Crash, The (1987). Genres: Sci-Fi, Comedy."),
+        ({"item_id": "1", "title": "Toy Story", "year": 1995, "genres": "Animation",
+          "description": "Toys come to life."}, "Toy Story (1995). Genres: Animation. Toys come to life."),
+        ({"item_id": "3", "title": "Movie 3", "year": pd.NA, "genres": "Drama"}, "Movie 3. Genres: Drama."),
+        ({"item_id": "42", "title": "", "year": None, "genres": ""}, "42."),  # no title: the id stands in
+    ],
+)
+def test_item_text(item: dict, expected: str) -> None:
+    assert item_text(item) == expected
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ({"age": 29, "gender": "F", "occupation": "programmer"}, "A 25-34 year old female programmer."),
+        ({"age": 40, "gender": "m", "occupation": "student"}, "A 35-44 year old male student."),
+        ({"age": None, "gender": "F", "occupation": ""}, "A female person."),
+        ({"age": 60, "gender": "", "occupation": "none"}, "A 56+ year old person."),
+        ({}, "A person."),
+    ],
+)
+def test_profile_text(profile: dict, expected: str) -> None:
+    assert profile_text(profile) == expected
+
+
+def test_taste_sentences_cover_every_genre_and_pair_once() -> None:
+    assert taste_sentence(["Sci-Fi", "Horror"]) == "I like Sci-Fi and Horror movies."
+    assert taste_sentence(["Drama"]) == "I like Drama movies."
+    sentences = taste_sentences(["Drama", "Action", "Comedy"])
+    assert sentences == ["I like Action movies.", "I like Comedy movies.", "I like Drama movies.",
+                         "I like Action and Comedy movies.", "I like Action and Drama movies.",
+                         "I like Comedy and Drama movies."]
+    assert taste_sentences([]) == []
+
+
+# ---------------------------------------------------------------- text_embed
+@pytest.mark.slow
+def test_text_embed_rows_are_aligned_with_the_snapshot(embedded: tuple[StageResult, Dataset],
+                                                        encoder: TextEncoder) -> None:
+    result, dataset = embedded
+    items, users, tastes = (np.load(result.path(n)) for n in ("items", "users", "tastes"))
+    texts = json.loads(result.path("texts").read_text())
+    assert items.shape == (15, DIM) and users.shape == (12, DIM) and tastes.shape == (4 + 6, DIM)
+    assert texts["items"] == [item_text(r) for r in dataset.items.to_dict("records")]
+    assert texts["users"] == [profile_text(r) for r in dataset.users.to_dict("records")]
+    assert texts["tastes"] == taste_sentences(["Action", "Comedy", "Drama", "Sci-Fi"])
+    row = dataset.items.index[dataset.items["item_id"] == "7"][0]
+    assert texts["items"][row] == "Crash, The (1987). Genres: Sci-Fi, Comedy."
+    np.testing.assert_allclose(items[row], encoder.encode([texts["items"][row]])[0], atol=1e-4)
+    np.testing.assert_allclose(users, encoder.encode(texts["users"]), atol=1e-4)
+    # items 1, 5, 9 and 13 share genres but not titles: their rows must differ
+    assert not np.allclose(items[0], items[4], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_text_embed_result_names_the_resolved_model(embedded: tuple[StageResult, Dataset]) -> None:
+    result, _ = embedded
+    assert result.info == {"model": DEFAULT_TEXT_MODEL, "model_path": resolve_model(DEFAULT_TEXT_MODEL),
+                           "device": "cpu"}
+    assert result.metrics["dim"] == DIM and result.metrics["n_texts"] > 0
+    assert StageResult.load(result.out_dir) == result
+    assert sorted(p.name for p in Path(result.out_dir).parent.iterdir()) == ["snapshot", "src", "text"]

@@ -1,0 +1,171 @@
+"""finetune on the tiny snapshot with real KG (PyKEEN, dim 4) and text (MiniLM) stages, 2 epochs.
+
+With seed 42 and ``validation_user_frac=0.3`` the pseudo-cold validation users are 4, 6 and 10;
+they hold 3 of the training part's 12 positives, so 9 (user, liked item) pairs are fitted.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys_tasks.artifacts import StageResult, read_json
+from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
+from recsys_tasks.split import Split
+from recsys_tasks.train import finetune
+
+TINY_KG = KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
+                   device="cpu")
+TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3,
+                         device="cpu")
+TEXT_DIM, KG_DIM = 384, 4
+BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parquet", "histories.parquet",
+                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json"}
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
+           ) -> Iterator[dict[str, Path]]:
+    """Snapshot, KG and text stage outputs of the tiny data, built once for the module."""
+    from recsys_tasks.extract import extract
+    from recsys_tasks.kg import kg_embed
+    from recsys_tasks.text import text_embed
+
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        snapshot = Path(extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))),
+                                root / "snapshot").out_dir)
+        kg = Path(kg_embed(TINY_KG, snapshot, root / "kg").out_dir)
+        text = Path(text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir)
+        yield {"snapshot": snapshot, "kg": kg, "text": text, "root": root}
+
+
+def _finetune(stages: dict[str, Path], out: Path, cfg: FinetuneConfig = TINY_FT, snapshot: Path | None = None
+              ) -> StageResult:
+    return finetune(cfg, snapshot or stages["snapshot"], stages["kg"], stages["text"], out, TextConfig().model)
+
+
+@pytest.fixture(scope="module")
+def trained(stages: dict[str, Path]) -> StageResult:
+    return _finetune(stages, stages["root"] / "finetune")
+
+
+def _state(result: StageResult) -> dict[str, torch.Tensor]:
+    return torch.load(result.path("bundle") / "model.pt", weights_only=True)["state_dict"]
+
+
+# ---------------------------------------------------------------- outputs
+@pytest.mark.slow
+def test_finetune_writes_a_bundle_curves_and_result(trained: StageResult) -> None:
+    out = Path(trained.out_dir)
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "curves.csv", "result.json"]
+    assert {p.name for p in trained.path("bundle").iterdir()} == BUNDLE_FILES
+    assert trained.path("curves") == out / "curves.csv"
+    assert StageResult.load(out) == trained
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".finetune")]  # no temp dirs left
+
+
+@pytest.mark.slow
+def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
+    m = trained.metrics
+    assert all(math.isfinite(v) for v in m.values()), m
+    curves = pd.read_csv(trained.path("curves"))
+    assert list(curves["epoch"]) == list(range(1, len(curves) + 1)) and len(curves) == m["epochs_trained"] == 2
+    assert {"loss", "val_ndcg", "val_ndcg_at_0"} <= set(curves.columns)
+    assert 0.0 <= m["val_ndcg"] <= 1.0 and m["val_ndcg"] == pytest.approx(curves["val_ndcg"].max())
+    assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
+    assert m["n_validation_users"] == 3 and m["n_train_pairs"] == 9
+
+
+@pytest.mark.slow
+def test_only_training_items_get_an_id_row(trained: StageResult, stages: dict[str, Path]) -> None:
+    """Guards cold-item leakage: an item without training interactions must be served by content alone."""
+    bundle = trained.path("bundle")
+    catalog = pd.read_parquet(bundle / "catalog.parquet")
+    trained_items = set(Split.load(stages["snapshot"]).train["item_id"])
+    meta = read_json(bundle / "bundle.json")
+    n_id = meta["n_id_items"]
+    assert n_id == len(trained_items)
+    has_id = catalog["id_row"] < n_id
+    assert set(catalog.loc[has_id, "item_id"]) == trained_items
+    assert sorted(catalog.loc[has_id, "id_row"]) == list(range(n_id))
+    assert (catalog.loc[~has_id, "id_row"] == n_id).all()
+    assert {"2", "9", "13"} <= set(catalog.loc[~has_id, "item_id"])  # the cold items
+
+
+@pytest.mark.slow
+def test_bundle_holds_training_histories_and_aligned_features(trained: StageResult, stages: dict[str, Path]) -> None:
+    bundle = trained.path("bundle")
+    train = Split.load(stages["snapshot"]).train
+    histories = pd.read_parquet(bundle / "histories.parquet")
+    assert set(zip(histories["user_id"], histories["item_id"])) == set(zip(train["user_id"], train["item_id"]))
+    assert not {"1", "5"} & set(histories["user_id"])  # cold users have no history in the bundle
+    content = np.load(bundle / "item_content.npy")
+    assert content.shape == (15, TEXT_DIM + KG_DIM) and content.dtype == np.float32
+    np.testing.assert_allclose(content[:, :TEXT_DIM], np.load(stages["text"] / "items.npy"))
+    np.testing.assert_allclose(np.linalg.norm(content[:, TEXT_DIM:], axis=1), 1.0, atol=1e-5)  # unit KG rows
+    meta = read_json(bundle / "bundle.json")
+    assert (meta["text_model"], meta["kg_dim"], meta["text_dim"], meta["max_history"]) == (
+        TextConfig().model, KG_DIM, TEXT_DIM, 5)
+    assert meta["finetune"]["dim"] == 4 and meta["finetune"]["seed"] == 42 and meta["finetune"]["device"] == "cpu"
+    assert {"gender:F", "gender:M", "occupation:student"} <= set(meta["kg_demo_labels"])
+    texts = pd.read_parquet(bundle / "texts.parquet")["text"].tolist()
+    assert "I like Action and Drama movies." in texts and len(texts) == len(np.load(bundle / "text_vectors.npy"))
+
+
+# ---------------------------------------------------------------- determinism
+@pytest.mark.slow
+def test_same_seed_gives_the_same_model(trained: StageResult, stages: dict[str, Path], tmp_path: Path) -> None:
+    again = _finetune(stages, tmp_path / "again")
+    assert again.metrics["val_ndcg"] == trained.metrics["val_ndcg"]
+    assert again.metrics["final_loss"] == trained.metrics["final_loss"]
+    pd.testing.assert_frame_equal(pd.read_csv(again.path("curves")), pd.read_csv(trained.path("curves")))
+    a, b = _state(trained), _state(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_another_seed_gives_another_model(trained: StageResult, stages: dict[str, Path], tmp_path: Path) -> None:
+    other = _finetune(stages, tmp_path / "other", FinetuneConfig(**{**TINY_FT.__dict__, "seed": 7}))
+    a, b = _state(trained), _state(other)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- bad input
+def _without_training_part(snapshot: Path, into: Path) -> Path:
+    shutil.copytree(snapshot, into)
+    split = pd.read_parquet(into / "split.parquet")
+    split["part"] = split["part"].replace("train", "warm_test")
+    split.to_parquet(into / "split.parquet", index=False)
+    return into
+
+
+@pytest.mark.slow
+def test_an_empty_training_part_raises_and_writes_nothing(stages: dict[str, Path], tmp_path: Path) -> None:
+    snapshot = _without_training_part(stages["snapshot"], tmp_path / "snapshot")
+    out = tmp_path / "runs" / "finetune"
+    with pytest.raises(ValueError, match="training part is empty"):
+        _finetune(stages, out, snapshot=snapshot)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot"]  # no runs/ folder, no temp dir
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_leaves_the_previous_output_intact(trained: StageResult, stages: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "finetune"
+    shutil.copytree(trained.out_dir, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    snapshot = _without_training_part(stages["snapshot"], tmp_path / "snapshot")
+    with pytest.raises(ValueError, match="training part is empty"):
+        _finetune(stages, out, snapshot=snapshot)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune", "snapshot"]
