@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from .artifacts import StageResult, write_json
-from .config import PipelineConfig, workdir
+from .config import PipelineConfig, tracking_uri, workdir
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | No
 
     run_id = run_id or "cli_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     base = run_dir(run_id, root)
-    write_resolved_config(cfg, base)
     seconds: dict[str, float] = {}
     results: dict[str, StageResult] = {}
 
@@ -81,14 +80,15 @@ def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | No
         return results[name]
 
     threshold = cfg.extract.positive_threshold
-    ex = timed("extract", extract, cfg.extract, base / "extract")
+    ex = timed("extract", extract, cfg.extract, base / "extract")  # validates first: bad data writes no run dir
+    write_resolved_config(cfg, base)
     kg = timed("kg_embed", kg_embed, cfg.kg, ex.out_dir, base / "kg_embed", threshold)
     tx = timed("text_embed", text_embed, cfg.text, ex.out_dir, base / "text_embed")
     ft = timed("finetune", finetune, cfg.finetune, ex.out_dir, kg.out_dir, tx.out_dir, base / "finetune",
                cfg.text.model, threshold)
     timed("evaluate", evaluate, cfg.evaluate, ex.out_dir, tx.out_dir, ft.artifacts["bundle"], base / "evaluate", threshold)
     start = time.perf_counter()
-    registered = register(cfg, results, run_name=run_id, uri=None)
+    registered = register(cfg, results, run_name=run_id, uri=tracking_uri(root))  # root's store, not the CWD's
     seconds["register"] = round(time.perf_counter() - start, 2)
     return summarize(run_id, base, results, registered, seconds)
 

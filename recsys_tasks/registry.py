@@ -59,11 +59,13 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
             mlflow.log_artifact(path, artifact_path="evaluation")
         mlflow.log_artifact(finetune.artifacts["curves"], artifact_path="training")
         mlflow.log_artifact(extract.artifacts["report"], artifact_path="data")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=_python_model(), artifacts={"bundle": finetune.artifacts["bundle"]},
-            code_paths=[str(Path(__file__).parent)], pip_requirements=_pip_requirements(),
-            registered_model_name=name,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = _bundle_with_run_id(finetune.artifacts["bundle"], Path(tmp) / "bundle", run.info.run_id)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=_python_model(), artifacts={"bundle": str(bundle)},
+                code_paths=[str(Path(__file__).parent)], pip_requirements=_pip_requirements(),
+                registered_model_name=name,
+            )
         version = str(info.registered_model_version)
         champion = _alias_version(client, name, CHAMPION)
         if champion is None:
@@ -82,9 +84,9 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
         mlflow.set_tags({"promotion.decision": decision.reason, "promotion.promoted": str(decision.promote),
                          "model_version": version})
         log.info("registered %s version %s as %s: %s", name, version, alias, decision.reason)
-    return {"run_id": run.info.run_id, "model_name": name, "model_version": version, "alias": alias,
+    return {"mlflow_run_id": run.info.run_id, "model_name": name, "model_version": version, "alias": alias,
             "promoted": decision.promote, "reason": decision.reason,
-            "previous_champion": champion.version if champion is not None else None,
+            "previous_champion": str(champion.version) if champion is not None else None,
             "tracking_uri": mlflow.get_tracking_uri()}
 
 
@@ -133,6 +135,19 @@ def _version_of(model_uri: str, model) -> str:
     if model_uri.startswith("models:/"):
         return model_uri.rsplit("/", 1)[-1]
     return str(model.metadata.run_id or model_uri)
+
+
+def _bundle_with_run_id(source: str | Path, target: Path, run_id: str) -> Path:
+    """A copy of the bundle whose responses say which run made it (the registry version is not
+    known before registration; loading through the registry replaces it with the version)."""
+    import shutil
+
+    from .artifacts import read_json, write_json
+
+    shutil.copytree(source, target)
+    meta = read_json(target / "bundle.json")
+    write_json(target / "bundle.json", {**meta, "model_version": f"run:{run_id}"})
+    return target
 
 
 def _experiment(client, name: str) -> None:

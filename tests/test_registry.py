@@ -1,0 +1,215 @@
+"""The registry stage against a real MLflow (SQLite in a temporary workdir), fed by the real pipeline.
+
+One module-scoped workdir holds four runs of `run_pipeline` on the tiny RecBole data, in order:
+
+1. ``first``: no champion yet, so it becomes ``champion`` (version 1);
+2. ``worse``: the same data with a margin it cannot beat, so it becomes ``challenger``;
+3. ``reseeded``: another split seed, so the champion is evaluated again on the new split first;
+4. ``no_holdout``: every fraction 0, nothing to evaluate on, so it never replaces the champion.
+
+The CWD is an empty folder and neither ``RECSYS_WORKDIR`` nor ``MLFLOW_TRACKING_URI`` is set: the
+``root`` argument alone must decide where the runs, the store and the artifacts go.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from recsys_tasks.artifacts import StageResult
+from recsys_tasks.config import PipelineConfig
+from recsys_tasks.evaluate import evaluate
+from recsys_tasks.evaluation import mlflow_safe
+from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
+from recsys_tasks.registry import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
+
+pytestmark = pytest.mark.slow  # four real pipeline runs (~30 s in all); CI runs them anyway
+
+TINY = {"kg.embedding_dim": 4, "kg.epochs": 1, "kg.early_stopping_frequency": 1, "kg.eval_fraction": 0.1,
+        "finetune.dim": 8, "finetune.hidden": 16, "finetune.epochs": 2}
+PRIMARY = "cold_mean_ndcg"
+TINY_ITEM_IDS = {str(i) for i in range(1, 16)}
+
+
+@dataclass(frozen=True)
+class Workdir:
+    root: Path
+    cwd: Path
+    data: Path
+    cfg: PipelineConfig
+    runs: dict[str, dict[str, Any]]
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def name(self) -> str:
+        return self.cfg.registry.model_name
+
+    def stage(self, run: str, stage: str) -> StageResult:
+        return StageResult.load(self.root / "runs" / run / stage)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Workdir:
+    base = tmp_path_factory.mktemp("registry")
+    data = make_tiny_dir(base / "data", "recbole")
+    root, cwd = base / "work", base / "cwd"
+    cwd.mkdir()
+    cfg = PipelineConfig().with_overrides({"extract.source": str(data), **TINY})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("RECSYS_WORKDIR", raising=False)
+        mp.chdir(cwd)
+        runs = {
+            "first": run_pipeline(cfg, root, run_id="first"),
+            "worse": run_pipeline(cfg.with_overrides({"registry.margin": 10}), root, run_id="worse"),
+            "reseeded": run_pipeline(cfg.with_overrides({"extract.seed": 7, "registry.margin": 10}), root,
+                                     run_id="reseeded"),
+            "no_holdout": run_pipeline(cfg.with_overrides(NO_HOLDOUT), root, run_id="no_holdout"),
+        }
+    return Workdir(root, cwd, data, cfg, runs)
+
+
+@pytest.fixture
+def client(work: Workdir) -> MlflowClient:
+    mlflow.set_tracking_uri(work.uri)
+    return MlflowClient(tracking_uri=work.uri, registry_uri=work.uri)
+
+
+def _champion(client: MlflowClient, work: Workdir) -> str:
+    return str(client.get_model_version_by_alias(work.name, CHAMPION).version)
+
+
+# ---------------------------------------------------------------- where things land
+def test_store_runs_and_artifacts_live_under_the_root_not_the_cwd(work: Workdir, client: MlflowClient) -> None:
+    assert (work.root / "mlflow.db").is_file()
+    assert all(s["tracking_uri"] == work.uri for s in work.runs.values())
+    assert sorted(p.name for p in (work.root / "runs").iterdir()) == sorted(work.runs)
+    artifact_dir = Path(unquote(urlparse(client.get_run(work.runs["first"]["mlflow_run_id"]).info.artifact_uri).path))
+    assert artifact_dir.is_relative_to(work.root / "mlartifacts")
+    assert (artifact_dir / "evaluation" / "table.md").is_file()
+    assert list(work.cwd.iterdir()) == []  # no mlruns/, mlartifacts/ or .recsys/ in the CWD
+
+
+# ---------------------------------------------------------------- the first run
+def test_first_run_registers_version_1_as_champion(work: Workdir, client: MlflowClient) -> None:
+    first = work.runs["first"]
+    assert (first["model_version"], first["alias"], first["promoted"]) == ("1", CHAMPION, True)
+    assert first["previous_champion"] is None and "no champion" in first["reason"]
+    version = client.get_model_version(work.name, "1")
+    assert version.run_id == first["mlflow_run_id"]
+    assert version.tags["split_fingerprint"] == work.stage("first", "extract").info["split_fingerprint"]
+    assert _champion(client, work) == "1"  # and still, after every later run
+
+
+def test_run_logs_params_metrics_and_tags(work: Workdir, client: MlflowClient) -> None:
+    first = work.runs["first"]
+    run = client.get_run(first["mlflow_run_id"])
+    params = run.data.params
+    assert params["extract.source"] == str(work.data)
+    assert (params["kg.embedding_dim"], params["finetune.epochs"], params["finetune.dim"]) == ("4", "2", "8")
+    assert params["registry.primary_metric"] == PRIMARY
+    assert first["metrics"] and PRIMARY in first["metrics"]
+    for key, value in first["metrics"].items():  # every evaluation metric, under its MLflow-safe name
+        assert run.data.metrics[mlflow_safe(key)] == pytest.approx(value), key
+    assert "cold-user_at_0/ndcg/model" in run.data.metrics
+    assert any(k.startswith("finetune.") for k in run.data.metrics)  # the other stages' metrics too
+    tags = run.data.tags
+    extract = work.stage("first", "extract")
+    assert tags["split_fingerprint"] == extract.info["split_fingerprint"]
+    assert tags["data_fingerprint"] == extract.info["fingerprint"]
+    assert (tags["evaluated"], tags["promotion.promoted"], tags["model_version"]) == ("True", "True", "1")
+
+
+def test_run_logs_config_report_curves_and_model(work: Workdir, client: MlflowClient) -> None:
+    run_id = work.runs["first"]["mlflow_run_id"]
+    listed = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "evaluation", "training", "data"} <= listed
+    assert "evaluation/table.md" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "training/curves.csv" in {a.path for a in client.list_artifacts(run_id, "training")}
+    # MLflow 3 keeps the pyfunc model as a LoggedModel output of the run, not under the run's artifacts.
+    model_uri = client.get_model_version(work.name, "1").source
+    logged = client.get_logged_model(model_uri.rsplit("/", 1)[-1])
+    assert (logged.name, logged.source_run_id) == ("model", run_id)
+    assert logged.model_id in {o.model_id for o in client.get_run(run_id).outputs.model_outputs}
+    assert Path(unquote(urlparse(logged.artifact_location).path)).is_relative_to(work.root / "mlartifacts")
+    model_files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=model_uri)}
+    assert {"MLmodel", "artifacts", "code", "requirements.txt"} <= model_files
+    config = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                                     tracking_uri=work.uri)).read_text())
+    assert config == work.cfg.to_dict()
+
+
+def test_champion_loads_as_pyfunc_and_answers_requests(work: Workdir, client: MlflowClient) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/{work.name}@{CHAMPION}")
+    responses = model.predict([{"request_id": "a", "k": 3}])
+    assert [r["request_id"] for r in responses] == ["a"]
+    items = [i["item_id"] for i in responses[0]["items"]]
+    assert len(items) == len(set(items)) == 3 and set(items) <= TINY_ITEM_IDS
+    scores = [i["score"] for i in responses[0]["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # Loaded outside the registry's alias lookup, a response names the run that made the model.
+    assert responses[0]["model_version"] == f"run:{work.runs['first']['mlflow_run_id']}"
+
+
+def test_load_recommender_defaults_to_the_champion(work: Workdir) -> None:
+    recommender = load_recommender(model_name=work.name, uri=work.uri)
+    assert recommender.meta["model_version"] == "1"
+    [response] = recommender.recommend([{"request_id": "b", "k": 2}])
+    assert response["model_version"] == "1" and len(response["items"]) == 2
+
+
+# ---------------------------------------------------------------- the gate on later runs
+def test_model_that_cannot_beat_the_champion_becomes_challenger(work: Workdir, client: MlflowClient) -> None:
+    worse = work.runs["worse"]
+    assert (worse["model_version"], worse["alias"], worse["promoted"]) == ("2", CHALLENGER, False)
+    assert str(worse["previous_champion"]) == "1"
+    assert "does not beat" in worse["reason"]
+    assert client.get_model_version(work.name, "2").tags["decision"] == worse["reason"]
+    assert client.get_run(worse["mlflow_run_id"]).data.tags["promotion.promoted"] == "False"
+    assert _champion(client, work) == "1"
+
+
+def test_new_split_reevaluates_the_champion_before_comparing(work: Workdir, tmp_path: Path) -> None:
+    reseeded = work.runs["reseeded"]
+    first_split = work.stage("first", "extract").info["split_fingerprint"]
+    new_split = work.stage("reseeded", "extract").info["split_fingerprint"]
+    assert new_split != first_split
+    assert (reseeded["alias"], reseeded["promoted"]) == (CHALLENGER, False)
+    match = re.fullmatch(rf"{PRIMARY} ([\d.]+) does not beat the champion's ([\d.]+) by more than 10",
+                         reseeded["reason"])
+    assert match, reseeded["reason"]
+    # The champion's number in the decision is version 1 scored on the *new* split, not its logged one.
+    bundle = work.stage("first", "finetune").artifacts["bundle"]
+    again = evaluate(work.cfg.evaluate, work.root / "runs/reseeded/extract", work.root / "runs/reseeded/text_embed",
+                     bundle, tmp_path / "champion_on_new_split", work.cfg.extract.positive_threshold)
+    assert float(match.group(2)) == pytest.approx(again.metrics[PRIMARY], abs=5e-5)
+    assert abs(work.runs["first"]["metrics"][PRIMARY] - again.metrics[PRIMARY]) > 1e-3
+
+
+def test_no_holdout_run_never_replaces_the_champion(work: Workdir, client: MlflowClient) -> None:
+    run = work.runs["no_holdout"]
+    assert run["metrics"] == {} and run["table"] is None
+    assert (run["alias"], run["promoted"]) == (CHALLENGER, False)
+    assert "not evaluated" in run["reason"]
+    assert client.get_run(run["mlflow_run_id"]).data.tags["evaluated"] == "False"
+    assert _champion(client, work) == "1"
+    assert str(client.get_model_version_by_alias(work.name, CHALLENGER).version) == run["model_version"] == "4"
+
+
+# ---------------------------------------------------------------- loading
+@pytest.mark.parametrize("model_uri", ["models:/no-such-model@champion", "models:/recsys-cold-start/99",
+                                       "runs:/0123456789abcdef0123456789abcdef/model"])
+def test_unknown_model_uri_raises_model_not_found(work: Workdir, model_uri: str) -> None:
+    with pytest.raises(ModelNotFoundError, match=re.escape(repr(model_uri))):
+        load_recommender(model_uri, uri=work.uri)
