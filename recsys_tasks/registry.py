@@ -62,7 +62,8 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
         with tempfile.TemporaryDirectory() as tmp:
             bundle = _bundle_with_run_id(finetune.artifacts["bundle"], Path(tmp) / "bundle", run.info.run_id)
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=_python_model(), artifacts={"bundle": str(bundle)},
+                name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                artifacts={"bundle": str(bundle)},
                 code_paths=[str(Path(__file__).parent)], pip_requirements=_pip_requirements(),
                 registered_model_name=name,
             )
@@ -126,6 +127,15 @@ def load_recommender(model_uri: str | None = None, model_name: str | None = None
     return recommender
 
 
+def alias_version(model_name: str, alias: str = CHAMPION, uri: str | None = None) -> str | None:
+    """The version an alias points at now (None: no such model or alias); what the API polls."""
+    from mlflow import MlflowClient
+
+    uri = uri or tracking_uri()
+    version = _alias_version(MlflowClient(tracking_uri=uri, registry_uri=uri), model_name, alias)
+    return None if version is None else str(version.version)
+
+
 def _version_of(model_uri: str, model) -> str:
     from mlflow import MlflowClient
 
@@ -170,12 +180,6 @@ def _alias_version(client, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def _python_model():
-    from .pyfunc import RecsysModel
-
-    return RecsysModel()
 
 
 def _pip_requirements() -> list[str]:
