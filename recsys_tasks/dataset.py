@@ -53,12 +53,16 @@ class Dataset:
         return [g.split("|") if g else [] for g in self.items["genres"]]
 
 
+_BAND_UPPER = ((18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))
+AGE_BANDS = tuple(label for _, label in _BAND_UPPER) + ("56+",)
+
+
 def age_band(age: float | int | None) -> str:
     """MovieLens' age bands; used for demographic groups, KG entities and profile text."""
     if age is None or (isinstance(age, float) and np.isnan(age)) or age is pd.NA:
         return "unknown"
     age = int(age)
-    for upper, label in ((18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55")):
+    for upper, label in _BAND_UPPER:
         if age < upper:
             return label
-    return "56+"
+    return AGE_BANDS[-1]

@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import read_json, write_json
-from .dataset import age_band
+from .dataset import AGE_BANDS, age_band
 from .queries import Query, profile_of
 from .text import profile_text
 
-AGE_BANDS = ("under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .config import EvaluateConfig
 from .dataset import Dataset
 from .queries import Query, profile_of
 from .split import Split
+from .text import taste_sentence
 
 __all__ = ["BASELINES_BY_SLICE", "Slice", "build_slices", "stated_taste"]
 
@@ -79,9 +80,7 @@ def stated_taste(genres: Sequence[list[str]]) -> str | None:
     """
     counts = Counter(g for item_genres in genres for g in item_genres if g)
     top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))[:2]]
-    if not top:
-        return None
-    return f"I like {' and '.join(top)} movies."
+    return taste_sentence(top) if top else None
 
 
 class _Context:

@@ -96,10 +96,9 @@ def profile_text(profile: dict) -> str:
     """"A 25-34 year old female programmer." from whatever demographics are known."""
     gender = {"M": "male", "F": "female"}.get(str(profile.get("gender") or "").upper(), "")
     band = age_band(profile.get("age"))
-    age = f"{band} year old" if band != "unknown" else ""
+    age = {"unknown": "", "under 18": "teenage"}.get(band, f"{band} year old")
     occupation = str(profile.get("occupation") or "person").replace("none", "person")
-    words = " ".join(w for w in (age, gender, occupation) if w)
-    return f"A {words}." if words else "A new user."
+    return f"A {' '.join(w for w in (age, gender, occupation) if w)}."
 
 
 def taste_sentence(genres: Sequence[str]) -> str:

@@ -19,11 +19,11 @@ import pandas as pd
 
 from .artifacts import StageResult, atomic_dir, finish, read_json, write_json
 from .config import FinetuneConfig
-from .dataset import Dataset
+from .dataset import AGE_BANDS, Dataset
 from .kg import demographic_nodes, item_node, load_entity_embeddings
 from .metrics import ranking_metrics
 from .queries import Query, history_of, profile_of
-from .recommender import AGE_BANDS, Bundle, Recommender
+from .recommender import Bundle, Recommender
 from .slices import stated_taste
 from .split import Split
 

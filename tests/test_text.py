@@ -121,6 +121,7 @@ def test_item_text(item: dict, expected: str) -> None:
         ({"age": 40, "gender": "m", "occupation": "student"}, "A 35-44 year old male student."),
         ({"age": None, "gender": "F", "occupation": ""}, "A female person."),
         ({"age": 60, "gender": "", "occupation": "none"}, "A 56+ year old person."),
+        ({"age": 15, "gender": "M", "occupation": "student"}, "A teenage male student."),
         ({}, "A person."),
     ],
 )
