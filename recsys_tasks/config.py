@@ -2,8 +2,8 @@
 
 Loadable from a dict or YAML file, overridable with dotted ``key=value`` strings (the CLI's
 ``--set`` and the Airflow trigger form both end up here). Only URIs and secrets come from the
-environment (``MLFLOW_TRACKING_URI``, ``RECSYS_WORKDIR``); everything that changes a result is
-in the config, and the resolved config is written next to the artifacts.
+environment (``MLFLOW_TRACKING_URI``, ``RECSYS_WORKDIR``, ``RECSYS_SOURCE_URI``); everything that
+changes a result is in the config, and the resolved config is written next to the artifacts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 class ExtractConfig:
     """Where the data comes from and how it is split (shared/EVALUATION.md)."""
 
-    source: str = "bundled"  # "bundled", a RecBole atomic-file directory, or a CSV directory
+    # "bundled", a RecBole atomic-file or CSV directory, a SQLAlchemy URI, "sql" (the URI in
+    # RECSYS_SOURCE_URI) or, in the DAG, "sql:<Airflow connection id>"
+    source: str = "bundled"
     cold_user_frac: float = 0.2
     cold_item_frac: float = 0.2
     warm_test_frac: float = 0.2
@@ -33,6 +35,7 @@ class ExtractConfig:
     rating_min: float = 1.0
     rating_max: float = 5.0
     sample_users: int = 0  # 0 = all users; >0 keeps a seeded sample (tests, quick looks)
+    previous_snapshot: str = ""  # SQL only: an earlier extract directory; read only newer interactions
 
     @property
     def holdout(self) -> bool:
@@ -82,6 +85,7 @@ class FinetuneConfig:
     max_history: int = 30
     id_dropout: float = 0.5
     text_prob: float = 0.3
+    empty_history_prob: float = 0.2
     validation_user_frac: float = 0.1
     patience: int = 3
     seed: int = 42

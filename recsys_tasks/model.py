@@ -6,8 +6,10 @@ bias. During training ``keep_i`` is dropped at random so the content part alone 
 well; a new item (no ID row) is served by the content part only.
 
 User tower: ``u = h(demographics ⊕ KG(demographic values) ⊕ text(profile) ⊕ text(taste)·t
-⊕ pool(v_history) ⊕ log(1+|history|))``, so it serves 0 interactions (profile, perhaps a
-sentence) up to a long history with one set of weights.
+⊕ pool(v_history) ⊕ log(1+|history|)) + g(|history|)·pool(v_history)``, so it serves 0
+interactions (profile, perhaps a sentence) up to a long history with one set of weights; the
+direct path (FISM) scores an item by its similarity to the history, with a learned gate ``g``
+of the history's length (a few items are weak evidence, a long history strong).
 
 Score: ``s(u, i) = u · v_i + b_i`` (a popularity-like prior is ``b_i``).
 """
@@ -57,6 +59,7 @@ class HybridModel(nn.Module):
         self.occupation = nn.Embedding(spec.n_occupations + 1, spec.demo_dim)
         user_in = 3 * spec.demo_dim + spec.kg_dim + 2 * spec.text_dim + 1 + d + 1
         self.user = nn.Sequential(nn.Linear(user_in, h), nn.GELU(), nn.Dropout(0.1), nn.Linear(h, d))
+        self.history_gate = nn.Linear(1, 1)  # FISM-style path, gated by history length (short = weak)
 
     def items(self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +84,8 @@ class HybridModel(nn.Module):
         x = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2]), kg_demo,
                        profile_text, taste_text * has_taste.unsqueeze(-1), has_taste.unsqueeze(-1),
                        pooled, torch.log1p(n) / 3.0], dim=1)
-        return self.user(x)
+        gate = torch.sigmoid(self.history_gate(torch.log1p(n)))
+        return self.user(x) + gate * pooled
 
 
 def save_model(model: HybridModel, path) -> None:

@@ -68,9 +68,11 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         model.train()
         losses = []
         for batch in batches.epoch():
+            # IDs are hidden only on the scored side: a history is pooled from items as serving sees them.
             keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
             item_vecs, item_bias = model.items(content, id_rows, keep)
-            users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], item_vecs)
+            history_vecs, _ = model.items(content, id_rows)
+            users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs)
             logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
             loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
             optimizer.zero_grad(set_to_none=True)
@@ -139,12 +141,18 @@ def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: s
 
 
 class _Batch:
-    def __init__(self, inputs: tuple, targets: np.ndarray):
+    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray):
         self.inputs, self.targets = inputs, targets
+        self.users, self.positions = users, positions  # which user, and where the target is in their sequence
 
 
 class _Batches:
-    """(user, liked item) pairs with a random history subset and sometimes a taste sentence."""
+    """(user, liked item) pairs, each with 0..max_history of the user's earlier items as history
+    and sometimes a taste sentence.
+
+    Half the histories are the user's first n items (as a new user's first clicks, the cold-user
+    slices), half the n items just before the target (as a returning user's recent items).
+    """
 
     def __init__(self, rec: Recommender, train: pd.DataFrame, dataset: Dataset, cfg: FinetuneConfig,
                  threshold: float, rng: np.random.Generator):
@@ -153,19 +161,23 @@ class _Batches:
         users = sorted(train["user_id"].unique())
         u_index = {u: i for i, u in enumerate(users)}
         profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
-        self.history = [np.array([row[i] for i in g["item_id"]]) for _, g in train.groupby("user_id", sort=True)]
+        ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+        position = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
+        self.history = [np.array([row[i] for i in g["item_id"]]) for _, g in ordered.groupby("user_id", sort=True)]
         self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
         self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
         from .text import profile_text
 
         self.profile = rec.text_vectors([profile_text(profiles[u]) for u in users])
         genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
-        liked = train[train["rating"] >= threshold]
+        is_liked = (ordered["rating"] >= threshold).to_numpy()
+        liked = ordered[is_liked]
         tastes = [stated_taste([genres[i] for i in liked.loc[liked["user_id"] == u, "item_id"]]) or "" for u in users]
         self.taste = rec.text_vectors(tastes)
         self.has_taste = np.array([1.0 if t else 0.0 for t in tastes], dtype=np.float32)
         self.pairs_user = liked["user_id"].map(u_index).to_numpy()
         self.pairs_item = liked["item_id"].map(row).to_numpy()
+        self.pairs_position = position[is_liked]
         self.n_pairs = len(liked)
 
     def epoch(self):
@@ -173,18 +185,20 @@ class _Batches:
         size, max_hist = self.cfg.batch_size, self.cfg.max_history
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            users, targets = self.pairs_user[idx], self.pairs_item[idx]
+            users, targets, positions = self.pairs_user[idx], self.pairs_item[idx], self.pairs_position[idx]
             hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
             mask = np.zeros(hist.shape, np.float32)
-            for b, (u, target) in enumerate(zip(users, targets)):
-                items = self.history[u][self.history[u] != target]
-                n = int(self.rng.integers(0, min(max_hist, len(items)) + 1))
+            lengths = self.rng.integers(1, max_hist + 1, len(idx))
+            lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
+            recent = self.rng.random(len(idx)) < 0.5
+            for b, (u, p) in enumerate(zip(users, positions)):
+                n = min(int(lengths[b]), int(p))
                 if n:
-                    hist[b, :n] = self.rng.choice(items, n, replace=False)
+                    hist[b, :n] = self.history[u][p - n:p] if recent[b] else self.history[u][:n]
                     mask[b, :n] = 1.0
             text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
             yield _Batch((self.demo[users], self.kg[users], self.profile[users], self.taste[users], text_on,
-                          hist, mask), targets)
+                          hist, mask), targets, users, positions)
 
 
 def _validation_users(train: pd.DataFrame, frac: float, rng: np.random.Generator) -> set[str]:

@@ -169,3 +169,30 @@ def test_a_failed_rerun_leaves_the_previous_output_intact(trained: StageResult, 
         _finetune(stages, out, snapshot=snapshot)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune", "snapshot"]
+
+
+def test_training_histories_are_earlier_items_of_the_same_user(trained: StageResult, stages: dict[str, Path]) -> None:
+    """Cold-start simulation: a history is the user's first n items or the n just before the
+    target (n <= max_history, sometimes 0), never the target or anything after it."""
+    from recsys_tasks.dataset import Dataset
+    from recsys_tasks.recommender import Recommender
+    from recsys_tasks.train import _Batches
+
+    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    rec = Recommender.load(trained.path("bundle"))
+    cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.3)
+    batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
+    ordered = split.train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    sequences = [[rec.item_row[i] for i in g["item_id"]] for _, g in ordered.groupby("user_id", sort=True)]
+    lengths = []
+    for _ in range(5):
+        for batch in batches.epoch():
+            hist, mask = batch.inputs[5], batch.inputs[6]
+            for b, (user, position, target) in enumerate(zip(batch.users, batch.positions, batch.targets)):
+                sequence, n = sequences[user], int(mask[b].sum())
+                assert sequence[position] == target
+                assert n <= min(3, position) and (mask[b, :n] == 1).all() and (mask[b, n:] == 0).all()
+                history = list(hist[b, :n])
+                assert history in (sequence[:n], sequence[position - n:position])
+                lengths.append(n)
+    assert max(lengths) == 3 and 0 in lengths
