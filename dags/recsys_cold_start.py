@@ -4,8 +4,10 @@
 Weekly (and on demand from the trigger form) this DAG
 
 1. **extract**s interactions, users, items and the knowledge graph from the data source
-   (the bundled MovieLens-100K by default; a RecBole atomic-file or CSV directory otherwise),
-   validates them, snapshots them to Parquet and builds the cold-start split;
+   (the bundled MovieLens-100K by default; a RecBole atomic-file or CSV directory, or a database:
+   `sql:<Airflow connection id>`, a SQLAlchemy URI, or `sql` for `RECSYS_SOURCE_URI`), validates
+   them, snapshots them to Parquet and builds the cold-start split (incrementally from a previous
+   snapshot when one is given);
 2. **kg_embed**s a graph of the triples, item attributes, user demographics and training likes
    with PyKEEN, and in parallel **text_embed**s item and profile text with a BERT-family encoder
    (queue `gpu`);
@@ -40,6 +42,23 @@ def _setup() -> tuple:
     return cfg, base
 
 
+def _resolve_source(extract_cfg):
+    """``sql:<conn id>`` names an Airflow connection: its SQLAlchemy URI is used for this call only,
+    so the resolved config written to disk and MLflow keeps the id, never the credentials."""
+    import dataclasses
+
+    from airflow.sdk import BaseHook
+
+    if not extract_cfg.source.startswith("sql:"):
+        return extract_cfg
+    conn = BaseHook.get_connection(extract_cfg.source[len("sql:"):])
+    try:
+        uri = conn.get_hook().sqlalchemy_url.render_as_string(hide_password=False)
+    except Exception:  # no provider hook with a SQLAlchemy URL for this type: the connection's own URI
+        uri = conn.get_uri().replace("postgres://", "postgresql://", 1)
+    return dataclasses.replace(extract_cfg, source=uri)
+
+
 @dag(
     dag_id="recsys_cold_start",
     schedule="@weekly",
@@ -51,8 +70,15 @@ def _setup() -> tuple:
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "owner": "ml-platform"},
     params={
         "source": Param("bundled", type="string", title="Data source",
-                        description="'bundled' (MovieLens-100K + Freebase KG), or a path to a RecBole "
-                                    "atomic-file directory or a CSV directory."),
+                        description="'bundled' (MovieLens-100K + Freebase KG), a path to a RecBole "
+                                    "atomic-file directory or a CSV directory, or a database: "
+                                    "'sql:<Airflow connection id>', a SQLAlchemy URI, or 'sql' for the "
+                                    "URI in RECSYS_SOURCE_URI (tables users, items, interactions; "
+                                    "kg, links optional)."),
+        "previous_snapshot": Param("", type="string", title="Previous snapshot (SQL)",
+                                   description="Incremental extraction from a database: an earlier run's "
+                                               "extract directory; only newer interactions are read and "
+                                               "merged with it. Empty: read everything."),
         "holdout": Param(True, type="boolean", title="Hold out test slices",
                          description="Off: train on every interaction, skip evaluation, and promote only "
                                      "if there is no champion yet."),
@@ -84,7 +110,7 @@ def recsys_cold_start():
         from recsys_tasks.extract import extract
 
         cfg, base = _setup()
-        return extract(cfg.extract, base / "extract").to_dict()
+        return extract(_resolve_source(cfg.extract), base / "extract").to_dict()
 
     @task
     def kg_embed(snapshot: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Stage 1, extract: read a source, validate it, snapshot it to Parquet, build the split."""
+"""Stage 1, extract: read a source (files or a database), validate it, snapshot it to Parquet, build the split."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ log = logging.getLogger(__name__)
 def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
     """Validate ``cfg.source`` and write ``out_dir``: the snapshot, its fingerprint and the split.
 
-    Raises `DataValidationError` (naming file, column and row) before anything is written.
+    With ``cfg.previous_snapshot`` (SQL sources), only newer interactions are read and merged
+    with that snapshot's before validation. Raises `DataValidationError` (naming file or table,
+    column and row) before anything is written.
     """
-    dataset, report = validate(load_source(cfg.source), cfg)
+    raw = load_source(cfg.source, cfg.previous_snapshot or None)
+    dataset, report = validate(raw, cfg)
+    report.update(raw.info, sample_users=cfg.sample_users)
     if cfg.sample_users:
         dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
         report.update(n_interactions=len(dataset.interactions), n_users=len(dataset.users))  # describe the snapshot

@@ -23,6 +23,7 @@ PARAM_KEYS = {
     "source": "extract.source",
     "seed": "extract.seed",
     "sample_users": "extract.sample_users",
+    "previous_snapshot": "extract.previous_snapshot",
     "kg_model": "kg.model",
     "kg_epochs": "kg.epochs",
     "kg_dim": "kg.embedding_dim",

@@ -1,7 +1,9 @@
-"""Raw data sources: the bundled MovieLens-100K, RecBole atomic files, CSV files.
+"""Raw data sources: the bundled MovieLens-100K, RecBole atomic files, CSV files, SQL databases.
 
 A source returns `RawTables`: string-typed DataFrames plus where each came from, so that
-validation can name the file, column and line of a problem. Nothing here converts types.
+validation can name the file (or table), column and line (or row) of a problem. Nothing here
+converts types. SQL sources (a SQLAlchemy URI, or ``sql`` for ``RECSYS_SOURCE_URI``) are read
+by `sql_source`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -50,8 +53,13 @@ class RawTable:
     frame: pd.DataFrame
     line_offset: int = 2  # header on line 1, first row on line 2
 
+    @property
+    def label(self) -> str:
+        """What messages call this table: the file's name."""
+        return self.path.name
+
     def where(self, row: int | None = None, column: str | None = None) -> str:
-        parts = [str(self.path.name)]
+        parts = [self.label]
         if column is not None:
             parts.append(f"column {column!r}")
         if row is not None:
@@ -63,6 +71,7 @@ class RawTable:
 class RawTables:
     source: str
     tables: dict[str, RawTable] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # added to the extract report (e.g. incremental counts)
 
     def __getitem__(self, name: str) -> RawTable:
         return self.tables[name]
@@ -85,8 +94,21 @@ def bundled_dir() -> Path:
     return path
 
 
-def load_source(source: str) -> RawTables:
-    """Read a source: ``"bundled"``, a RecBole atomic-file directory, or a CSV directory."""
+def load_source(source: str, previous_snapshot: str | Path | None = None) -> RawTables:
+    """Read a source: ``"bundled"``, a RecBole atomic-file directory, a CSV directory, or a SQL
+    database (a SQLAlchemy URI, or ``"sql"`` for ``RECSYS_SOURCE_URI``).
+
+    ``previous_snapshot`` (SQL only) reads just the interactions newer than that snapshot's and
+    appends them to it (incremental extraction).
+    """
+    from . import sql_source
+
+    if sql_source.is_sql_source(source):
+        return sql_source.load_sql(sql_source.resolve_uri(source), previous_snapshot)
+    if previous_snapshot:
+        raise DataValidationError(
+            f"extract.previous_snapshot applies to SQL sources only; {source!r} is read whole every time"
+        )
     if source == BUNDLED:
         return _load_recbole(bundled_dir(), label=BUNDLED)
     path = Path(source).expanduser()
@@ -124,7 +146,7 @@ def _load_recbole(directory: Path, label: str) -> RawTables:
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable RecBole atomic file: {exc}") from exc
         frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
-        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
+        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path.name))
     return RawTables(label, tables)
 
 
@@ -141,23 +163,27 @@ def _load_csv(directory: Path) -> RawTables:
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable CSV file: {exc}") from exc
         frame.columns = [c.strip() for c in frame.columns]
-        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path))
+        tables[name] = RawTable(name, path, _canonical_columns(name, frame, path.name))
     return RawTables(str(directory), tables)
 
 
-def _canonical_columns(name: str, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    rename = {}
+def column_names(name: str, columns: list[str], label: str) -> dict[str, str]:
+    """``{column as found: canonical name}`` for table ``name``'s known columns (aliases resolved);
+    raises naming ``label`` when a required column is missing."""
+    found = {c: c for c in columns if c in ALIASES[name]}
     for canonical, aliases in ALIASES[name].items():
-        if canonical in frame.columns:
+        if canonical in found:
             continue
         for alias in aliases:
-            if alias in frame.columns:
-                rename[alias] = canonical
+            if alias in columns:
+                found[alias] = canonical
                 break
-    frame = frame.rename(columns=rename)
-    missing = [c for c in REQUIRED[name] if c not in frame.columns]
+    missing = [c for c in REQUIRED[name] if c not in found.values()]
     if missing:
-        raise DataValidationError(
-            f"{path.name}: missing required column(s) {missing}; found {list(frame.columns)}"
-        )
-    return frame
+        raise DataValidationError(f"{label}: missing required column(s) {missing}; found {list(columns)}")
+    return found
+
+
+def _canonical_columns(name: str, frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    rename = {k: v for k, v in column_names(name, list(frame.columns), label).items() if k != v}
+    return frame.rename(columns=rename)

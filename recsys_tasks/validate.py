@@ -37,7 +37,7 @@ def validate(raw: RawTables, cfg: ExtractConfig) -> tuple[Dataset, dict[str, Any
 def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -> pd.DataFrame:
     frame = table.frame
     if frame.empty:
-        raise DataValidationError(f"{table.path.name}: no interactions (the file has a header and no rows)")
+        raise DataValidationError(f"{table.label}: no interactions (no data rows)")
     for col in ("user_id", "item_id"):
         _no_blanks(table, col)
     rating = pd.to_numeric(frame["rating"], errors="coerce")
@@ -60,7 +60,7 @@ def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -
     out = out.sort_values(["timestamp"], kind="stable")
     dup = out.duplicated(["user_id", "item_id"], keep="last")
     if dup.any():
-        log.warning("%s: dropped %d duplicate (user_id, item_id) rows, kept the latest", table.path.name, dup.sum())
+        log.warning("%s: dropped %d duplicate (user_id, item_id) rows, kept the latest", table.label, dup.sum())
     report["dropped_duplicate_interactions"] = int(dup.sum())
     return out[~dup].sort_index()
 
@@ -123,7 +123,7 @@ def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> p
         known = link["item_id"].isin(set(items["item_id"])) & (link["entity_id"] != "")
         report["dropped_links"] = int((~known).sum())
         if (~known).any():
-            log.warning("%s: dropped %d links to unknown items", links.path.name, (~known).sum())
+            log.warning("%s: dropped %d links to unknown items", links.label, (~known).sum())
         mapping = link[known].drop_duplicates("item_id").set_index("item_id")["entity_id"]
         items["entity_id"] = items["item_id"].map(mapping).fillna("").astype(str)
     return items
@@ -142,7 +142,7 @@ def _kg(table: RawTable | None, items: pd.DataFrame, report: dict[str, Any]) -> 
     dropped = int((~keep).sum())
     report["dropped_kg_triples"] = dropped
     if dropped:
-        log.warning("%s: dropped %d triples that touch no known item's entity", table.path.name, dropped)
+        log.warning("%s: dropped %d triples that touch no known item's entity", table.label, dropped)
     return frame[keep].drop_duplicates().reset_index(drop=True)
 
 
@@ -153,7 +153,7 @@ def _check_references(table: RawTable, inter: pd.DataFrame, column: str, known: 
         first = int(inter.index[unknown.to_numpy()][0])
         raise DataValidationError(
             f"{table.where(first, column)}: {int(unknown.sum())} interaction(s) reference {column} values that are "
-            f"not in {target.path.name}, e.g. {values[:_SHOW]}"
+            f"not in {target.label}, e.g. {values[:_SHOW]}"
         )
 
 
