@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 from .artifacts import StageResult
-from .config import PipelineConfig, tracking_uri
+from .config import PipelineConfig, tracking_uri, workdir
 from .evaluation import mlflow_safe
 from .promotion import Decision, decide
 
@@ -161,14 +161,15 @@ def _bundle_with_run_id(source: str | Path, target: Path, run_id: str) -> Path:
 
 
 def _experiment(client, name: str) -> None:
-    """Select the experiment; the embedded (SQLite) store keeps artifacts in the workdir, not the CWD."""
+    """Select the experiment; a store used directly (SQLite, Postgres) keeps artifacts in the workdir, never the CWD."""
     import mlflow
 
     if client.get_experiment_by_name(name) is None:
-        location = None
-        if mlflow.get_tracking_uri().startswith("sqlite:///"):
-            db = Path(mlflow.get_tracking_uri()[len("sqlite:///"):])
-            location = (db.parent / "mlartifacts").resolve().as_uri()
+        uri, location = mlflow.get_tracking_uri(), None  # a tracking server chooses its own
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        elif not uri.startswith(("http://", "https://", "databricks")):  # a database store used directly
+            location = (workdir() / "mlartifacts").resolve().as_uri()
         client.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(name)
 
