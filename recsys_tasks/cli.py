@@ -2,6 +2,7 @@
 
     recsys run --data DIR|bundled [--workdir W] [--no-holdout] [--set key=value ...]
     recsys recommend [--workdir W] [--model MODEL_URI] --requests FILE.jsonl [--k 20]
+    recsys serve [--workdir W] [--model MODEL_URI] [--host 127.0.0.1] [--port 8000]
 
 Errors in the input are reported on stderr with exit code 2, naming the file, line and field.
 """
@@ -58,6 +59,19 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .serving import ServeSettings, create_app
+
+    settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name,
+                                      poll_seconds=args.poll_seconds, default_k=args.k)
+    app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
+    uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
+                log_level="info" if args.verbose else "warning")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -79,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--requests", required=True, help="JSONL file, one request per line")
     rec.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")
     rec.set_defaults(func=_recommend)
+
+    serve = sub.add_parser("serve", help="the HTTP API (FastAPI under uvicorn); follows the champion alias")
+    serve.add_argument("--workdir", help="the workdir whose registry holds the model (RECSYS_WORKDIR)")
+    serve.add_argument("--model", help="an MLflow model URI (default: models:/<name>@champion, followed as it moves)")
+    serve.add_argument("--model-name", default=PipelineConfig().registry.model_name, help="registered model name")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (0: never)")
+    serve.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="log each request (uvicorn's access log)")
+    serve.set_defaults(func=_serve)
     return parser
 
 

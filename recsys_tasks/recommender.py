@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,12 @@ class Recommender:
         self._text_vectors = bundle.text_vectors
         self._encoder = None
         self._lock = threading.Lock()
+        # When set (the API sets a bounded, shared cache), unseen sentences are looked up there
+        # instead of being encoded here and remembered for ever.
+        self.sentence_encoder: Callable[[list[str]], np.ndarray] | None = None
+        self._n_bundle_items = len(self.item_ids)  # rows the KG stage knew; later rows were added
+        linked = bundle.catalog["entity_id"].fillna("").astype(str) if "entity_id" in bundle.catalog else []
+        self._entity_rows = {e: i for i, e in enumerate(linked) if e}  # KG entity -> the trained item linked to it
         self._vocab = {k: {v: i + 1 for i, v in enumerate(self.meta["vocab"][k])} for k in ("gender", "age", "occupation")}
         self._users = {r["user_id"]: r for r in bundle.users.to_dict("records")}
         self._histories = {u: tuple(zip(g["item_id"], g["rating"], g["timestamp"]))
@@ -156,7 +162,9 @@ class Recommender:
         return np.mean(vecs, axis=0).astype(np.float32) if vecs else np.zeros(self.meta["kg_dim"], np.float32)
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of sentences; unseen ones are encoded once and remembered."""
+        """Vectors of sentences; unseen ones are encoded once and remembered (or asked of `sentence_encoder`)."""
+        if self.sentence_encoder is not None:
+            return self._text_vectors_via(self.sentence_encoder, texts)
         new = [t for t in dict.fromkeys(texts) if t and t not in self._text_row]
         if new:
             with self._lock:
@@ -170,6 +178,15 @@ class Recommender:
         for i, t in enumerate(texts):
             if t:
                 out[i] = self._text_vectors[self._text_row[t]]
+        return out
+
+    def _text_vectors_via(self, encode: Callable[[list[str]], np.ndarray], texts: Sequence[str]) -> np.ndarray:
+        unseen = [t for t in dict.fromkeys(texts) if t and t not in self._text_row]
+        found = dict(zip(unseen, encode(unseen))) if unseen else {}
+        out = np.zeros((len(texts), self._text_vectors.shape[1]), np.float32)
+        for i, t in enumerate(texts):
+            if t:
+                out[i] = self._text_vectors[self._text_row[t]] if t in self._text_row else found[t]
         return out
 
     def _text_encoder(self):
@@ -203,8 +220,7 @@ class Recommender:
         for request, query, row in zip(requests, queries, scores):
             allowed = self._allowed(request, query)
             n = int(request.get("k") or k)
-            idx = np.flatnonzero(allowed)
-            top = idx[np.argsort(-row[idx], kind="stable")[:n]]
+            top = _top(row, np.flatnonzero(allowed), n)
             out.append({"request_id": request["request_id"],
                         "items": [{"item_id": self.item_ids[i], "score": round(float(row[i]), 6)} for i in top],
                         "model_version": str(self.meta.get("model_version", ""))})
@@ -224,3 +240,129 @@ class Recommender:
             if item in self.item_row:
                 allowed[self.item_row[item]] = False
         return allowed
+
+    # ------------------------------------------------------------------ catalog changes
+    def upsert_items(self, items: Sequence[Mapping[str, Any]], text_vectors: np.ndarray) -> list[dict[str, str]]:
+        """Add items or replace known ones, in place, without retraining.
+
+        ``items``: catalog rows (item_id, title, year, genres "|"-joined, description, entity_id);
+        ``text_vectors``: (len(items), text_dim), their `text.item_text` encoded by the bundle's
+        text model. Content = text ⊕ KG, the KG part being the item's own row where the trained
+        catalog has the item, else the row of the trained item linked to its ``entity_id``, else
+        zeros. An added item gets the no-ID row: only the content towers score it. Only the
+        changed rows' item vectors are computed. Returns, per item, its status and KG source.
+        """
+        import torch
+
+        text_dim, kg_dim = int(self.meta["text_dim"]), int(self.meta["kg_dim"])
+        text_vectors = np.asarray(text_vectors, np.float32).reshape(len(items), text_dim)
+        catalog, content = self.bundle.catalog, self.bundle.item_content
+        columns = [c for c in catalog.columns if c != "id_row"]
+        latest: dict[str, tuple[dict, np.ndarray, str]] = {}  # item_id -> (row, content, KG source); last one wins
+        for item, text in zip(items, text_vectors):
+            item_id = str(item["item_id"])
+            row = self.item_row.get(item_id)
+            entity = str(item.get("entity_id") or "")
+            if row is not None and row < self._n_bundle_items:
+                kg, source = content[row, text_dim:], "item"
+            elif entity in self._entity_rows:
+                kg, source = content[self._entity_rows[entity], text_dim:], "entity"
+            else:
+                kg, source = np.zeros(kg_dim, np.float32), "none"
+            record = {c: _catalog_value(item.get(c), catalog[c]) for c in columns} | {"item_id": item_id}
+            latest[item_id] = (record, np.concatenate([text, kg]).astype(np.float32), source)
+        known = [i for i in latest if i in self.item_row]
+        added = [i for i in latest if i not in self.item_row]
+        with torch.inference_mode():
+            if known:
+                rows = [self.item_row[i] for i in known]
+                for i, row in zip(known, rows):
+                    record, vector, _ = latest[i]
+                    content[row] = vector
+                    for c in columns:
+                        catalog.at[row, c] = record[c]
+                vecs, bias = self._item_vectors_of(content[rows], catalog["id_row"].to_numpy()[rows])
+                self.item_vecs[rows], self.item_bias[rows] = vecs, bias
+            if added:
+                new_rows = pd.DataFrame([latest[i][0] | {"id_row": int(self.meta["n_id_items"])} for i in added])
+                new_rows = new_rows[catalog.columns].astype(catalog.dtypes.to_dict())
+                new_content = np.stack([latest[i][1] for i in added])
+                vecs, bias = self._item_vectors_of(new_content, new_rows["id_row"].to_numpy())
+                self.bundle.catalog = pd.concat([catalog, new_rows], ignore_index=True)
+                self.bundle.item_content = np.vstack([content, new_content])
+                self.item_vecs, self.item_bias = torch.cat([self.item_vecs, vecs]), torch.cat([self.item_bias, bias])
+                self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
+                self.item_ids = self.item_ids + added
+        return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
+
+    def _item_vectors_of(self, content: np.ndarray, id_rows: np.ndarray):
+        import torch
+
+        return self.model.items(torch.as_tensor(np.ascontiguousarray(content, np.float32), device=self.device),
+                                torch.as_tensor(np.array(id_rows, np.int64), device=self.device))
+
+    def recommend_with_index(self, index, requests: Sequence[dict], k: int = 20) -> list[dict]:
+        """`recommend`, with the catalog ranked by ``index.search(users, n)`` (top-n rows by u·v + b,
+        e.g. `index.ItemIndex`) instead of scoring every item; ``candidates`` are scored exactly."""
+        import torch
+
+        queries = [self.query_for(r) for r in requests]
+        if not queries:
+            return []
+        with torch.inference_mode():
+            users = self._user_vectors(queries).float().cpu().numpy()
+        blocked = [{self.item_row[i] for i in (*q.history_items, *(r.get("exclude") or [])) if i in self.item_row}
+                   for r, q in zip(requests, queries)]
+        sizes = [int(r.get("k") or k) for r in requests]
+        free = [i for i, r in enumerate(requests) if r.get("candidates") is None]
+        found = {}
+        if free:
+            scores, rows = index.search(users[free], max(sizes[i] + len(blocked[i]) for i in free))
+            found = dict(zip(free, zip(scores, rows)))
+        vecs, bias = self.item_vecs.float().cpu().numpy(), self.item_bias.float().cpu().numpy()
+        out = []
+        for i, request in enumerate(requests):
+            if i in found:
+                pairs = [(s, r) for s, r in zip(*found[i]) if r >= 0 and r not in blocked[i]][:sizes[i]]
+            else:
+                unknown = [c for c in request["candidates"] if c not in self.item_row]
+                if unknown:
+                    raise UnknownIdError("candidates", unknown)
+                rows = np.array(sorted({self.item_row[c] for c in request["candidates"]} - blocked[i]), np.int64)
+                exact = vecs[rows] @ users[i] + bias[rows]
+                pairs = [(exact[j], rows[j]) for j in _top(exact, np.arange(len(rows)), sizes[i])]
+            out.append({"request_id": request["request_id"],
+                        "items": [{"item_id": self.item_ids[r], "score": round(float(s), 6)} for s, r in pairs],
+                        "model_version": str(self.meta.get("model_version", ""))})
+        return out
+
+    def similar_items(self, item_id: str, k: int = 20) -> list[dict[str, Any]]:
+        """The ``k`` items whose vectors are closest to ``item_id``'s (cosine), best first, itself left out."""
+        import torch
+
+        row = self.item_row.get(str(item_id))
+        if row is None:
+            raise UnknownIdError("item_id", [str(item_id)])
+        with torch.inference_mode():
+            unit = torch.nn.functional.normalize(self.item_vecs.float(), dim=-1)
+            scores = (unit @ unit[row]).cpu().numpy()
+        others = np.flatnonzero(np.arange(len(scores)) != row)
+        return [{"item_id": self.item_ids[i], "score": round(float(scores[i]), 6)} for i in _top(scores, others, k)]
+
+
+def _catalog_value(value: Any, column: pd.Series) -> Any:
+    """A value for a catalog cell: missing strings are "", missing numbers NA (the snapshot's convention)."""
+    if value is None:
+        return "" if pd.api.types.is_string_dtype(column) else pd.NA
+    return value
+
+
+def _top(scores: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best of the rows ``idx`` (ascending), best first, ties in row order: what a stable
+    argsort gives, in O(len(idx)) (a partition first) rather than O(len log len) on big catalogs."""
+    s = scores[idx]
+    if n < len(idx):
+        kth = np.partition(s, len(s) - n)[len(s) - n]  # the n-th largest score
+        keep = np.flatnonzero(s >= kth)  # every tie of it too, so the cut below is the stable one
+        idx, s = idx[keep], s[keep]
+    return idx[np.lexsort((idx, -s))[:n]]

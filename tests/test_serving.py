@@ -1,0 +1,522 @@
+"""The HTTP API (`recsys_tasks.serving`) on a real registry: every endpoint, every bad input,
+items added over HTTP, the hot swap of the champion under load, a real uvicorn process, and
+``mlflow models serve`` on the same registered model.
+
+One workdir is trained once per module (`run_pipeline` on the tiny RecBole data, tiny dims):
+version 1 is the champion; version 2 is registered from the same model files, so moving the
+alias to it is a promotion the server must follow. Apps that add items get a workdir of their
+own (`serve_root`): the items log lives under the serving workdir, the model in the shared store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from recsys_tasks.config import PipelineConfig
+from recsys_tasks.pipeline import run_pipeline
+from recsys_tasks.registry import CHAMPION, load_recommender
+from recsys_tasks.requests import MAX_HISTORY, MAX_K, MAX_TEXT
+from recsys_tasks.serving import ModelHolder, ServeSettings, _Batcher, create_app
+
+pytestmark = pytest.mark.slow  # one real training run and real servers (~60 s in all)
+
+TINY = {"kg.embedding_dim": 4, "kg.epochs": 1, "kg.early_stopping_frequency": 1, "kg.eval_fraction": 0.1,
+        "finetune.dim": 8, "finetune.hidden": 16, "finetune.epochs": 2}
+NAME = PipelineConfig().registry.model_name
+TINY_ITEM_IDS = {str(i) for i in range(1, 16)}
+KEY = "s3cret-key"
+
+
+@dataclass(frozen=True)
+class Trained:
+    root: Path  # workdir of the run: runs/, mlflow.db, mlartifacts/
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Trained:
+    base = tmp_path_factory.mktemp("serving")
+    data = make_tiny_dir(base / "data", "recbole")
+    cfg = PipelineConfig().with_overrides({"extract.source": str(data), **TINY})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("RECSYS_WORKDIR", raising=False)
+        assert run_pipeline(cfg, base / "work", run_id="first")["model_version"] == "1"
+    trained = Trained(base / "work")
+    client = trained.client()
+    v1 = client.get_model_version(NAME, "1")
+    v2 = client.create_model_version(NAME, v1.source, run_id=v1.run_id)  # a promotion candidate
+    assert str(v2.version) == "2" and str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+    return trained
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "RECSYS_WORKDIR", "RECSYS_API_KEY", "RECSYS_CORS_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _settings(trained: Trained, root: Path | None = None, **values: Any) -> ServeSettings:
+    values = {"poll_seconds": 0, "torch_threads": 0, **values}
+    return ServeSettings(workdir=str(root or trained.root), tracking_uri=trained.uri, **values)
+
+
+@pytest.fixture(scope="module")
+def client(trained: Trained) -> Iterator[TestClient]:
+    """A read-only app on the champion (nothing is added to its catalog)."""
+    with TestClient(create_app(settings=_settings(trained))) as client:
+        yield client
+
+
+@pytest.fixture
+def serve_root(tmp_path: Path) -> Path:
+    return tmp_path / "serve"
+
+
+# ---------------------------------------------------------------- endpoints
+def test_health_names_the_model_version_and_catalog_size(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert (health["status"], health["model_name"], health["model_version"]) == ("ok", NAME, "1")
+    assert health["catalog_size"] == 15 and health["index"] == "exact"
+    assert health["model_uri"] == f"models:/{NAME}/1"
+
+
+def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/recommend", "/recommend/batch", "/items", "/items/{item_id}/similar"} <= set(paths)
+
+
+def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) -> None:
+    request = {"request_id": "r1", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.",
+               "history": [{"item_id": "1", "rating": 5}], "exclude": ["2"], "k": 4}
+    response = client.post("/recommend", json=request)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"request_id", "items", "model_version"} and body["model_version"] == "1"
+    assert [set(i) for i in body["items"]] == [{"item_id", "score"}] * 4
+    assert not {"1", "2"} & {i["item_id"] for i in body["items"]}
+    expected, = load_recommender(uri=trained.uri).recommend([request])  # what `recsys recommend` prints
+    assert body == expected
+
+
+def test_recommend_batch_answers_each_request_in_order(client: TestClient) -> None:
+    requests = [{"request_id": "a", "user_id": "3", "k": 2}, {"request_id": "b", "candidates": ["4", "5"]},
+                {"request_id": "c"}]
+    response = client.post("/recommend/batch", json=requests)
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["request_id"] for r in body] == ["a", "b", "c"]
+    assert [len(r["items"]) for r in body] == [2, 2, 15]  # k=20 by default: the whole tiny catalog
+    assert body[0] == client.post("/recommend", json=requests[0]).json()
+
+
+def test_similar_items_are_the_closest_others(client: TestClient) -> None:
+    body = client.get("/items/4/similar", params={"k": 5}).json()
+    assert body["item_id"] == "4" and body["model_version"] == "1"
+    ids, scores = [i["item_id"] for i in body["items"]], [i["score"] for i in body["items"]]
+    assert len(ids) == 5 and "4" not in ids and set(ids) <= TINY_ITEM_IDS
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 + 1e-6 for s in scores)
+    assert len(client.get("/items/4/similar").json()["items"]) == 14  # k=20 by default, itself left out
+
+
+# ---------------------------------------------------------------- bad input
+BAD_REQUESTS = [
+    ({"k": 3}, ["body", "request_id"]),
+    ({"request_id": "a", "k": 0}, ["body", "k"]),
+    ({"request_id": "a", "k": MAX_K + 1}, ["body", "k"]),
+    ({"request_id": "a", "history": [{"item_id": "1"}] * (MAX_HISTORY + 1)}, ["body", "history"]),
+    ({"request_id": "a", "text": "x" * (MAX_TEXT + 1)}, ["body", "text"]),
+    ({"request_id": "a", "profile": {"age": -1}}, ["body", "profile", "age"]),
+    ({"request_id": "a", "history": [{"item_id": 1}]}, ["body", "history", 0, "item_id"]),
+    ({"request_id": "a", "sql": "drop table"}, ["body", "sql"]),
+    ([1, 2], ["body"]),
+]
+
+
+@pytest.mark.parametrize(("body", "loc"), BAD_REQUESTS, ids=["no-request-id", "k-0", "k-over-max", "history-too-long",
+                                                             "text-too-long", "negative-age", "item-id-not-string",
+                                                             "unknown-field", "not-an-object"])
+def test_schema_violations_are_422_naming_the_field(client: TestClient, body: Any, loc: list) -> None:
+    response = client.post("/recommend", json=body)
+    assert response.status_code == 422
+    assert loc in [e["loc"] for e in response.json()["detail"]]
+    assert "x" * 100 not in response.text  # the offending input is not echoed back
+
+
+@pytest.mark.parametrize(("path", "body", "loc"), [
+    ("/items", [{"title": "no id"}], ["body", 0, "item_id"]),
+    ("/items", [{"item_id": "n1", "year": "soon"}], ["body", 0, "year"]),
+    ("/items", [{"item_id": "n1", "title": "a", "movie_title": "b"}], ["body", 0]),
+    ("/items", [{"item_id": "n1", "genres": ["A|B"]}], ["body", 0, "genres"]),
+    ("/items", [], ["body"]),
+    ("/items", [{"item_id": str(i)} for i in range(1001)], ["body"]),
+    ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "k": -1}], ["body", 1, "k"]),
+    ("/recommend/batch", [{"request_id": str(i)} for i in range(1001)], ["body"]),
+], ids=["item-without-id", "year-not-a-number", "title-given-twice", "genre-with-bar", "no-items", "too-many-items",
+        "batch-bad-k", "batch-too-long"])
+def test_bad_items_and_batches_are_422(client: TestClient, path: str, body: Any, loc: list) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == 422
+    assert loc in [e["loc"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize(("path", "body", "loc", "named"), [
+    ("/recommend", {"request_id": "a", "candidates": ["1", "zz9"]}, ["body", "candidates"], "zz9"),
+    ("/recommend", {"request_id": "a", "history": [{"item_id": "nope7"}]}, ["body", "history"], "nope7"),
+    ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "candidates": ["q1"]}], ["body", 1, "candidates"],
+     "q1"),
+], ids=["candidate", "history", "batch-names-the-request"])
+def test_unknown_item_ids_are_422_naming_them(client: TestClient, path: str, body: Any, loc: list, named: str) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == 422
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == loc and named in detail["msg"] and detail["type"] == "unknown_item_id"
+
+
+def test_unknown_item_for_similar_is_404_naming_it(client: TestClient) -> None:
+    response = client.get("/items/no-such-item/similar")
+    assert response.status_code == 404 and "no-such-item" in response.json()["detail"]
+    assert client.get("/items/4/similar", params={"k": MAX_K + 1}).status_code == 422
+
+
+def test_oversized_bodies_are_413_declared_or_streamed(trained: Trained) -> None:
+    app = create_app(settings=_settings(trained, max_body_bytes=1000))
+    with TestClient(app) as small:
+        big = json.dumps({"request_id": "a", "exclude": ["1"] * 500}).encode()
+        assert small.post("/recommend", content=big, headers={"content-type": "application/json"}).status_code == 413
+        chunks = iter([big[:600], big[600:]])  # no Content-Length: sent chunked
+        assert small.post("/recommend", content=chunks, headers={"content-type": "application/json"}).status_code == 413
+        streamed_ok = iter([b'{"request_id": ', b'"a", "k": 1}'])
+        assert small.post("/recommend", content=streamed_ok, headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_malformed_json_is_422_and_nothing_is_evaluated(client: TestClient) -> None:
+    for raw in (b'{"request_id": "a", ', b"__import__('os').system('true')", b"\x80\x04\x95"):  # the last: a pickle header
+        response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422)
+
+
+def test_the_server_keeps_serving_after_bad_input(client: TestClient) -> None:
+    for body, _ in BAD_REQUESTS:
+        client.post("/recommend", json=body)
+    client.post("/recommend", json={"request_id": "a", "candidates": ["zz9"]})
+    client.post("/recommend", content=b"{", headers={"content-type": "application/json"})
+    response = client.post("/recommend", json={"request_id": "after", "k": 3})
+    assert response.status_code == 200 and len(response.json()["items"]) == 3
+    assert client.get("/health").json()["status"] == "ok"
+
+
+# ---------------------------------------------------------------- API key and CORS
+def test_api_key_when_configured(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_API_KEY", KEY)
+    settings = ServeSettings.from_env(workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0,
+                                      torch_threads=0)
+    assert settings.api_key == KEY
+    with TestClient(create_app(settings=settings)) as client:
+        request = {"request_id": "a", "k": 1}
+        assert client.post("/recommend", json=request).status_code == 401
+        assert client.post("/recommend", json=request, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/items", json=[{"item_id": "n"}], headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/items/1/similar").status_code == 401
+        assert client.post("/recommend", json=request, headers={"X-API-Key": KEY}).status_code == 200
+        assert client.get("/health").status_code == 200  # liveness probes need no key
+
+
+def test_cors_is_off_unless_origins_are_configured(client: TestClient, trained: Trained) -> None:
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/recommend", headers=preflight).headers
+    with TestClient(create_app(settings=_settings(trained, cors_origins=("https://example.org",)))) as allowed:
+        headers = allowed.options("/recommend", headers=preflight).headers
+        assert headers["access-control-allow-origin"] == "https://example.org"
+
+
+# ---------------------------------------------------------------- items added over HTTP
+NEW_ITEMS = [
+    {"item_id": "n1", "movie_title": "Space Wars", "release_year": "1999", "class": "Sci-Fi Action",
+     "entity_id": "m.film1"},  # the dataset's field names; an entity the KG knows (item 1's)
+    {"item_id": "n2", "title": "Quiet Drama", "year": 2001, "genres": "Drama|Comedy",
+     "description": "Two sisters meet again."},  # the plain names; no entity
+    {"item_id": "3", "title": "Movie 3 (remastered)", "genres": ["Sci-Fi"]},  # replaces a trained item
+]
+
+
+def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Trained, serve_root: Path) -> None:
+    settings = _settings(trained, serve_root)
+    with TestClient(create_app(settings=settings)) as client:
+        response = client.post("/items", json=NEW_ITEMS)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["items"] == [{"item_id": "n1", "status": "added", "kg": "entity"},
+                                 {"item_id": "n2", "status": "added", "kg": "none"},
+                                 {"item_id": "3", "status": "updated", "kg": "item"}]
+        assert body["catalog_size"] == client.get("/health").json()["catalog_size"] == 17
+        asked = {"request_id": "new", "candidates": ["n1", "n2", "5"], "k": 3}
+        before = client.post("/recommend", json=asked).json()
+        assert {i["item_id"] for i in before["items"]} == {"n1", "n2", "5"}
+        everything = client.post("/recommend", json={"request_id": "all", "k": 17}).json()
+        assert {"n1", "n2"} <= {i["item_id"] for i in everything["items"]}
+        similar = client.get("/items/n1/similar", params={"k": 3}).json()
+        assert len(similar["items"]) == 3 and "n1" not in {i["item_id"] for i in similar["items"]}
+        assert client.get("/items/1/similar", params={"k": 16}).status_code == 200
+    log_file = serve_root / "serving" / NAME / "items.jsonl"
+    assert len(log_file.read_text().splitlines()) == 3
+    with TestClient(create_app(settings=settings)) as restarted:
+        assert restarted.get("/health").json()["catalog_size"] == 17
+        assert restarted.post("/recommend", json=asked).json() == before  # same vectors, same scores
+
+
+def test_items_are_embedded_with_the_models_own_encoder_and_kg(trained: Trained, serve_root: Path) -> None:
+    from recsys_tasks.text import TextEncoder, item_text
+
+    holder = ModelHolder(_settings(trained, serve_root))
+    with TestClient(create_app(holder=holder)) as client:
+        assert client.post("/items", json=NEW_ITEMS[:2]).status_code == 200
+    rec = holder.served.recommender
+    text_dim = int(rec.meta["text_dim"])
+    records = [rec.bundle.catalog.iloc[rec.item_row[i]].to_dict() for i in ("n1", "n2")]
+    assert records[0]["title"] == "Space Wars" and records[0]["year"] == 1999 and records[0]["genres"] == "Sci-Fi|Action"
+    assert records[1]["genres"] == "Drama|Comedy" and records[1]["description"] == "Two sisters meet again."
+    content = rec.bundle.item_content
+    expected = TextEncoder(rec.meta["text_model"], device="cpu").encode([item_text(r) for r in records])
+    np.testing.assert_allclose(content[[rec.item_row["n1"], rec.item_row["n2"]], :text_dim], expected, atol=1e-5)
+    np.testing.assert_array_equal(content[rec.item_row["n1"], text_dim:], content[rec.item_row["1"], text_dim:])
+    assert not content[rec.item_row["n2"], text_dim:].any()  # no KG node known: zeros
+    assert (rec.bundle.catalog["id_row"].iloc[-2:] == rec.meta["n_id_items"]).all()  # no ID part
+
+
+def test_a_cut_short_log_line_is_skipped_at_restart(trained: Trained, serve_root: Path) -> None:
+    settings = _settings(trained, serve_root)
+    with TestClient(create_app(settings=settings)) as client:
+        client.post("/items", json=NEW_ITEMS[1:2])
+    log_file = serve_root / "serving" / NAME / "items.jsonl"
+    with log_file.open("a") as handle:
+        handle.write('{"item": {"item_id": "half"')  # a crash in the middle of a write
+    with TestClient(create_app(settings=settings)) as restarted:
+        assert restarted.get("/health").json()["catalog_size"] == 16
+        assert restarted.post("/recommend", json={"request_id": "a", "candidates": ["n2"]}).status_code == 200
+
+
+# ---------------------------------------------------------------- batching and the sentence cache
+def test_concurrent_requests_are_scored_in_one_pass(trained: Trained) -> None:
+    holder = ModelHolder(_settings(trained))
+    passes: list[int] = []
+    recommend = holder.recommend
+    holder.recommend = lambda requests: passes.append(len(requests)) or recommend(requests)  # type: ignore[method-assign]
+    batcher = _Batcher(holder.recommend, holder._model_thread, holder.settings.max_batch)
+
+    async def fire() -> list[dict[str, Any]]:
+        return await asyncio.gather(*[batcher.submit({"request_id": str(i), "k": 2}) for i in range(10)])
+
+    responses = asyncio.run(fire())
+    assert [r["request_id"] for r in responses] == [str(i) for i in range(10)]
+    assert sum(passes) == 10 and len(passes) <= 2
+
+
+def test_new_sentences_are_encoded_once_in_one_pass_and_recent_ones_kept(trained: Trained) -> None:
+    holder = ModelHolder(_settings(trained, sentence_cache_size=2))
+    cache = holder.served.recommender.sentence_encoder
+    assert "I like owls." not in cache
+    calls: list[list[str]] = []
+    encode = cache._encoder.encode
+    cache._encoder.encode = lambda texts, *a, **kw: calls.append(list(texts)) or encode(texts, *a, **kw)
+    user = "3"  # a known user: their profile sentence is in the bundle, only the tastes are new
+    requests = [{"request_id": str(i), "user_id": user, "text": t}
+                for i, t in enumerate(["I like owls.", "I like bats.", "I like owls."])]
+    first = holder.recommend(requests)
+    assert calls == [["I like owls.", "I like bats."]]  # two new sentences, one encoder pass
+    assert holder.recommend(requests[:1]) == first[:1] and len(calls) == 1  # cached
+    holder.recommend([{"request_id": "c", "user_id": user, "text": "I like cats."}])  # evicts the oldest
+    holder.recommend([{"request_id": "b", "user_id": user, "text": "I like bats."}])
+    assert calls[1:] == [["I like cats."], ["I like bats."]]
+    assert len(cache._recent) == 2 and "I like bats." in cache and "I like owls." not in cache
+
+
+def test_a_vector_index_ranks_like_the_exact_product(trained: Trained, client: TestClient, serve_root: Path) -> None:
+    pytest.importorskip("faiss")
+    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "cold", "text": "I like Drama.", "k": 20},
+                {"request_id": "excl", "history": [{"item_id": "4"}], "exclude": ["5", "zz"], "k": 10},
+                {"request_id": "cand", "candidates": ["1", "2", "9"], "history": [{"item_id": "2"}], "k": 2}]
+    exact = client.post("/recommend/batch", json=requests).json()
+    with TestClient(create_app(settings=_settings(trained, serve_root, index="faiss"))) as indexed:
+        assert indexed.get("/health").json()["index"] == "faiss-ivf"
+        assert indexed.post("/recommend/batch", json=requests).json() == exact  # one cell: every item is scanned
+        assert indexed.post("/items", json=NEW_ITEMS).status_code == 200
+        ranked = indexed.post("/recommend", json={"request_id": "all", "k": 17}).json()["items"]
+    assert {"n1", "n2"} <= {i["item_id"] for i in ranked} and len(ranked) == 17  # in the index at once, no duplicate
+
+
+def test_a_new_sentence_is_encoded_once_before_its_request_is_scored(client: TestClient) -> None:
+    cache = client.app.state.holder.served.recommender.sentence_encoder
+    text, passes = "I like films about lighthouses.", cache.passes
+    assert text not in cache
+    for _ in range(2):
+        assert client.post("/recommend", json={"request_id": "t", "user_id": "3", "text": text}).status_code == 200
+        assert text in cache and cache.passes == passes + 1
+
+
+# ---------------------------------------------------------------- hot swap of the champion
+def test_a_new_champion_is_swapped_in_while_requests_keep_succeeding(trained: Trained, serve_root: Path) -> None:
+    client_mlflow = trained.client()
+    settings = _settings(trained, serve_root, poll_seconds=0.2)
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+    try:
+        with TestClient(create_app(settings=settings)) as client:
+            assert client.post("/items", json=NEW_ITEMS[:1]).status_code == 200  # replayed onto version 2
+
+            def fire() -> None:
+                n = 0
+                while not stop.is_set() and n < 2000:
+                    n += 1
+                    response = client.post("/recommend", json={"request_id": str(n), "user_id": str(n % 12 + 1),
+                                                               "candidates": ["n1", "1", "2"], "k": 2})
+                    statuses.append(response.status_code)
+                    versions.append(response.json().get("model_version", "?"))
+
+            threads = [threading.Thread(target=fire) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            client_mlflow.set_registered_model_alias(NAME, CHAMPION, "2")
+            deadline = time.monotonic() + 30
+            while client.get("/health").json()["model_version"] != "2" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.3)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            health = client.get("/health").json()
+    finally:
+        stop.set()
+        client_mlflow.set_registered_model_alias(NAME, CHAMPION, "1")
+    assert health["model_version"] == "2" and health["catalog_size"] == 16 and health["last_poll"]["error"] is None
+    assert statuses and set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} requests failed"
+    assert versions[0] == "1" and versions[-1] == "2" and set(versions) == {"1", "2"}
+
+
+# ---------------------------------------------------------------- real servers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} not up after {seconds} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _server(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_recsys_serve_with_an_unknown_model_exits_2_naming_it(trained: Trained, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys_tasks.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    for uri in ("models:/no-such-model@champion", f"models:/{NAME}/99"):
+        assert main(["serve", "--workdir", str(trained.root), "--model", uri, "--port", "1"]) == 2
+        assert uri in capsys.readouterr().err
+
+
+@dataclass
+class RealServers:
+    """`recsys serve` and `mlflow models serve` on loopback ports, started together (imports take a while)."""
+
+    recsys: str
+    mlflow: str
+    processes: dict[str, subprocess.Popen]
+
+
+@pytest.fixture(scope="module")
+def real_servers(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServers]:
+    recsys_port, mlflow_port = _free_port(), _free_port()
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    # MLflow starts `uvicorn` by name, so the venv's bin must be on PATH; --env-manager local: no downloads.
+    env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_API_KEY", "RECSYS_WORKDIR")}
+    env.update(MLFLOW_TRACKING_URI=trained.uri, PATH=f"{mlflow_cli.parent}:{os.environ['PATH']}")
+    processes = {
+        "recsys": _server([sys.executable, "-m", "recsys_tasks.cli", "serve", "--workdir",
+                           str(tmp_path_factory.mktemp("real") / "serve"), "--port", str(recsys_port),
+                           "--poll-seconds", "0", "--no-access-log"], env),
+        "mlflow": _server([str(mlflow_cli), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}", "--env-manager",
+                           "local", "-h", "127.0.0.1", "-p", str(mlflow_port)], env),
+    }
+    try:
+        yield RealServers(f"http://127.0.0.1:{recsys_port}", f"http://127.0.0.1:{mlflow_port}", processes)
+    finally:
+        for process in processes.values():
+            _stop(process)
+
+
+def test_recsys_serve_runs_under_uvicorn_on_a_loopback_port(real_servers: RealServers) -> None:
+    import httpx
+
+    base, process = real_servers.recsys, real_servers.processes["recsys"]
+    _wait_until_up(f"{base}/health", process)
+    assert httpx.get(f"{base}/health").json()["model_version"] == "1"
+    response = httpx.post(f"{base}/recommend", json={"request_id": "real", "user_id": "3", "k": 3})
+    assert response.status_code == 200 and len(response.json()["items"]) == 3
+    assert httpx.post(f"{base}/recommend", json={"request_id": "real", "k": 0}).status_code == 422
+    assert httpx.post(f"{base}/items", json=NEW_ITEMS[1:2]).status_code == 200
+    assert httpx.post(f"{base}/recommend", json={"request_id": "x", "candidates": ["n2"]}).status_code == 200
+    _stop(process)
+    assert process.returncode is not None  # stopped by SIGTERM, port released
+
+
+def test_mlflow_models_serve_answers_from_the_same_registered_model(real_servers: RealServers,
+                                                                   trained: Trained) -> None:
+    import httpx
+
+    _wait_until_up(f"{real_servers.mlflow}/ping", real_servers.processes["mlflow"])
+    requests = [{"request_id": "a", "user_id": "3", "k": 2},
+                {"request_id": "b", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.", "k": 3}]
+    response = httpx.post(f"{real_servers.mlflow}/invocations", json={"dataframe_records": requests}, timeout=60)
+    assert response.status_code == 200, response.text[:2000]
+    predictions = response.json()["predictions"]
+    expected = load_recommender(f"models:/{NAME}/1", uri=trained.uri).recommend(requests)
+    assert [p["items"] for p in predictions] == [e["items"] for e in expected]
