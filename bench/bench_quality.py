@@ -54,6 +54,7 @@ def main() -> None:
         frames.append(frame.assign(seed=seed))
     every = pd.concat(frames)
     mean = every.groupby(["slice", "ranker", "kind"], sort=False).mean(numeric_only=True).reset_index()
+    mean["users"] = mean["users"].round().astype(int)  # users differ a little between seeds
     table = summary_table(mean.drop(columns=["seed"]))
     print(f"\n## mean over seeds {args.seeds}\n\n{to_markdown(table)}")
     ratios = every[every["ranker"] == MODEL].pivot_table(index="slice", columns="seed", values="ndcg@20", sort=False)
