@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 
@@ -30,11 +31,25 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
 
 
 def _records(model_input: Any) -> list[dict[str, Any]]:
+    """Plain request dicts from what MLflow hands over (a DataFrame, a dict, or a list of dicts
+    whose values ``mlflow models serve`` wraps in numpy arrays for ``{"inputs": [...]}``)."""
     if isinstance(model_input, pd.DataFrame):
-        return [{k: v for k, v in row.items() if not _missing(v)} for row in model_input.to_dict("records")]
-    if isinstance(model_input, dict):
-        return [model_input]
-    return list(model_input)
+        records = model_input.to_dict("records")
+    elif isinstance(model_input, dict):
+        records = [model_input]
+    else:
+        records = list(model_input)
+    return [{k: _plain(v) for k, v in dict(r).items() if not _missing(v)} for r in records]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.ndim == 0 else value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _missing(value: Any) -> bool:
