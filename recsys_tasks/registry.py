@@ -75,9 +75,13 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
         elif not evaluation.info.get("evaluated"):
             decision = Decision(False, "not evaluated (no holdout): never replaces a champion")
         else:
-            incumbent = _champion_metrics(client, champion, split_id, cfg, results)
-            decision = decide(candidate, incumbent, mlflow_safe(cfg.registry.primary_metric),
-                              cfg.registry.margin, cfg.registry.tolerance)
+            try:
+                incumbent = _champion_metrics(client, champion, split_id, cfg, results)
+                decision = decide(candidate, incumbent, mlflow_safe(cfg.registry.primary_metric),
+                                  cfg.registry.margin, cfg.registry.tolerance)
+            except ModelNotFoundError as exc:  # e.g. saved by an incompatible version of this code
+                decision = Decision(False, f"champion v{champion.version} could not be evaluated on this "
+                                           f"split, so the candidate cannot be shown better: {exc}")
         alias = CHAMPION if decision.promote else CHALLENGER
         client.set_registered_model_alias(name, alias, version)
         for key, value in {"split_fingerprint": split_id, "decision": decision.reason, "run_id": run.info.run_id}.items():
@@ -103,8 +107,11 @@ def _champion_metrics(client, champion, split_id: str, cfg: PipelineConfig,
 
     log.info("champion v%s was evaluated on other data; evaluating it on this split", champion.version)
     with tempfile.TemporaryDirectory() as tmp:
-        model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/{champion.version}")
-        recommender = model.unwrap_python_model().recommender
+        uri = f"models:/{cfg.registry.model_name}/{champion.version}"
+        try:
+            recommender = mlflow.pyfunc.load_model(uri).unwrap_python_model().recommender
+        except Exception as exc:  # noqa: BLE001 - any load failure means the champion cannot be re-measured
+            raise ModelNotFoundError(f"cannot load {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         snapshot = results["extract"].out_dir
         out = evaluate_scorer(cfg.evaluate, snapshot, results["text_embed"].out_dir, recommender,
                               Path(tmp) / "champion_eval", cfg.extract.positive_threshold)

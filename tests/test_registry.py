@@ -213,3 +213,20 @@ def test_no_holdout_run_never_replaces_the_champion(work: Workdir, client: Mlflo
 def test_unknown_model_uri_raises_model_not_found(work: Workdir, model_uri: str) -> None:
     with pytest.raises(ModelNotFoundError, match=re.escape(repr(model_uri))):
         load_recommender(model_uri, uri=work.uri)
+
+
+def test_champion_that_cannot_be_reevaluated_is_kept(work: Workdir, client: MlflowClient) -> None:
+    """A champion whose model no longer loads (here: its weights file is gone, as with a bundle saved by
+    an incompatible version) cannot be compared on a new split: the candidate is only a challenger.
+    Runs last in this module: it damages version 1's artifacts."""
+    champion = _champion(client, work)
+    bundle = Path(unquote(urlparse(client.get_model_version_download_uri(work.name, champion)).path))
+    weights = next(bundle.rglob("model.pt"))
+    weights.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(work.cwd)
+        summary = run_pipeline(work.cfg.with_overrides({"extract.seed": 8}), work.root, run_id="damaged")
+    assert summary["promoted"] is False and summary["alias"] == CHALLENGER
+    assert f"champion v{champion} could not be evaluated" in summary["reason"]
+    assert _champion(client, work) == champion
