@@ -18,11 +18,11 @@ import pytest
 from mlflow import MlflowClient
 
 from recsys_tasks.cli import main
+from tiny_pipeline import TINY_PIPELINE
 
 pytestmark = pytest.mark.slow  # one real training run (~15 s with imports); CI runs it anyway
 
-TINY = ["kg.embedding_dim=4", "kg.epochs=1", "kg.early_stopping_frequency=1", "kg.eval_fraction=0.1",
-        "finetune.dim=8", "finetune.hidden=16", "finetune.epochs=2"]
+TINY = [f"{key}={value}" for key, value in TINY_PIPELINE.items()]
 SETS = [arg for s in TINY for arg in ("--set", s)]
 MODEL_NAME = "recsys-cold-start"
 TINY_ITEM_IDS = {str(i) for i in range(1, 16)}

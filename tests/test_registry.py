@@ -30,11 +30,11 @@ from recsys_tasks.evaluate import evaluate
 from recsys_tasks.evaluation import mlflow_safe
 from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
 from recsys_tasks.registry import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
+from tiny_pipeline import TINY_PIPELINE
 
 pytestmark = pytest.mark.slow  # four real pipeline runs (~30 s in all); CI runs them anyway
 
-TINY = {"kg.embedding_dim": 4, "kg.epochs": 1, "kg.early_stopping_frequency": 1, "kg.eval_fraction": 0.1,
-        "finetune.dim": 8, "finetune.hidden": 16, "finetune.epochs": 2}
+TINY = TINY_PIPELINE
 PRIMARY = "cold_mean_ndcg"
 TINY_ITEM_IDS = {str(i) for i in range(1, 16)}
 
