@@ -19,6 +19,10 @@ Weekly (and on demand from the trigger form) this DAG
 Tasks pass paths and ids through XCom, never data. Artifacts live under
 `$RECSYS_WORKDIR/runs/<run id>/<stage>`; MLflow uses `MLFLOW_TRACKING_URI`
 (default: SQLite in the workdir). `python dags/recsys_cold_start.py` runs `dag.test()`.
+
+**Where to look**: this DAG's **Model report** tab (the `recsys` plugin) shows the champion and
+the challenger with their scores per cold-start slice against the baselines, and **MLflow model**
+in the side bar opens the registered model in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def _resolve_source(extract_cfg):
                                     "'sql:<Airflow connection id>', a SQLAlchemy URI, or 'sql' for the "
                                     "URI in RECSYS_SOURCE_URI (tables users, items, interactions; "
                                     "kg, links optional)."),
-        "previous_snapshot": Param("", type="string", title="Previous snapshot (SQL)",
+        "previous_snapshot": Param(None, type=["null", "string"], title="Previous snapshot (SQL)",
                                    description="Incremental extraction from a database: an earlier run's "
                                                "extract directory; only newer interactions are read and "
                                                "merged with it. Empty: read everything."),
@@ -91,6 +95,8 @@ def _resolve_source(extract_cfg):
                           description="PyKEEN model, chosen by name."),
         "kg_epochs": Param(20, type="integer", minimum=1, title="KG epochs",
                            description="Upper bound; early stopping on a validation split may stop sooner."),
+        "kg_dim": Param(64, type="integer", minimum=2, title="KG embedding dimension",
+                        description="Size of the entity and relation vectors PyKEEN learns."),
         "text_model": Param("sentence-transformers/all-MiniLM-L6-v2", type="string", title="Text model",
                             description="Hugging Face encoder: the packaged all-MiniLM-L6-v2 by default, "
                                         "or any local folder / hub name."),
@@ -99,9 +105,12 @@ def _resolve_source(extract_cfg):
         "promotion_margin": Param(0.0, type="number", minimum=0, title="Promotion margin",
                                   description="The candidate's mean cold-slice NDCG@20 must beat the "
                                               "champion's by more than this."),
-        "model_name": Param("recsys-cold-start", type="string", title="Registered model name"),
-        "overrides": Param([], type="array", title="Config overrides",
-                           description="Any other config key as key=value, e.g. finetune.dim=128."),
+        "model_name": Param("recsys-cold-start", type="string", title="Registered model name",
+                            description="MLflow registered model that receives the new version and its "
+                                        "'champion' or 'challenger' alias."),
+        "overrides": Param(None, type=["null", "array"], items={"type": "string"}, title="Config overrides",
+                           description="Any other config key as key=value, one per line, e.g. "
+                                       "finetune.dim=128 (the keys of recsys_tasks/config.py)."),
     },
 )
 def recsys_cold_start():

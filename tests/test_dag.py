@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from recsys_tasks.config import ConfigError, PipelineConfig
-from recsys_tasks.pipeline import config_from_params
+from recsys_tasks.pipeline import PARAM_KEYS, config_from_params
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 DAG_FILE = DAGS / "recsys_cold_start.py"
@@ -77,9 +77,22 @@ def test_every_param_is_documented(dag) -> None:
     params = dag.params
     assert {"source", "holdout", "kg_model", "kg_epochs", "text_model", "finetune_epochs",
             "promotion_margin", "overrides"} <= set(params.keys())
-    undocumented = [k for k in params.keys()
-                    if not (params.get_param(k).description or params.get_param(k).schema.get("title"))]
-    assert undocumented == []
+    untitled = [k for k in params.keys() if not params.get_param(k).schema.get("title")]
+    undescribed = [k for k in params.keys() if not params.get_param(k).description]
+    assert (untitled, undescribed) == ([], []), "the trigger form shows a title and a description per field"
+    assert set(PARAM_KEYS) <= set(params.keys()), "every named param of config_from_params is in the form"
+
+
+def test_the_untouched_trigger_form_is_valid(dag) -> None:
+    """Guards the form's submit button: Airflow's UI treats a field whose schema does not allow null as
+    required, so an optional param with an empty default ("" or []) kept the form from being submitted."""
+    for key in dag.params.keys():
+        param = dag.params.get_param(key)
+        types = param.schema.get("type")
+        types = types if isinstance(types, list) else [types]
+        if param.value in (None, "", []):
+            assert "null" in types and param.value is None, f"{key}: optional, so null by default"
+    dag.params.validate()  # the defaults satisfy every schema
 
 
 def test_parsing_the_dag_file_imports_no_heavy_library() -> None:
