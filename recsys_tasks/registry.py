@@ -1,7 +1,7 @@
 """Stage 6, register and promote: every MLflow call of the project lives here.
 
 One MLflow run per workflow run (params = the resolved config, metrics = every stage's,
-artifacts = the report, curves and config), the bundle logged as a pyfunc model and
+artifacts = the report, the model-vs-baselines chart, curves and config), the bundle logged as a pyfunc model and
 registered; the ``champion`` alias moves only when `promotion.decide` says so on the same
 data, otherwise the new version gets ``challenger``. When the champion was evaluated on other
 data, it is evaluated again on the candidate's split before the two are compared.
@@ -13,13 +13,14 @@ import logging
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from .artifacts import StageResult
 from .config import PipelineConfig, tracking_uri, workdir
 from .evaluation import mlflow_safe
+from .model_report import CHART_ARTIFACT, chart_svg, slice_scores
 from .promotion import Decision, decide
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
             mlflow.log_artifact(str(Path(tmp) / "config.yaml"))
         for path in evaluation.artifacts.values():
             mlflow.log_artifact(path, artifact_path="evaluation")
+        if evaluation.info.get("evaluated"):
+            mlflow.log_text(chart_svg(slice_scores(candidate), cfg.evaluate.k, f"{name}, run {run_name}"), CHART_ARTIFACT)
         mlflow.log_artifact(finetune.artifacts["curves"], artifact_path="training")
         mlflow.log_artifact(extract.artifacts["report"], artifact_path="data")
         with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +144,34 @@ def alias_version(model_name: str, alias: str = CHAMPION, uri: str | None = None
     uri = uri or tracking_uri()
     version = _alias_version(MlflowClient(tracking_uri=uri, registry_uri=uri), model_name, alias)
     return None if version is None else str(version.version)
+
+
+def aliased_versions(model_name: str, aliases: Sequence[str] = (CHAMPION, CHALLENGER),
+                     uri: str | None = None) -> dict[str, dict[str, Any]] | None:
+    """Each alias's version with its run's metrics, params and tags (what the model report shows);
+    an alias that is not set is left out, and None means no model of that name is registered."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = uri or tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    out: dict[str, dict[str, Any]] = {}
+    for alias in aliases:
+        version = _alias_version(client, model_name, alias)
+        if version is None:
+            continue
+        run = client.get_run(version.run_id)
+        out[alias] = {"version": str(version.version), "run_id": version.run_id, "run_name": run.info.run_name,
+                      "experiment_id": run.info.experiment_id, "created_ms": version.creation_timestamp,
+                      "version_tags": dict(version.tags), "run_tags": dict(run.data.tags),
+                      "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+    return out
 
 
 def _version_of(model_uri: str, model) -> str:

@@ -14,6 +14,7 @@ The CWD is an empty folder and neither ``RECSYS_WORKDIR`` nor ``MLFLOW_TRACKING_
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig
 from recsys_tasks.evaluate import evaluate
 from recsys_tasks.evaluation import mlflow_safe
+from recsys_tasks.model_report import CHART_ARTIFACT, load_report
 from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
 from recsys_tasks.registry import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
 from tiny_pipeline import TINY_PIPELINE
@@ -205,6 +207,37 @@ def test_no_holdout_run_never_replaces_the_champion(work: Workdir, client: Mlflo
     assert client.get_run(run["mlflow_run_id"]).data.tags["evaluated"] == "False"
     assert _champion(client, work) == "1"
     assert str(client.get_model_version_by_alias(work.name, CHALLENGER).version) == run["model_version"] == "4"
+
+
+# ---------------------------------------------------------------- what the model report reads
+def test_evaluated_runs_log_the_model_vs_baselines_chart(work: Workdir, client: MlflowClient) -> None:
+    first = work.runs["first"]
+    path = mlflow.artifacts.download_artifacts(run_id=first["mlflow_run_id"], artifact_path=CHART_ARTIFACT,
+                                               tracking_uri=work.uri)
+    svg = ET.fromstring(Path(path).read_text())
+    bars = {t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")}
+    ndcg = {k: v for k, v in first["metrics"].items()
+            if k.count("/") == 2 and "/ndcg/" in k and not k.endswith("/best_baseline")}
+    assert ndcg and bars == {f"{k.split('/')[0]} / {k.split('/')[2]}: {v:.4f}" for k, v in ndcg.items()}
+    unevaluated = work.runs["no_holdout"]["mlflow_run_id"]
+    assert CHART_ARTIFACT not in {a.path for a in client.list_artifacts(unevaluated, "evaluation")}
+
+
+def test_model_report_reads_the_champion_and_the_challenger(work: Workdir) -> None:
+    report = load_report(work.name, work.uri)
+    champion, challenger = report.get(CHAMPION), report.get(CHALLENGER)
+    first = work.runs["first"]
+    assert (champion.version, champion.run_id, champion.run_name) == ("1", first["mlflow_run_id"], "first")
+    assert champion.primary == pytest.approx(first["metrics"][PRIMARY])
+    assert (champion.source, champion.k, champion.decision) == (str(work.data), 20, first["reason"])
+    table = work.stage("first", "evaluate").info["table"]
+    assert [s.name for s in champion.slices] == re.findall(r"^\| (\S+) +\|", table, re.M)[1:]
+    for row in champion.slices:
+        assert row.model == pytest.approx(first["metrics"][f"{row.name}/ndcg/model"])
+    # The challenger is the latest loser: the no-holdout run, never evaluated, so no slices.
+    assert (challenger.version, challenger.slices) == ("4", ())
+    assert "not evaluated" in challenger.decision
+    assert load_report("no-such-model", work.uri).registered is False
 
 
 # ---------------------------------------------------------------- loading
