@@ -21,8 +21,8 @@ Tasks pass paths and ids through XCom, never data. Artifacts live under
 (default: SQLite in the workdir). `python dags/recsys_cold_start.py` runs `dag.test()`.
 
 **Where to look**: this DAG's **Model report** tab (the `recsys` plugin) shows the champion and
-the challenger with their scores per cold-start slice against the baselines, and **MLflow model**
-in the side bar opens the registered model in the MLflow UI.
+the challenger with their scores per cold-start slice against the baselines, and **Browse → MLflow
+model** opens the registered model in the MLflow UI.
 """
 
 from __future__ import annotations
