@@ -2,6 +2,8 @@
 #   make run    the whole workflow through Airflow on the embedded default (bundled data,
 #               bundled text model, SQLite for Airflow and MLflow), then the evaluation table
 #   make test   the test suite (what CI runs through .ci/run)
+# and one to look at it:
+#   make ui     Airflow UI, MLflow UI and the serving API on this checkout, URLs and logins printed
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,7 +11,7 @@ BIN := $(VENV)/bin
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all bench airflow-ui mlflow-ui clean
+.PHONY: install run test bench ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,23 +30,23 @@ run: install
 	$(ENV) $(BIN)/python dags/recsys_cold_start.py 2> >(grep -v -E 'it/s\]|batch/s\]|epoch/s\]|triple/s\]' >&2)
 	@echo
 	@echo "Artifacts:        $$PWD/.recsys/runs/"
-	@echo "MLflow UI:        make mlflow-ui   (then http://127.0.0.1:5000)"
-	@echo "Airflow UI:       make airflow-ui  (then http://localhost:8080)"
+	@echo "Airflow + MLflow UIs and the serving API:  make ui"
 	@echo "Recommendations:  source scripts/env.sh && $(BIN)/recsys recommend --requests examples/requests.jsonl"
 
 # `distributed` runs too: CeleryExecutor on the local Postgres (127.0.0.1:5432) and Redis (127.0.0.1:6379),
-# skipped (with the reason) where they are unreachable.
+# skipped (with the reason) where they are unreachable; so does `browser` (Debian's chromium through
+# Playwright), skipped where /usr/bin/chromium is missing. Screenshots: tests/artifacts/ or $PYTEST_ARTIFACTS.
 test: install
-	$(ENV) $(BIN)/python -m pytest -q -m "not gpu and not browser" $(PYTEST_ARGS)
+	$(ENV) $(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 bench: install
 	$(ENV) $(BIN)/python bench/bench_pipeline.py
 
-airflow-ui: install
-	$(ENV) $(BIN)/airflow standalone
-
-mlflow-ui: install
-	$(ENV) $(BIN)/mlflow ui --backend-store-uri "sqlite:///$$RECSYS_WORKDIR/mlflow.db" --host 127.0.0.1 --port 5000
+# Airflow (api-server, scheduler, dag-processor, triggerer), mlflow server and recsys serve until Ctrl-C;
+# UI_ARGS e.g. --airflow-port 8081 --mlflow-port 5001 --serve-port 8001 --no-serve (scripts/ui.py --help).
+UI_ARGS ?=
+ui: install
+	$(ENV) $(BIN)/python scripts/ui.py $(UI_ARGS)
 
 clean:
 	rm -rf .airflow .recsys
