@@ -205,3 +205,11 @@ def tiny_snapshot(tiny_recbole_dir: Path, tmp_path: Path) -> Any:
     from recsys_tasks.extract import extract
 
     return extract(ExtractConfig(source=str(tiny_recbole_dir)), tmp_path / "snapshot")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Keep each phase's report on the test item (``item.rep_call``), for fixtures that act on failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
