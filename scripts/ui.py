@@ -117,6 +117,14 @@ def _up(url: str) -> bool:
         return False
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: stop everything and exit 0 (a BaseException, so no `except Exception` swallows it)."""
+
+
+def _on_signal(signum, _frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def _wait(stack: Stack, what: str, url: str, timeout: float, names: tuple[str, ...] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -180,14 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     stack = Stack(home / "logs" / "components", env, work)
-    stopping = False
-
-    def on_signal(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     core = ("api-server", "scheduler", "dag-processor", "triggerer") + (() if external_mlflow else ("mlflow",))
     try:
         if not external_mlflow:
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_url, served, next_poll = f"http://{args.host}:{args.serve_port}", False, 0.0
         if args.no_serve:
             print("Serving API: not started (--no-serve)", flush=True)
-        while not stopping:
+        while True:
             dead = {n: rc for n, rc in stack.dead().items() if n in core}
             if dead:
                 for name in dead:
@@ -230,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                     except RuntimeError as exc:
                         print(f"Serving API did not start: {exc}", file=sys.stderr, flush=True)
             time.sleep(1)
+    except Interrupted:
         return 0
     except RuntimeError as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping ...", flush=True)
         stack.stop()
         print("stopped", flush=True)
