@@ -67,7 +67,7 @@ class TextConfig:
     """BERT-family encoder: a local folder or a hub name, mean pooled, L2 normalised."""
 
     model: str = DEFAULT_TEXT_MODEL
-    batch_size: int = 128
+    batch_size: int = 0  # 0: 4096 on CUDA, 128 on the CPU
     max_length: int = 128
     device: str = "auto"
 
