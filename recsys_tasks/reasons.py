@@ -408,8 +408,9 @@ class Explainer:
 
         history, ratings: the history rows the model pooled and their ratings (0: unknown);
         vecs (n_items, d): the model's item vectors (compared centred on the trained items' mean:
-        raw vectors share a large common direction); content: the catalog's text ⊕ KG features;
-        taste: the stated taste's text vector (None without one).
+        raw vectors share a large common direction); content: the catalog's text ⊕ KG features,
+        the text part unit rows (as `text.TextEncoder` makes them); taste: the stated taste's text
+        vector (None without one).
         """
         self._sync(vecs)
         top_rows = top.tolist()
@@ -420,36 +421,37 @@ class Explainer:
         best: list[int] = []
         best_sim: list[float] = []
         if cited:
-            sim = self._centred(vecs[top]) @ self._centred(vecs[cited]).T  # (k, h) cosines
-            nearest = sim.argmax(1)
-            best, best_sim = nearest.tolist(), sim[np.arange(len(top)), nearest].tolist()
+            unit = self._centred(vecs[top_rows + cited])
+            sim = unit[:len(top_rows)] @ unit[len(top_rows):].T  # (k, h) cosines
+            best, best_sim = sim.argmax(1).tolist(), sim.max(1).tolist()
             kg = self._kg_matches(top_rows, cited, sim)
         genres, z = {}, None
         if query.text:
             genres, mean, sd = self._text(query.text, taste)
             if taste is not None:
-                z = ((_unit(content[top, :self.text_dim]) @ taste - mean) / sd).tolist()
+                z = ((content[top, :self.text_dim] @ taste - mean) / sd).tolist()
         segments = self.segments(query.profile)
         reasons: list[str] = []
         anchored: list[int] = []
-        titles = self.titles
+        titles, trained, overall, item_genres = self.titles, self.trained, self._overall_top, self.genres
+        similar_min, related_min, taste_min = SIMILAR_MIN, RELATED_MIN, self.min_taste_z
         for i, row in enumerate(top_rows):
             if i in kg:
                 j, relation = kg[i]
                 reasons.append(PHRASES[relation].format(titles[cited[j]]))
                 continue
-            phrase = next((p for g, p in genres.items() if g in self.genres[row]), None) if genres else None
+            phrase = next((p for g, p in genres.items() if g in item_genres[row]), None) if genres else None
             if phrase:
                 reasons.append(f"matches '{phrase}'")
-            elif best and best_sim[i] >= SIMILAR_MIN:
+            elif best and best_sim[i] >= similar_min:
                 reasons.append(f"similar to {titles[cited[best[i]]]}")
-            elif z is not None and z[i] >= self.min_taste_z:
+            elif z is not None and z[i] >= taste_min:
                 reasons.append(f"matches '{quote(query.text)}'")
-            elif (words := next((w for w, rows in segments if row in rows), None)) is not None:
+            elif segments and (words := next((w for w, rows in segments if row in rows), None)) is not None:
                 reasons.append(f"popular with {words}")
-            elif self.trained[row] and row in self._overall_top:
+            elif trained[row] and row in overall:
                 reasons.append("popular overall")
-            elif best and self.trained[row] and best_sim[i] >= RELATED_MIN:
+            elif best and trained[row] and best_sim[i] >= related_min:
                 reasons.append(f"similar to {titles[cited[best[i]]]}")
             else:
                 reasons.append("")
@@ -472,6 +474,7 @@ class Explainer:
         self._center = trained.mean(0).astype(np.float32) if len(trained) else np.zeros(vecs.shape[1], np.float32)
         self._vecs = vecs
         self._anchor_unit = self._centred(vecs[self._anchors])
+        self._anchor_of: dict[int, int] = {}  # row -> its nearest anchor (no history item excluded)
 
     def _centred(self, rows: np.ndarray) -> np.ndarray:
         return _unit(np.asarray(rows, np.float32) - self._center)
@@ -505,6 +508,15 @@ class Explainer:
         disliked) is chosen."""
         if not len(self._anchors):
             return np.full(len(rows), -1, np.int64)
+        if len(exclude):
+            return self._closest_anchor(rows, exclude)
+        known = self._anchor_of  # the common case: remembered per row until the item vectors change
+        missing = np.array([r for r in rows.tolist() if r not in known], np.int64)
+        if len(missing):
+            known.update(zip(missing.tolist(), self._closest_anchor(missing, exclude).tolist()))
+        return np.array([known[r] for r in rows.tolist()], np.int64)
+
+    def _closest_anchor(self, rows: np.ndarray, exclude: np.ndarray) -> np.ndarray:
         sim = self._centred(self._vecs[rows]) @ self._anchor_unit.T
         sim[rows[:, None] == self._anchors[None, :]] = -np.inf
         if len(exclude):
