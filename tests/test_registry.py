@@ -158,6 +158,13 @@ def test_champion_loads_as_pyfunc_and_answers_requests(work: Workdir, client: Ml
     assert len(items) == len(set(items)) == 3 and set(items) <= TINY_ITEM_IDS
     scores = [i["score"] for i in responses[0]["items"]]
     assert scores == sorted(scores, reverse=True)
+    assert all(isinstance(i["reason"], str) and i["reason"] for i in responses[0]["items"])
+    requests = [{"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "k": 5},
+                {"request_id": "taste", "text": "I like Sci-Fi.", "candidates": ["3", "4"]}]
+    direct = load_recommender(f"models:/{work.name}/1", uri=work.uri).recommend(requests)
+    predicted = model.predict(requests)
+    assert [r["items"] for r in predicted] == [r["items"] for r in direct]  # reasons included
+    assert {i["item_id"]: i["reason"] for i in predicted[1]["items"]}["3"] == "matches 'Sci-Fi'"  # item 3: Sci-Fi|Comedy
     # Loaded outside the registry's alias lookup, a response names the run that made the model.
     assert responses[0]["model_version"] == f"run:{work.runs['first']['mlflow_run_id']}"
 

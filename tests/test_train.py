@@ -27,7 +27,7 @@ TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5,
                          device="cpu")
 TEXT_DIM, KG_DIM = 384, 4
 BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parquet", "histories.parquet",
-                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json"}
+                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json", "item_links.parquet"}
 
 
 @pytest.fixture(scope="module")
