@@ -53,7 +53,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
                      kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
                      n_genders=len(bundle.meta["vocab"]["gender"]), n_ages=len(bundle.meta["vocab"]["age"]),
-                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden)
+                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden,
+                     inputs=tuple(cfg.inputs))
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
     batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
@@ -195,6 +196,8 @@ class _Batches:
             lengths = self.rng.integers(1, max_hist + 1, len(idx))
             lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
             recent = self.rng.random(len(idx)) < 0.5
+            if not self.cfg.truncate_histories:  # ablation: every earlier item (up to max_history)
+                lengths, recent = np.where(lengths > 0, max_hist, 0), np.ones(len(idx), bool)
             for b, (u, p) in enumerate(zip(users, positions)):
                 n = min(int(lengths[b]), int(p))
                 if n:
