@@ -25,6 +25,7 @@ from .metrics import ranking_metrics
 from .queries import Query, history_of, profile_of
 from .reasons import reason_links
 from .recommender import Bundle, Recommender
+from .report import curves_chart
 from .slices import stated_taste
 from .split import Split
 
@@ -106,7 +107,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         bundle.save(bundle_dir)
         save_model(model, bundle_dir / "model.pt")
         pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False)
-        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv")}
+        curves_chart(pd.DataFrame(curves), tmp / "curves.png")
+        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv"), "curves_chart": str(tmp / "curves.png")}
         log.info("finetune: %s", metrics)
         return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
 

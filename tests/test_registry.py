@@ -20,6 +20,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -136,7 +137,11 @@ def test_run_logs_config_report_curves_and_model(work: Workdir, client: MlflowCl
     listed = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "evaluation", "training", "data"} <= listed
     assert "evaluation/table.md" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
-    assert "training/curves.csv" in {a.path for a in client.list_artifacts(run_id, "training")}
+    assert {"training/curves.csv", "training/curves.png"} <= {a.path for a in client.list_artifacts(run_id, "training")}
+    assert "evaluation/slices.png" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    curves = pd.read_csv(work.stage("first", "finetune").artifacts["curves"])
+    history = client.get_metric_history(run_id, "training.loss")
+    assert [(m.step, round(m.value, 6)) for m in history] == list(zip(curves["epoch"], curves["loss"].round(6)))
     # MLflow 3 keeps the pyfunc model as a LoggedModel output of the run, not under the run's artifacts.
     model_uri = client.get_model_version(work.name, "1").source
     logged = client.get_logged_model(model_uri.rsplit("/", 1)[-1])

@@ -66,7 +66,8 @@ def _state(result: StageResult) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_finetune_writes_a_bundle_curves_and_result(trained: StageResult) -> None:
     out = Path(trained.out_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["bundle", "curves.csv", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "curves.csv", "curves.png", "result.json"]
+    assert trained.path("curves_chart").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in trained.path("bundle").iterdir()} == BUNDLE_FILES
     assert trained.path("curves") == out / "curves.csv"
     assert StageResult.load(out) == trained
