@@ -13,8 +13,8 @@ import pandas as pd
 
 from .evaluation import MODEL
 
-MODEL_COLOUR, BASELINE_COLOURS = "#d62728", ["#1f77b4", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#c6dbef",
-                                             "#4292c6", "#2171b5"]
+MODEL_COLOUR = "#d62728"  # red; baselines take matplotlib's tab10 without its red
+BASELINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def _pyplot():
@@ -27,25 +27,32 @@ def _pyplot():
 
 
 def slice_chart(frame: pd.DataFrame, path: str | Path, metric: str = "ndcg@20") -> Path:
-    """Grouped bars: per slice, every baseline the slice names, then the model (red), by ``metric``."""
+    """Grouped bars: per slice, the baselines it names, then the model (red), by ``metric``."""
     plt = _pyplot()
     slices = list(dict.fromkeys(frame["slice"]))
     baselines = list(dict.fromkeys(frame.loc[frame["kind"] == "baseline", "ranker"]))
-    rankers = baselines + ([MODEL] if MODEL in set(frame["ranker"]) else [])
-    values = frame.pivot_table(index="slice", columns="ranker", values=metric, aggfunc="first", sort=False)
-    values = values.reindex(index=slices, columns=rankers)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(slices)), 4.8), dpi=110)
-    width = 0.8 / max(1, len(rankers))
-    x = np.arange(len(slices))
-    for n, ranker in enumerate(rankers):
-        colour = MODEL_COLOUR if ranker == MODEL else BASELINE_COLOURS[n % len(BASELINE_COLOURS)]
-        ax.bar(x + (n - (len(rankers) - 1) / 2) * width, values[ranker].to_numpy(dtype=float), width,
-               label=ranker, color=colour, edgecolor="white", linewidth=0.5)
-    ax.set_xticks(x, slices, rotation=20, ha="right")
-    ax.set_ylabel(metric.upper().replace("@", "@"))
+    colours = {name: BASELINE_COLOURS[n % len(BASELINE_COLOURS)] for n, name in enumerate(baselines)}
+    colours[MODEL] = MODEL_COLOUR
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.5 * len(slices) + 2.5), 4.8), dpi=110)
+    width, drawn = 0.8 / max(1, frame.groupby("slice")["ranker"].nunique().max() if len(frame) else 1), set()
+    for x, name in enumerate(slices):
+        rows = frame[(frame["slice"] == name) & frame[metric].notna()]
+        rows = rows.assign(order=rows["ranker"].map(lambda r: len(baselines) if r == MODEL else baselines.index(r)))
+        rows = rows.sort_values("order")
+        for n, (ranker, value) in enumerate(zip(rows["ranker"], rows[metric])):
+            ax.bar(x + (n - (len(rows) - 1) / 2) * width, value, width,
+                   color=colours[ranker], edgecolor="white", linewidth=0.5,
+                   label=None if ranker in drawn else ranker)
+            drawn.add(ranker)
+    ax.set_xticks(np.arange(len(slices)), slices, rotation=20, ha="right")
+    ax.set_ylabel(metric.upper())
     ax.set_title(f"Cold-start protocol: model vs baselines ({metric.upper()})")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncols=min(5, len(rankers)), fontsize=8, loc="upper right")
+    if drawn:
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i] == MODEL)
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
