@@ -4,7 +4,11 @@ Runs extract -> kg_embed -> text_embed -> finetune -> evaluate per seed (baselin
 same run, on the same split) and prints each seed's table, then the mean NDCG@20 per slice
 and ranker with the model / best-baseline ratio. No MLflow: this measures, it registers nothing.
 
-    python bench/bench_quality.py [--seeds 42 43 44] [--workdir DIR] [--set key=value ...]
+    python bench/bench_quality.py [--seeds 42 43 44] [--workdir DIR] [--set key=value ...] [--ablations]
+
+--ablations: per seed, the snapshot, KG and text stages once, then finetune + evaluate for the
+full model and for each ablation (`ABLATIONS`); prints each variant's mean table and a summary
+of model / best baseline per slice and variant.
 """
 
 from __future__ import annotations
@@ -25,16 +29,40 @@ from recsys_tasks.text import text_embed
 from recsys_tasks.train import finetune
 
 
-def run_seed(cfg: PipelineConfig, base: Path, text_dir: Path | None) -> tuple[pd.DataFrame, Path]:
-    """One seed's slice x ranker results; the text stage is reused across seeds (it ignores the split)."""
+ABLATIONS = {
+    "full model": [],
+    "without KG": ["finetune.inputs=text,demographics"],
+    "without text": ["finetune.inputs=kg,demographics"],
+    "without demographics": ["finetune.inputs=text,kg"],
+    "without cold-start training": ["finetune.id_dropout=0", "finetune.empty_history_prob=0",
+                                    "finetune.truncate_histories=false"],
+}
+
+
+def run_seed(cfg: PipelineConfig, base: Path, text_dir: Path | None,
+             variants: dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], Path]:
+    """One seed's slice x ranker results per variant; the text stage is reused across seeds (it ignores the split)."""
     threshold = cfg.extract.positive_threshold
     ex = extract(cfg.extract, base / "extract")
     kg = kg_embed(cfg.kg, ex.out_dir, base / "kg_embed", threshold)
     if text_dir is None:
         text_dir = Path(text_embed(cfg.text, ex.out_dir, base / "text_embed").out_dir)
-    ft = finetune(cfg.finetune, ex.out_dir, kg.out_dir, text_dir, base / "finetune", cfg.text.model, threshold)
-    ev = evaluate(cfg.evaluate, ex.out_dir, text_dir, ft.artifacts["bundle"], base / "evaluate", threshold)
-    return pd.read_csv(ev.artifacts["results.csv"]), text_dir
+    out = {}
+    for n, (name, overrides) in enumerate(variants.items()):
+        v_cfg, v_base = cfg.with_overrides(overrides), base / f"variant{n}"
+        ft = finetune(v_cfg.finetune, ex.out_dir, kg.out_dir, text_dir, v_base / "finetune", cfg.text.model, threshold)
+        ev = evaluate(v_cfg.evaluate, ex.out_dir, text_dir, ft.artifacts["bundle"], v_base / "evaluate", threshold)
+        out[name] = pd.read_csv(ev.artifacts["results.csv"])
+    return out, text_dir
+
+
+def mean_table(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The mean (over seeds) slice table and the model's NDCG@20 per slice and seed."""
+    every = pd.concat(frames)
+    mean = every.groupby(["slice", "ranker", "kind"], sort=False).mean(numeric_only=True).reset_index()
+    mean["users"] = mean["users"].round().astype(int)  # users differ a little between seeds
+    per_seed = every[every["ranker"] == MODEL].pivot_table(index="slice", columns="seed", values="ndcg@20", sort=False)
+    return summary_table(mean.drop(columns=["seed"])), per_seed
 
 
 def main() -> None:
@@ -42,24 +70,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--workdir", help="default: a temporary directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--ablations", action="store_true", help="also each ablation of ABLATIONS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="recsys-quality-")).resolve()
-    frames, text_dir = [], None
+    variants = ABLATIONS if args.ablations else {"full model": []}
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in variants}
+    text_dir = None
     for seed in args.seeds:
         cfg = PipelineConfig().with_overrides([f"extract.seed={seed}", f"finetune.seed={seed}",
                                                f"kg.seed={seed}", *args.set])
-        frame, text_dir = run_seed(cfg, root / f"seed{seed}", text_dir)
-        print(f"\n## seed {seed}\n\n{to_markdown(summary_table(frame))}", flush=True)
-        frames.append(frame.assign(seed=seed))
-    every = pd.concat(frames)
-    mean = every.groupby(["slice", "ranker", "kind"], sort=False).mean(numeric_only=True).reset_index()
-    mean["users"] = mean["users"].round().astype(int)  # users differ a little between seeds
-    table = summary_table(mean.drop(columns=["seed"]))
-    print(f"\n## mean over seeds {args.seeds}\n\n{to_markdown(table)}")
-    ratios = every[every["ranker"] == MODEL].pivot_table(index="slice", columns="seed", values="ndcg@20", sort=False)
-    print(f"\nmodel NDCG@20 per seed:\n{ratios.round(4).to_string()}")
-    print(f"\n{RATIO} (mean table): " + ", ".join(f"{s}: {r}" for s, r in zip(table['slice'], table[RATIO])))
+        results, text_dir = run_seed(cfg, root / f"seed{seed}", text_dir, variants)
+        for name, frame in results.items():
+            print(f"\n## seed {seed}, {name}\n\n{to_markdown(summary_table(frame))}", flush=True)
+            frames[name].append(frame.assign(seed=seed))
+    summary = {}
+    for name, variant_frames in frames.items():
+        table, per_seed = mean_table(variant_frames)
+        print(f"\n## {name}: mean over seeds {args.seeds}\n\n{to_markdown(table)}")
+        print(f"\nmodel NDCG@20 per seed:\n{per_seed.round(4).to_string()}")
+        summary[name] = table.set_index("slice")[RATIO]
+    print(f"\n## {RATIO}, mean over seeds {args.seeds}\n")
+    print(to_markdown(pd.DataFrame(summary).reset_index(), digits=2))
     print(f"workdir: {root}")
 
 

@@ -67,9 +67,12 @@ class TextConfig:
     """BERT-family encoder: a local folder or a hub name, mean pooled, L2 normalised."""
 
     model: str = DEFAULT_TEXT_MODEL
-    batch_size: int = 128
+    batch_size: int = 0  # 0: 4096 on CUDA, 128 on the CPU
     max_length: int = 128
     device: str = "auto"
+
+
+INPUTS = ("text", "kg", "demographics")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,15 @@ class FinetuneConfig:
     patience: int = 3
     seed: int = 42
     device: str = "auto"
+    # ablations: the model's content inputs (any of INPUTS) and whether training simulates short
+    # histories (False: every pair sees all of the user's earlier items, up to max_history)
+    inputs: tuple[str, ...] = ("text", "kg", "demographics")
+    truncate_histories: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.inputs) - set(INPUTS))
+        if unknown:
+            raise ConfigError(f"config key 'finetune.inputs': unknown input(s) {unknown}; known: {list(INPUTS)}")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .dataset import Dataset
 from .evaluation import evaluate_slices, flat_metrics, summary_table, to_markdown
 from .queries import Scorer
 from .recommender import Recommender
+from .report import slice_chart
 from .slices import build_slices
 from .split import Split
 
@@ -48,7 +49,9 @@ def evaluate_scorer(cfg: EvaluateConfig, snapshot_dir: str | Path, text_dir: str
         table.to_csv(tmp / "table.csv", index=False)
         (tmp / "table.md").write_text(markdown + "\n")
         write_json(tmp / "metrics.json", metrics)
+        slice_chart(frame, tmp / "slices.png", f"ndcg@{cfg.k}")
         log.info("evaluation (NDCG@%d):\n%s", cfg.k, markdown)
-        artifacts = {name: str(tmp / name) for name in ("results.csv", "table.csv", "table.md", "metrics.json")}
+        artifacts = {name: str(tmp / name)
+                     for name in ("results.csv", "table.csv", "table.md", "metrics.json", "slices.png")}
         return finish(StageResult("evaluate", str(Path(out_dir)), artifacts, metrics,
                                   {"evaluated": True, "table": markdown}), tmp)

@@ -36,6 +36,7 @@ class ModelSpec:
     dim: int = 64
     hidden: int = 256
     demo_dim: int = 16
+    inputs: tuple[str, ...] = ("text", "kg", "demographics")  # the others are zeroed (ablations)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,10 +61,15 @@ class HybridModel(nn.Module):
         user_in = 3 * spec.demo_dim + spec.kg_dim + 2 * spec.text_dim + 1 + d + 1
         self.user = nn.Sequential(nn.Linear(user_in, h), nn.GELU(), nn.Dropout(0.1), nn.Linear(h, d))
         self.history_gate = nn.Linear(1, 1)  # FISM-style path, gated by history length (short = weak)
+        on = {name: float(name in spec.inputs) for name in ("text", "kg", "demographics")}
+        self._on = on
+        mask = torch.cat([torch.full((spec.text_dim,), on["text"]), torch.full((spec.kg_dim,), on["kg"])])
+        self.register_buffer("content_mask", mask, persistent=False)  # not in the state dict: old bundles load
 
     def items(self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item vectors (n, d) and biases (n,); ``id_rows`` = n_id_items where an item has no ID."""
+        content = content * self.content_mask
         vec = self.item_content(content)
         bias = self.item_content_bias(content).squeeze(-1)
         id_vec, id_bias = self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
@@ -81,9 +87,12 @@ class HybridModel(nn.Module):
         """
         n = history_mask.sum(1, keepdim=True)
         pooled = (item_vecs[history] * history_mask.unsqueeze(-1)).sum(1) / n.clamp(min=1.0)
-        x = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2]), kg_demo,
-                       profile_text, taste_text * has_taste.unsqueeze(-1), has_taste.unsqueeze(-1),
-                       pooled, torch.log1p(n) / 3.0], dim=1)
+        on = self._on
+        demographics = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2])], 1)
+        has_taste = has_taste * on["text"]
+        x = torch.cat([demographics * on["demographics"], kg_demo * (on["kg"] * on["demographics"]),
+                       profile_text * (on["text"] * on["demographics"]), taste_text * has_taste.unsqueeze(-1),
+                       has_taste.unsqueeze(-1), pooled, torch.log1p(n) / 3.0], dim=1)
         gate = torch.sigmoid(self.history_gate(torch.log1p(n)))
         return self.user(x) + gate * pooled
 
@@ -95,6 +104,7 @@ def save_model(model: HybridModel, path) -> None:
 def load_model(path, device: str = "cpu") -> HybridModel:
     """Rebuild from a checkpoint; ``weights_only=True``: nothing in it is unpickled as code."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = HybridModel(ModelSpec(**checkpoint["spec"]))
+    spec = checkpoint["spec"]
+    model = HybridModel(ModelSpec(**{**spec, "inputs": tuple(spec.get("inputs", ModelSpec.inputs))}))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()

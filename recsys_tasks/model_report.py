@@ -3,8 +3,8 @@ against the baselines of its own run, a chart of them, and the page that shows b
 
 What is read from MLflow comes through `registry.aliased_versions` (every MLflow call lives there);
 this module turns the logged metrics (``<slice>/<metric>/<ranker>``, see `evaluation.flat_metrics`)
-back into rows per slice, draws them as a self-contained SVG (also logged with each run as
-``evaluation/model_vs_baselines.svg``) and renders the HTML page of the Airflow plugin.
+back into rows per slice, draws them as a self-contained SVG inside the page (so any registered
+version has its chart, whatever artifacts its run logged) and renders the HTML page of the Airflow plugin.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from html import escape
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
-__all__ = ["CHART_ARTIFACT", "ModelReport", "SliceScores", "VersionReport", "chart_svg", "load_report",
+__all__ = ["ModelReport", "SliceScores", "VersionReport", "chart_svg", "load_report",
            "mlflow_ui_url", "render_html", "slice_scores"]
 
-CHART_ARTIFACT = "evaluation/model_vs_baselines.svg"
 PRIMARY = "cold_mean_ndcg"
 MODEL_COLOR = "#1f6feb"
 BASELINE_COLORS = ("#9aa4b1", "#d4a55e", "#7fb17f", "#b58cc4", "#d98c8c", "#6fb7c4", "#a3a35c", "#6e7781")

@@ -6,7 +6,9 @@ model and the API):
 - ``catalog.parquet`` + ``item_content.npy``: items, their text ⊕ KG features, their ID row;
 - ``users.parquet`` + ``histories.parquet``: known users' profiles and training histories;
 - ``texts.parquet`` + ``text_vectors.npy``: sentences already encoded (profiles, tastes);
-- ``kg_demo.npy`` + ``bundle.json``: KG vectors of demographic values, vocabularies, config.
+- ``kg_demo.npy`` + ``bundle.json``: KG vectors of demographic values, vocabularies, config;
+- ``item_links.parquet``: items' shared KG neighbours in plain words, for reasons (`reasons`;
+  absent from bundles saved before it: their reasons never name a KG link).
 Sentences never seen before are encoded with the bundle's text model on first use.
 """
 
@@ -23,6 +25,7 @@ import pandas as pd
 from .artifacts import read_json, write_json
 from .dataset import AGE_BANDS, age_band
 from .queries import Query, profile_of
+from .reasons import Explainer
 from .text import profile_text
 
 
@@ -39,6 +42,7 @@ class Bundle:
     text_vectors: np.ndarray  # (n_texts, text_dim)
     kg_demo: dict[str, np.ndarray]  # "gender:M" -> (kg_dim,)
     meta: dict[str, Any]  # vocabularies, text model, dims, config
+    item_links: pd.DataFrame | None = None  # entity_id, relation, value (`reasons.reason_links`)
 
     def save(self, directory: Path) -> None:
         self.catalog.to_parquet(directory / "catalog.parquet", index=False)
@@ -51,6 +55,8 @@ class Bundle:
         kg = np.stack([self.kg_demo[k] for k in labels]) if labels else np.zeros((0, self.meta["kg_dim"]), np.float32)
         np.save(directory / "kg_demo.npy", kg.astype(np.float32))
         write_json(directory / "bundle.json", {**self.meta, "kg_demo_labels": labels})
+        if self.item_links is not None:
+            self.item_links.to_parquet(directory / "item_links.parquet", index=False)
 
     @classmethod
     def load(cls, directory: str | Path) -> "Bundle":
@@ -58,10 +64,11 @@ class Bundle:
         meta = read_json(d / "bundle.json")
         labels = meta.pop("kg_demo_labels")
         kg = np.load(d / "kg_demo.npy")
+        links = pd.read_parquet(d / "item_links.parquet") if (d / "item_links.parquet").exists() else None
         return cls(pd.read_parquet(d / "catalog.parquet"), np.load(d / "item_content.npy"),
                    pd.read_parquet(d / "users.parquet"), pd.read_parquet(d / "histories.parquet"),
                    pd.read_parquet(d / "texts.parquet")["text"].tolist(), np.load(d / "text_vectors.npy"),
-                   dict(zip(labels, kg)), meta)
+                   dict(zip(labels, kg)), meta, links)
 
 
 class UnknownIdError(KeyError):
@@ -103,6 +110,11 @@ class Recommender:
         self._users = {r["user_id"]: r for r in bundle.users.to_dict("records")}
         self._histories = {u: tuple(zip(g["item_id"], g["rating"], g["timestamp"]))
                            for u, g in bundle.histories.sort_values(["timestamp", "item_id"]).groupby("user_id")}
+        # Reasons: the bundle's KG links and training popularity, looked up per recommended item.
+        self.explainer = Explainer(bundle.catalog, bundle.item_content, bundle.histories, bundle.users,
+                                   bundle.item_links, self.meta["n_id_items"], self.meta["text_dim"],
+                                   self.meta.get("positive_threshold", 4.0))
+        self._vecs_np: np.ndarray | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -113,6 +125,7 @@ class Recommender:
             content = torch.as_tensor(self.bundle.item_content, device=self.device)
             rows = torch.as_tensor(self.bundle.catalog["id_row"].to_numpy(copy=True), device=self.device)
             self.item_vecs, self.item_bias = self.model.items(content, rows)
+        self._vecs_np = None
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "Recommender":
@@ -140,7 +153,7 @@ class Recommender:
         hist = np.full((len(queries), max(1, max_hist)), 0, dtype=np.int64)
         mask = np.zeros(hist.shape, dtype=np.float32)
         for q_i, q in enumerate(queries):
-            rows = [self.item_row[i] for i in q.history_items if i in self.item_row][-max_hist:]
+            rows = self._history_rows(q)[0]
             hist[q_i, :len(rows)], mask[q_i, :len(rows)] = rows, 1.0
         demo = np.array([self.demographic_rows(q.profile) for q in queries], dtype=np.int64)
         kg = np.stack([self.kg_demo_vector(q.profile) for q in queries])
@@ -149,6 +162,18 @@ class Recommender:
         taste = self.text_vectors([q.text or "" for q in queries]) * has_taste[:, None]
         t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs)
+
+    def _history_rows(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """The catalog rows of the history the model pools (the latest ``max_history``), and their ratings."""
+        max_hist, rows, ratings = int(self.meta["max_history"]), [], []
+        for item, rating, _ in reversed(query.history):  # from the latest: a known user's history may be long
+            row = self.item_row.get(item)
+            if row is not None:
+                rows.append(row)
+                ratings.append(rating)
+                if len(rows) == max_hist:
+                    break
+        return np.array(rows[::-1], np.int64), np.array(ratings[::-1], np.float64)
 
     def demographic_rows(self, profile: dict) -> tuple[int, int, int]:
         return (self._vocab["gender"].get(str(profile.get("gender") or ""), 0),
@@ -221,10 +246,27 @@ class Recommender:
             allowed = self._allowed(request, query)
             n = int(request.get("k") or k)
             top = _top(row, np.flatnonzero(allowed), n)
-            out.append({"request_id": request["request_id"],
-                        "items": [{"item_id": self.item_ids[i], "score": round(float(row[i]), 6)} for i in top],
-                        "model_version": str(self.meta.get("model_version", ""))})
+            out.append(self._response(request, query, top, row[top]))
         return out
+
+    def _response(self, request: dict, query: Query, top: np.ndarray, scores: np.ndarray) -> dict:
+        """A response: the items best first, each with its score and `reasons` sentence."""
+        reasons = self.explain(query, top)
+        return {"request_id": request["request_id"],
+                "items": [{"item_id": self.item_ids[i], "score": round(float(s), 6), "reason": reason}
+                          for i, s, reason in zip(top, scores, reasons)],
+                "model_version": str(self.meta.get("model_version", ""))}
+
+    def explain(self, query: Query, top: Sequence[int]) -> list[str]:
+        """Why each catalog row of ``top`` is recommended to ``query`` (see `reasons`)."""
+        top = np.asarray(top, np.int64)
+        if not len(top):
+            return []
+        if self._vecs_np is None:
+            self._vecs_np = self.item_vecs.detach().float().cpu().numpy()
+        history, ratings = self._history_rows(query)
+        taste = self.text_vectors([query.text])[0] if query.text else None
+        return self.explainer.explain(query, history, ratings, top, self._vecs_np, self.bundle.item_content, taste)
 
     def _allowed(self, request: dict, query: Query) -> np.ndarray:
         n = len(self.item_ids)
@@ -293,6 +335,11 @@ class Recommender:
                 self.item_vecs, self.item_bias = torch.cat([self.item_vecs, vecs]), torch.cat([self.item_bias, bias])
                 self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
                 self.item_ids = self.item_ids + added
+        self._vecs_np = None
+        rows = [self.item_row[i] for i in latest]
+        id_rows = self.bundle.catalog["id_row"].to_numpy()
+        self.explainer.set_items(rows, [latest[i][0] for i in latest],
+                                 [bool(id_rows[r] < int(self.meta["n_id_items"])) for r in rows])
         return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
 
     def _item_vectors_of(self, content: np.ndarray, id_rows: np.ndarray):
@@ -331,9 +378,8 @@ class Recommender:
                 rows = np.array(sorted({self.item_row[c] for c in request["candidates"]} - blocked[i]), np.int64)
                 exact = vecs[rows] @ users[i] + bias[rows]
                 pairs = [(exact[j], rows[j]) for j in _top(exact, np.arange(len(rows)), sizes[i])]
-            out.append({"request_id": request["request_id"],
-                        "items": [{"item_id": self.item_ids[r], "score": round(float(s), 6)} for s, r in pairs],
-                        "model_version": str(self.meta.get("model_version", ""))})
+            out.append(self._response(request, queries[i], np.array([r for _, r in pairs], np.int64),
+                                      np.array([s for s, _ in pairs], np.float32)))
         return out
 
     def similar_items(self, item_id: str, k: int = 20) -> list[dict[str, Any]]:

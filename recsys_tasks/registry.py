@@ -1,7 +1,7 @@
 """Stage 6, register and promote: every MLflow call of the project lives here.
 
 One MLflow run per workflow run (params = the resolved config, metrics = every stage's,
-artifacts = the report, the model-vs-baselines chart, curves and config), the bundle logged as a pyfunc model and
+artifacts = the report, curves and config), the bundle logged as a pyfunc model and
 registered; the ``champion`` alias moves only when `promotion.decide` says so on the same
 data, otherwise the new version gets ``challenger``. When the champion was evaluated on other
 data, it is evaluated again on the candidate's split before the two are compared.
@@ -20,7 +20,6 @@ import yaml
 from .artifacts import StageResult
 from .config import PipelineConfig, tracking_uri, workdir
 from .evaluation import mlflow_safe
-from .model_report import CHART_ARTIFACT, chart_svg, slice_scores
 from .promotion import Decision, decide
 
 log = logging.getLogger(__name__)
@@ -58,9 +57,10 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
             mlflow.log_artifact(str(Path(tmp) / "config.yaml"))
         for path in evaluation.artifacts.values():
             mlflow.log_artifact(path, artifact_path="evaluation")
-        if evaluation.info.get("evaluated"):
-            mlflow.log_text(chart_svg(slice_scores(candidate), cfg.evaluate.k, f"{name}, run {run_name}"), CHART_ARTIFACT)
-        mlflow.log_artifact(finetune.artifacts["curves"], artifact_path="training")
+        for key in ("curves", "curves_chart"):
+            if key in finetune.artifacts:
+                mlflow.log_artifact(finetune.artifacts[key], artifact_path="training")
+        _log_curves(client, run.info.run_id, finetune.artifacts["curves"])
         mlflow.log_artifact(extract.artifacts["report"], artifact_path="data")
         with tempfile.TemporaryDirectory() as tmp:
             bundle = _bundle_with_run_id(finetune.artifacts["bundle"], Path(tmp) / "bundle", run.info.run_id)
@@ -96,6 +96,20 @@ def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: 
             "promoted": decision.promote, "reason": decision.reason,
             "previous_champion": str(champion.version) if champion is not None else None,
             "tracking_uri": mlflow.get_tracking_uri()}
+
+
+def _log_curves(client, run_id: str, path: str) -> None:
+    """Each epoch's loss and validation scores as metric histories (MLflow's own charts), step = epoch."""
+    import time
+
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    curves, now = pd.read_csv(path), int(time.time() * 1000)
+    metrics = [Metric(mlflow_safe(f"training.{column}"), float(value), now, int(epoch))
+               for column in curves.columns if column != "epoch"
+               for epoch, value in zip(curves["epoch"], curves[column])]
+    client.log_batch(run_id, metrics=metrics)
 
 
 def _champion_metrics(client, champion, split_id: str, cfg: PipelineConfig,

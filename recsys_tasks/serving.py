@@ -3,7 +3,8 @@
 ``create_app()`` returns a FastAPI app (OpenAPI docs at ``/docs``) around a `ModelHolder`:
 
 - GET  /health                   model name and version, catalog size (no API key needed);
-- POST /recommend                one request of `requests.Request`, one response (the CLI's schema);
+- POST /recommend                one request of `requests.Request`, one response (the CLI's schema:
+                                 each item with its score and a ``reason``);
 - POST /recommend/batch          a list of requests, a list of responses;
 - POST /items                    add or replace catalog items (`catalog.ItemIn`), servable at once;
 - GET  /items/{item_id}/similar  the items closest to one (cosine of item vectors), ``?k=``.
@@ -36,7 +37,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .catalog import MAX_ITEMS_PER_POST, CatalogLog, ItemIn, ItemsOut
 from .config import PipelineConfig, tracking_uri, workdir
@@ -368,9 +369,16 @@ class ScoredItem(BaseModel):
     score: float
 
 
+class RecommendedItem(ScoredItem):
+    reason: str = Field(description="why it is recommended, from the model's own inputs (`recsys_tasks.reasons`), "
+                                    "e.g. \"shares its director with Alien\", \"matches 'sci-fi'\", "
+                                    "\"popular with students aged 18-24\", \"new: similar content to Star Wars\"",
+                        examples=["shares its director with Alien"])
+
+
 class Recommendation(BaseModel):
     request_id: str
-    items: list[ScoredItem]
+    items: list[RecommendedItem]
     model_version: str
 
 

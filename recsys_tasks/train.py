@@ -23,7 +23,9 @@ from .dataset import AGE_BANDS, Dataset
 from .kg import demographic_nodes, item_node, load_entity_embeddings
 from .metrics import ranking_metrics
 from .queries import Query, history_of, profile_of
+from .reasons import reason_links
 from .recommender import Bundle, Recommender
+from .report import curves_chart
 from .slices import stated_taste
 from .split import Split
 
@@ -41,7 +43,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dataset, split = Dataset.load(snapshot_dir), Split.load(snapshot_dir)
-    bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history)
+    bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history, positive_threshold)
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     train = split.train
     if train.empty:
@@ -52,7 +54,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
                      kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
                      n_genders=len(bundle.meta["vocab"]["gender"]), n_ages=len(bundle.meta["vocab"]["age"]),
-                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden)
+                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden,
+                     inputs=tuple(cfg.inputs))
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
     batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
@@ -104,14 +107,16 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         bundle.save(bundle_dir)
         save_model(model, bundle_dir / "model.pt")
         pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False)
-        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv")}
+        curves_chart(pd.DataFrame(curves), tmp / "curves.png")
+        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv"), "curves_chart": str(tmp / "curves.png")}
         log.info("finetune: %s", metrics)
         return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
 
 
 def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: str | Path, text_model: str,
-                 max_history: int) -> Bundle:
-    """Join the snapshot with the KG and text stages' outputs into serving-ready arrays."""
+                 max_history: int, positive_threshold: float = 4.0) -> Bundle:
+    """Join the snapshot with the KG and text stages' outputs into serving-ready arrays (and the
+    items' shared KG links, which reasons name)."""
     entity_row, entity_vecs = load_entity_embeddings(kg_dir)
     entity_vecs = _unit_rows(entity_vecs)
     kg_dim = entity_vecs.shape[1]
@@ -134,10 +139,12 @@ def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: s
     user_vecs, taste_vecs = np.load(Path(text_dir) / "users.npy"), np.load(Path(text_dir) / "tastes.npy")
     lookup = dict(zip(texts["users"], user_vecs)) | dict(zip(texts["tastes"], taste_vecs))
     meta = {"text_model": text_model, "kg_dim": int(kg_dim), "text_dim": int(text_items.shape[1]),
-            "n_id_items": int(is_trained.sum()), "vocab": vocab, "max_history": int(max_history)}
+            "n_id_items": int(is_trained.sum()), "vocab": vocab, "max_history": int(max_history),
+            "positive_threshold": float(positive_threshold)}
+    links, meta["relation_lift"] = reason_links(dataset.items, dataset.kg, split.train, positive_threshold)
     return Bundle(catalog, np.hstack([text_items, kg_items]).astype(np.float32), users,
                   split.train[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True),
-                  sentences, np.stack([lookup[s] for s in sentences]).astype(np.float32), kg_demo, meta)
+                  sentences, np.stack([lookup[s] for s in sentences]).astype(np.float32), kg_demo, meta, links)
 
 
 class _Batch:
@@ -191,6 +198,8 @@ class _Batches:
             lengths = self.rng.integers(1, max_hist + 1, len(idx))
             lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
             recent = self.rng.random(len(idx)) < 0.5
+            if not self.cfg.truncate_histories:  # ablation: every earlier item (up to max_history)
+                lengths, recent = np.where(lengths > 0, max_hist, 0), np.ones(len(idx), bool)
             for b, (u, p) in enumerate(zip(users, positions)):
                 n = min(int(lengths[b]), int(p))
                 if n:

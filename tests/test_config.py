@@ -187,3 +187,9 @@ def test_tracking_uri_defaults_to_sqlite_in_the_workdir(tmp_path: Path, monkeypa
     root = tmp_path / "root"
     assert tracking_uri(root) == f"sqlite:///{root / 'mlflow.db'}"
     assert root.is_dir()
+
+
+def test_finetune_inputs_from_a_list_and_unknown_inputs_are_errors() -> None:
+    assert PipelineConfig().with_overrides(["finetune.inputs=text,kg"]).finetune.inputs == ("text", "kg")
+    with pytest.raises(ConfigError, match="unknown input.*'pictures'"):
+        PipelineConfig().with_overrides(["finetune.inputs=text,pictures"])

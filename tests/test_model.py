@@ -140,3 +140,38 @@ def test_load_model_rejects_a_checkpoint_of_other_shapes(model: HybridModel, tmp
     torch.save({"spec": {**SPEC.to_dict(), "dim": 8}, "state_dict": model.state_dict()}, path)
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_model(path)
+
+
+@pytest.mark.parametrize("off", ["text", "kg", "demographics"])
+def test_an_ablated_input_changes_nothing(content: torch.Tensor, off: str) -> None:
+    """inputs=(...) without one kind: perturbing that kind's features leaves every output unchanged."""
+    torch.manual_seed(0)
+    model = HybridModel(ModelSpec(**{**SPEC.to_dict(), "inputs": tuple(i for i in ("text", "kg", "demographics")
+                                                                        if i != off)})).eval()
+    demo, kg, profile, taste, has_taste, history, mask = _user_inputs()
+    noisy_content, noisy = content.clone(), {}
+    if off == "text":
+        noisy_content[:, :SPEC.text_dim] += 5.0
+        noisy = {"profile": profile + 5.0, "taste": taste + 5.0}
+    elif off == "kg":
+        noisy_content[:, SPEC.text_dim:] += 5.0
+        noisy = {"kg": kg + 5.0}
+    else:
+        noisy = {"demo": torch.zeros_like(demo), "kg": kg + 5.0, "profile": profile + 5.0}
+    with torch.no_grad():
+        vecs, bias = model.items(content, ID_ROWS)
+        vecs2, bias2 = model.items(noisy_content, ID_ROWS)
+        users = model.users(demo, kg, profile, taste, has_taste, history, mask, vecs)
+        args = {"demo": demo, "kg": kg, "profile": profile, "taste": taste} | noisy
+        users2 = model.users(args["demo"], args["kg"], args["profile"], args["taste"], has_taste, history, mask, vecs)
+    torch.testing.assert_close(vecs2, vecs)
+    torch.testing.assert_close(bias2, bias)
+    torch.testing.assert_close(users2, users)
+
+
+def test_a_checkpoint_without_inputs_loads_with_every_input(model: HybridModel, tmp_path: Path) -> None:
+    """Bundles saved before the ablation switch have no "inputs" in their spec."""
+    spec = model.spec.to_dict()
+    del spec["inputs"]
+    torch.save({"spec": spec, "state_dict": model.state_dict()}, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").spec.inputs == ("text", "kg", "demographics")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.evaluation import flat_metrics, mlflow_safe
-from recsys_tasks.model_report import (CHART_ARTIFACT, ModelReport, SliceScores, VersionReport, chart_svg,
+from recsys_tasks.model_report import (ModelReport, SliceScores, VersionReport, chart_svg,
                                        load_report, mlflow_ui_url, render_html, slice_scores)
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -153,4 +153,3 @@ def test_mlflow_ui_url_prefers_the_setting_then_a_tracking_server(monkeypatch: p
     assert mlflow_ui_url() == "http://mlflow:5000"
     monkeypatch.setenv("RECSYS_MLFLOW_UI_URL", "https://mlflow.internal")
     assert mlflow_ui_url() == "https://mlflow.internal"
-    assert CHART_ARTIFACT.startswith("evaluation/")

@@ -222,3 +222,91 @@ def test_an_unseen_sentence_is_encoded_once_and_cached(bundle_dir: Path) -> None
     second, = rec.recommend([{**known, "text": sentence}])
     assert len(rec._text_row) == before + 1 and calls == [[sentence]]  # not encoded again
     assert first == second
+
+
+# ---------------------------------------------------------------- reasons
+@pytest.fixture
+def ungated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny model's vectors are two epochs of noise, so whether two items are "similar" is
+    chance: the kinds of reason that need the model's agreement are let through here (their gates
+    are tested in test_reasons.py), and the tests check the path from the data to the answer."""
+    from recsys_tasks import reasons
+
+    monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
+    monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
+
+
+@pytest.mark.slow
+def test_every_recommended_item_has_a_reason(rec: Recommender) -> None:
+    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "cold", "profile": PROFILE, "text": TASTE},
+                {"request_id": "empty", "k": N_ITEMS}]
+    for response in rec.recommend(requests):
+        assert response["items"] and all(set(e) == {"item_id", "score", "reason"} for e in response["items"])
+        assert all(isinstance(e["reason"], str) and e["reason"] for e in response["items"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_a_history_item_sharing_a_kg_entity_explains_the_item(rec: Recommender) -> None:
+    """The tiny KG says films 3 and 4 have the same director (person1)."""
+    to_4, to_3 = rec.recommend([{"request_id": "a", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]},
+                                {"request_id": "b", "history": [{"item_id": "4"}], "candidates": ["3"]}])
+    assert to_4["items"][0]["reason"] == "shares its director with Movie 3"
+    assert to_3["items"][0]["reason"] == "shares its director with Movie 4"  # no rating: still cited
+
+
+@pytest.mark.slow
+def test_a_stated_genre_explains_an_item_of_that_genre(rec: Recommender) -> None:
+    response, = rec.recommend([{"request_id": "t", "text": "Mostly sci-fi, please.", "candidates": ["3", "6"]}])
+    genres = dict(zip(rec.bundle.catalog["item_id"], rec.bundle.catalog["genres"]))
+    assert "Sci-Fi" in genres["3"] and "Sci-Fi" not in genres["6"]
+    reasons = {e["item_id"]: e["reason"] for e in response["items"]}
+    assert reasons["3"] == "matches 'sci-fi'" and reasons["6"] != "matches 'sci-fi'"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_a_bundle_saved_before_reasons_still_loads_and_explains(bundle_dir: Path, tmp_path: Path) -> None:
+    """No item_links.parquet, no positive_threshold: the same scores, reasons without KG links."""
+    import json
+    import shutil
+
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundle_dir, old)
+    (old / "item_links.parquet").unlink()
+    meta = json.loads((old / "bundle.json").read_text())
+    del meta["positive_threshold"]
+    (old / "bundle.json").write_text(json.dumps(meta))
+    request = {"request_id": "a", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]}
+    new_answer, = Recommender.load(bundle_dir).recommend([request])
+    old_rec = Recommender.load(old)
+    assert old_rec.bundle.item_links is None
+    old_answer, = old_rec.recommend([request])
+    assert old_answer["items"][0]["score"] == new_answer["items"][0]["score"]
+    assert new_answer["items"][0]["reason"] == "shares its director with Movie 3"
+    assert old_answer["items"][0]["reason"] == "similar to Movie 3"  # the model's vectors, not the KG
+    everything, = old_rec.recommend([{"request_id": "b", "user_id": "3", "k": N_ITEMS}])
+    assert all(e["reason"] for e in everything["items"])
+
+
+class _ExactIndex:
+    """`index.ItemIndex`'s contract, exactly (no FAISS): top-n rows by u·v + b."""
+
+    def __init__(self, rec: Recommender):
+        self.vecs, self.bias = rec.item_vecs.float().numpy(), rec.item_bias.float().numpy()
+
+    def search(self, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = users @ self.vecs.T + self.bias
+        rows = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        return np.take_along_axis(scores, rows, 1), rows
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_an_index_ranked_answer_has_the_same_reasons(rec: Recommender) -> None:
+    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "taste", "text": TASTE, "k": 6},
+                {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4", "5"]}]
+    exact, indexed = rec.recommend(requests), rec.recommend_with_index(_ExactIndex(rec), requests)
+    assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in indexed] == \
+        [[(e["item_id"], e["reason"]) for e in r["items"]] for r in exact]
+    assert {e["item_id"]: e["reason"] for e in indexed[2]["items"]}["4"] == "shares its director with Movie 3"

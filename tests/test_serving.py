@@ -105,8 +105,16 @@ def test_health_names_the_model_version_and_catalog_size(client: TestClient) -> 
 
 def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
+    openapi = client.get("/openapi.json").json()
+    paths = openapi["paths"]
     assert {"/health", "/recommend", "/recommend/batch", "/items", "/items/{item_id}/similar"} <= set(paths)
+    schemas = openapi["components"]["schemas"]
+    answer = paths["/recommend"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    items = schemas[answer["$ref"].rsplit("/", 1)[1]]["properties"]["items"]["items"]["$ref"].rsplit("/", 1)[1]
+    assert set(schemas[items]["required"]) == {"item_id", "score", "reason"}
+    assert schemas[items]["properties"]["reason"]["type"] == "string"
+    batch = paths["/recommend/batch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert batch["items"]["$ref"] == answer["$ref"]
 
 
 def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) -> None:
@@ -116,7 +124,8 @@ def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) ->
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"request_id", "items", "model_version"} and body["model_version"] == "1"
-    assert [set(i) for i in body["items"]] == [{"item_id", "score"}] * 4
+    assert [set(i) for i in body["items"]] == [{"item_id", "score", "reason"}] * 4
+    assert all(isinstance(i["reason"], str) and i["reason"] for i in body["items"])
     assert not {"1", "2"} & {i["item_id"] for i in body["items"]}
     expected, = load_recommender(uri=trained.uri).recommend([request])  # what `recsys recommend` prints
     assert body == expected
@@ -130,6 +139,7 @@ def test_recommend_batch_answers_each_request_in_order(client: TestClient) -> No
     body = response.json()
     assert [r["request_id"] for r in body] == ["a", "b", "c"]
     assert [len(r["items"]) for r in body] == [2, 2, 15]  # k=20 by default: the whole tiny catalog
+    assert all(isinstance(i["reason"], str) and i["reason"] for r in body for i in r["items"])
     assert body[0] == client.post("/recommend", json=requests[0]).json()
 
 
@@ -263,7 +273,13 @@ NEW_ITEMS = [
 ]
 
 
-def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Trained, serve_root: Path) -> None:
+def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Trained, serve_root: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys_tasks import reasons
+
+    # The tiny model's vectors are noise: reasons that need their agreement are let through here.
+    monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
+    monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
     settings = _settings(trained, serve_root)
     with TestClient(create_app(settings=settings)) as client:
         response = client.post("/items", json=NEW_ITEMS)
@@ -278,6 +294,13 @@ def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Tr
         assert {i["item_id"] for i in before["items"]} == {"n1", "n2", "5"}
         everything = client.post("/recommend", json={"request_id": "all", "k": 17}).json()
         assert {"n1", "n2"} <= {i["item_id"] for i in everything["items"]}
+        # Reasons see the changes at once: n2 (no interactions) is explained by the closest liked
+        # item; item 3, replaced as a whole, has its new title and no longer its KG entity (without
+        # the change: "shares its director with Movie 3").
+        assert {i["item_id"]: i["reason"] for i in everything["items"]}["n2"].startswith("new: similar content to ")
+        renamed = client.post("/recommend", json={"request_id": "t", "history": [{"item_id": "3", "rating": 5}],
+                                                  "candidates": ["4"]}).json()
+        assert renamed["items"][0]["reason"] == "similar to Movie 3 (remastered)"
         similar = client.get("/items/n1/similar", params={"k": 3}).json()
         assert len(similar["items"]) == 3 and "n1" not in {i["item_id"] for i in similar["items"]}
         assert client.get("/items/1/similar", params={"k": 16}).status_code == 200

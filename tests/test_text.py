@@ -83,6 +83,31 @@ def test_encode_keeps_input_order_although_batches_are_sorted_by_length(encoder:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 3])
+def test_background_tokenization_gives_the_inline_vectors_in_order(encoder: TextEncoder, threads: int) -> None:
+    """Tokenizer threads work batches ahead of the encoder; rows must still be text i's vector."""
+    texts = [f"Movie number {i}: " + "a long and winding plot " * (i % 7) for i in range(23)]
+    inline = encoder.encode(texts, batch_size=2, tokenizer_threads=0)  # chunks of 16: two of them
+    ahead = encoder.encode(texts, batch_size=2, tokenizer_threads=threads)
+    np.testing.assert_allclose(ahead, inline, atol=1e-6)
+    assert len({v.round(4).tobytes() for v in ahead}) == len(texts)
+
+
+@pytest.mark.slow
+def test_equal_length_batches_give_the_padded_and_masked_vectors(encoder: TextEncoder) -> None:
+    """Batches of one token count skip padding and the mask; the vectors must not change."""
+    texts = ["Hi.", "A documentary.", "Romantic comedy set in Paris.", "Toy Story (1995). Genres: Animation.",
+             "A much longer sentence about a space opera with robots, lasers and a lost princess."]
+    batches = encoder.batches(texts, np.arange(len(texts)), batch_size=64)
+    assert all("attention_mask" not in enc for _, enc in batches) and len(batches) == len(texts)
+    import torch
+
+    with torch.inference_mode():
+        padded = encoder.pool(encoder._padded(texts, pin=False)).numpy()
+    np.testing.assert_allclose(encoder.encode(texts), padded, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_paraphrase_is_closer_than_an_unrelated_sentence(encoder: TextEncoder) -> None:
     anchor, paraphrase, unrelated = encoder.encode(
         ["I love science fiction films.", "I enjoy sci-fi movies.", "The stock market fell sharply today."])

@@ -27,7 +27,7 @@ TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5,
                          device="cpu")
 TEXT_DIM, KG_DIM = 384, 4
 BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parquet", "histories.parquet",
-                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json"}
+                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json", "item_links.parquet"}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def _state(result: StageResult) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_finetune_writes_a_bundle_curves_and_result(trained: StageResult) -> None:
     out = Path(trained.out_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["bundle", "curves.csv", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "curves.csv", "curves.png", "result.json"]
+    assert trained.path("curves_chart").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in trained.path("bundle").iterdir()} == BUNDLE_FILES
     assert trained.path("curves") == out / "curves.csv"
     assert StageResult.load(out) == trained
@@ -196,3 +197,23 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
                 assert history in (sequence[:n], sequence[position - n:position])
                 lengths.append(n)
     assert max(lengths) == 3 and 0 in lengths
+
+
+def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
+    """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
+    from recsys_tasks.dataset import Dataset
+    from recsys_tasks.recommender import Recommender
+    from recsys_tasks.train import _Batches
+
+    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    rec = Recommender.load(trained.path("bundle"))
+    cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.0, truncate_histories=False)
+    batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
+    ordered = split.train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    sequences = [[rec.item_row[i] for i in g["item_id"]] for _, g in ordered.groupby("user_id", sort=True)]
+    for batch in batches.epoch():
+        hist, mask = batch.inputs[5], batch.inputs[6]
+        for b, (user, position) in enumerate(zip(batch.users, batch.positions)):
+            n = int(mask[b].sum())
+            assert n == min(3, position)
+            assert list(hist[b, :n]) == sequences[user][position - n:position]

@@ -1,0 +1,280 @@
+"""Reasons (`recsys_tasks.reasons`) on a hand-made catalog whose right answers are known.
+
+Eight items, six trained (rows 0-5) and two new (rows 6, 7); item vectors in 3-d and text
+vectors in 2-d chosen so each cosine is known; KG links: Alien and Blade Runner share a director,
+Blade Runner and Nova an actor, Titanic and The Godfather an actor, Blade Runner and Fargo an
+actor (a link the model's vectors contradict); 3 female students aged 18-24 liked The Godfather,
+3 male engineers aged 35-44 liked Fargo, and all 6 liked Alien.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_tasks.config import ExtractConfig
+from recsys_tasks.queries import Query
+from recsys_tasks.reasons import (
+    MIN_PAIRS, RELATION_LIFT, Explainer, describe_segment, display_title, item_links, quote, reason_links,
+    relation_lift, segment_popularity,
+)
+from recsys_tasks.sources import load_source
+from recsys_tasks.validate import validate
+
+TITLES = ["Alien", "Blade Runner", "Titanic", "Godfather, The", "Fargo", "Heat", "Nova", "Moonshot"]
+GENRES = ["Horror|Sci-Fi", "Sci-Fi", "Drama|Romance", "Crime|Drama", "Comedy|Crime", "Action|Crime", "Sci-Fi",
+          "Comedy"]
+ENTITIES = ["m.alien", "m.blade", "m.titanic", "m.godfather", "m.fargo", "m.heat", "m.nova", ""]
+N_ID = 6  # rows 6 and 7 are new items (no ID row)
+ALIEN, BLADE, TITANIC, GODFATHER, FARGO, HEAT, NOVA, MOONSHOT = range(8)
+F_STUDENT = {"age": 20, "gender": "F", "occupation": "student", "zip_code": ""}
+M_ENGINEER = {"age": 40, "gender": "M", "occupation": "engineer", "zip_code": ""}
+
+# Item vectors: three directions 120° apart (a: Alien, Blade Runner, Nova; b: Titanic, The
+# Godfather; c: Fargo, Heat, Moonshot), perturbations that cancel, so the trained items' mean is 0
+# and centred cosines are plain ones: Alien-Blade 0.96, Alien-Nova 0.995, Blade-Nova 0.95,
+# Titanic-Godfather 0.81, Fargo-Heat 0.85, Titanic-Heat 0.56, Fargo-Moonshot 0.996; Titanic-Fargo
+# 0.03; a-b, a-c and b-c pairs about -0.5.
+VECS = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.3], [-0.5, 0.266, 0.0], [-0.5, 0.866, -0.3], [-0.5, -0.866, 0.0],
+                 [-0.5, -0.266, 0.0], [1.0, 0.1, 0.0], [-0.4, -0.866, 0.0]], np.float32)
+# Text ⊕ KG content (text_dim 2): the text parts of Alien, Blade Runner and Nova are at 0.8-1.0 of
+# "space", the others far from it; cosines with "space" have mean 0.39 and deviation 0.43 over the
+# catalog, so Blade Runner's standard score is 0.95, Titanic's -0.9.
+SPACE = np.array([1.0, 0.0], np.float32)
+TEXT = np.array([[0.9, 0.436], [0.8, 0.6], [0.0, 1.0], [0.1, 0.995], [0.2, 0.98], [0.1, 0.995], [1.0, 0.0],
+                 [0.0, 1.0]], np.float32)
+CONTENT = np.hstack([TEXT, np.zeros((8, 2), np.float32)])
+
+
+def _catalog() -> pd.DataFrame:
+    return pd.DataFrame({"item_id": [str(i + 1) for i in range(8)], "title": TITLES, "year": [1979] * 8,
+                         "genres": GENRES, "description": "", "entity_id": ENTITIES,
+                         "id_row": [min(i, N_ID) for i in range(8)]})
+
+
+def _links() -> pd.DataFrame:
+    kg = pd.DataFrame([["m.alien", "film.film.directed_by", "m.scott"],
+                       ["m.scott", "film.director.film", "m.blade"],  # the other direction, same relation
+                       ["m.blade", "film.film.actor", "m.hauer"],
+                       ["m.nova", "film.film.actor", "m.hauer"],
+                       ["m.titanic", "film.film.actor", "m.actor2"],
+                       ["m.godfather", "film.film.actor", "m.actor2"],
+                       ["m.blade", "film.film.actor", "m.far"],
+                       ["m.fargo", "film.film.actor", "m.far"],
+                       ["m.titanic", "film.film.directed_by", "m.lonely"],  # nobody else: dropped
+                       ["m.alien", "film.film.country", "m.usa"],  # unmapped relation: dropped
+                       ["m.blade", "film.film.country", "m.usa"]],
+                      columns=["head_id", "relation_id", "tail_id"])
+    return item_links(_catalog(), kg)
+
+
+def _users_and_histories() -> tuple[pd.DataFrame, pd.DataFrame]:
+    users, rows = [], []
+    for u in range(3):
+        users += [[f"f{u}", 20, "F", "student"], [f"m{u}", 40, "M", "engineer"]]
+        rows += [[f"f{u}", "4", 5.0], [f"f{u}", "1", 5.0], [f"m{u}", "5", 4.0], [f"m{u}", "1", 4.0]]
+    rows += [["f0", "3", 2.0]]  # not a positive
+    users_frame = pd.DataFrame(users, columns=["user_id", "age", "gender", "occupation"]).assign(zip_code="")
+    histories = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]).assign(timestamp=0)
+    return users_frame, histories
+
+
+@pytest.fixture
+def explainer() -> Explainer:
+    users, histories = _users_and_histories()
+    # Eight items cannot make a standard score of 2.5: the taste threshold is lowered to 0.9.
+    return Explainer(_catalog(), CONTENT, histories, users, _links(), N_ID, text_dim=2, top_n=2, top_n_overall=2,
+                     min_group=3, taste_z=0.9)
+
+
+def _explain(explainer: Explainer, top: list[int], history: list[int] = (), ratings: list[float] | None = None,
+             profile: dict | None = None, text: str | None = None, taste: np.ndarray | None = None) -> list[str]:
+    query = Query("u", profile or {}, (), text)
+    ratings = [5.0] * len(history) if ratings is None else ratings
+    return explainer.explain(query, np.array(history, np.int64), np.array(ratings, np.float64),
+                             np.array(top, np.int64), VECS, CONTENT, taste)
+
+
+# ---------------------------------------------------------------- bundle-time tables
+def test_item_links_keep_shared_mapped_relations_in_plain_words() -> None:
+    links = _links()
+    assert links.to_numpy().tolist() == [
+        ["m.alien", "director", "m.scott"], ["m.blade", "actor", "m.far"], ["m.blade", "actor", "m.hauer"],
+        ["m.blade", "director", "m.scott"], ["m.fargo", "actor", "m.far"], ["m.godfather", "actor", "m.actor2"],
+        ["m.nova", "actor", "m.hauer"], ["m.titanic", "actor", "m.actor2"]]
+
+
+def test_item_links_of_the_tiny_dataset(tiny_recbole_dir) -> None:
+    """The conftest KG: films 3 and 4 share person1 as director (stated in both directions)."""
+    dataset, _ = validate(load_source(str(tiny_recbole_dir)), ExtractConfig(source=str(tiny_recbole_dir)))
+    links = item_links(dataset.items, dataset.kg)
+    assert links.to_numpy().tolist() == [["m.film3", "director", "m.person1"], ["m.film4", "director", "m.person1"]]
+
+
+def _co_liked_catalog() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """120 films; films 2k and 2k+1 share a director and are liked by the same people; an actor
+    links film k to film k+37, whose likers are unrelated; a writer links films 0, 1, 2 only."""
+    n = 120
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "entity_id": [f"m.{i}" for i in range(n)]})
+    kg = [[f"m.{2 * k + j}", "film.film.directed_by", f"m.d{k}"] for k in range(n // 2) for j in (0, 1)]
+    kg += [[f"m.{k}", "film.film.actor", f"m.a{k}"] for k in range(n)]
+    kg += [[f"m.{(k + 37) % n}", "film.film.actor", f"m.a{k}"] for k in range(n)]
+    kg += [[f"m.{k}", "film.film.written_by", "m.w"] for k in range(3)]
+    rng = np.random.default_rng(1)
+    likes = [[f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False)
+             for j in (0, 1)]
+    histories = pd.DataFrame(likes, columns=["user_id", "item_id", "rating"]).assign(timestamp=0)
+    return items, pd.DataFrame(kg, columns=["head_id", "relation_id", "tail_id"]), histories
+
+
+def test_a_relation_whose_links_are_not_liked_together_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    items, kg, histories = _co_liked_catalog()
+    lifts = relation_lift(item_links(items, kg), items["item_id"].tolist(), items["entity_id"].tolist(), histories)
+    assert lifts["director"][0] > 10 * RELATION_LIFT and lifts["director"][1] == 120
+    assert lifts["actor"][0] < RELATION_LIFT and lifts["actor"][1] >= MIN_PAIRS
+    assert lifts["writer"][1] < MIN_PAIRS  # three links: too few to judge
+    links, reported = reason_links(items, kg, histories)
+    assert set(links["relation"]) == {"director", "writer"}  # the writer is not judged, so kept
+    assert reported["actor"] == [round(lifts["actor"][0], 4), lifts["actor"][1]]
+    assert "actor" in caplog.text and "director" not in caplog.text
+
+
+def test_segment_popularity_counts_positives_per_large_enough_segment() -> None:
+    users, histories = _users_and_histories()
+    popular = segment_popularity(histories, users, threshold=4.0, top_n=2, min_group=3)
+    assert popular[()] == ["1", "4", "5"]  # 6 positives, then 3 and 3 (ties by id); "3" was rated 2
+    assert popular[("gender=F", "age=18-24", "occupation=student")] == ["1", "4"]
+    assert popular[("occupation=engineer",)] == ["1", "5"]
+    assert ("gender=F",) in popular and ("age=35-44",) in popular
+    assert segment_popularity(histories, users, threshold=4.0, top_n=2, min_group=4).keys() == {()}  # groups of 3
+
+
+# ---------------------------------------------------------------- words
+@pytest.mark.parametrize(("values", "words"), [
+    ({"gender": "F", "age": "18-24", "occupation": "student"}, "female students aged 18-24"),
+    ({"age": "18-24", "occupation": "student"}, "students aged 18-24"),
+    ({"gender": "M", "occupation": "marketing"}, "men in marketing"),
+    ({"gender": "F", "age": "56+", "occupation": "retired"}, "retired women aged 56+"),
+    ({"age": "under 18"}, "viewers under 18"),
+    ({"gender": "F"}, "women"),
+    ({"occupation": "salesman"}, "salespeople"),
+    ({"gender": "X", "occupation": "student"}, None),  # no words for it: no reason claims it
+])
+def test_segments_are_described_in_plain_words(values: dict, words: str | None) -> None:
+    assert describe_segment(values) == words
+
+
+def test_titles_and_quotes_read_naturally() -> None:
+    assert display_title("Godfather, The") == "The Godfather" and display_title("Crash, The") == "The Crash"
+    assert display_title("Alien") == "Alien" and display_title("", "42") == "item 42"
+    assert quote("I like Sci-Fi.") == "I like Sci-Fi"
+    assert quote("I like slow films about space travel and old robots.") == "I like slow films about space travel…"
+
+
+# ---------------------------------------------------------------- each kind of reason
+def test_kg_link_to_a_history_item_names_the_relation_and_the_title(explainer: Explainer) -> None:
+    assert _explain(explainer, [BLADE], history=[ALIEN]) == ["shares its director with Alien"]
+    assert _explain(explainer, [GODFATHER], history=[TITANIC]) == ["shares an actor with Titanic"]
+
+
+def test_the_strongest_relation_wins(explainer: Explainer) -> None:
+    """Blade Runner shares an actor with Nova and its director with Alien: the director is named."""
+    assert _explain(explainer, [BLADE], history=[NOVA, ALIEN]) == ["shares its director with Alien"]
+    assert _explain(explainer, [BLADE], history=[NOVA]) == ["shares an actor with Nova"]
+
+
+def test_a_kg_link_the_models_vectors_contradict_is_not_named(explainer: Explainer) -> None:
+    """Blade Runner and Fargo share an actor, but their vectors point apart (cosine -0.48)."""
+    assert _explain(explainer, [BLADE], history=[FARGO]) == ["similar to Alien"]  # the closest most liked item
+
+
+def test_a_history_item_rated_below_the_threshold_is_never_cited(explainer: Explainer) -> None:
+    # Not even as the closest most liked item: Alien is; no other one is close.
+    assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[2.0], profile=F_STUDENT) == [
+        "a top match for your profile"]
+    assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[2.0]) == ["a top pick overall"]
+    assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[0.0]) == ["shares its director with Alien"]  # unrated
+
+
+def test_stated_taste_quotes_the_genre_as_written(explainer: Explainer) -> None:
+    assert _explain(explainer, [NOVA, BLADE], text="I'm into sci-fi these days") == ["matches 'sci-fi'"] * 2
+    assert _explain(explainer, [FARGO], text="Crime and COMEDIES please") == ["matches 'Crime'"]
+    assert _explain(explainer, [ALIEN], text="I like science fiction") == ["matches 'science fiction'"]
+
+
+def test_a_negated_genre_is_no_reason(explainer: Explainer) -> None:
+    assert explainer.taste_genres("Sci-Fi but no horror, please") == {"sci-fi": "Sci-Fi"}
+    assert explainer.taste_genres("I don't like comedy. Drama!") == {"drama": "Drama"}
+
+
+def test_similar_history_item_by_the_models_vectors(explainer: Explainer) -> None:
+    """Nova (new, no KG link) has cosine 0.99 with Alien: the history path explains it."""
+    assert _explain(explainer, [NOVA], history=[TITANIC, ALIEN]) == ["similar to Alien"]
+
+
+def test_stated_taste_by_text_similarity_when_no_genre_is_named(explainer: Explainer) -> None:
+    text = "Slow films about space travel, with robots in them."
+    blade, titanic = _explain(explainer, [BLADE, TITANIC], text=text, taste=SPACE, profile=F_STUDENT)
+    assert blade == "matches 'Slow films about space travel, with…'" and not titanic.startswith("matches")
+    assert explainer.taste_z(SPACE, CONTENT[[BLADE, TITANIC], :2] @ SPACE) == pytest.approx([0.95, -0.9], abs=0.01)
+
+
+def test_popular_in_the_finest_segment(explainer: Explainer) -> None:
+    assert _explain(explainer, [GODFATHER], profile=F_STUDENT) == ["popular with female students aged 18-24"]
+    assert _explain(explainer, [FARGO], profile=M_ENGINEER) == ["popular with male engineers aged 35-44"]
+    # An unknown gender: the finest segment that can be named (age and occupation) is used.
+    assert _explain(explainer, [GODFATHER], profile={**F_STUDENT, "gender": ""}) == [
+        "popular with students aged 18-24"]
+
+
+def test_a_new_item_is_explained_by_the_closest_liked_item(explainer: Explainer) -> None:
+    assert _explain(explainer, [NOVA]) == ["new: similar content to Alien"]
+    assert _explain(explainer, [MOONSHOT]) == ["new: similar content to Fargo"]
+
+
+def test_popular_overall_and_the_last_resort(explainer: Explainer) -> None:
+    """Alien and The Godfather are the two most liked (Fargo ties with The Godfather, a later id)."""
+    assert _explain(explainer, [ALIEN, GODFATHER, HEAT]) == ["popular overall", "popular overall", "similar to Fargo"]
+
+
+def test_a_weaker_history_link_gives_way_to_the_segment(explainer: Explainer) -> None:
+    """Fargo and Heat: cosine 0.85, under `SIMILAR_MIN`: the segment's popularity comes first;
+    without a profile, the closest history item is the reason."""
+    assert _explain(explainer, [FARGO], history=[HEAT], profile=M_ENGINEER) == [
+        "popular with male engineers aged 35-44"]
+    assert _explain(explainer, [FARGO], history=[HEAT]) == ["similar to Heat"]
+    assert _explain(explainer, [TITANIC], history=[FARGO]) == ["similar to The Godfather"]  # 0.03: not similar
+
+
+def test_one_reason_per_item_in_order_and_deterministic(explainer: Explainer) -> None:
+    top = [BLADE, NOVA, GODFATHER, HEAT, ALIEN]
+    reasons = _explain(explainer, top, history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi")
+    assert reasons == ["shares its director with Alien", "matches 'sci-fi'", "shares an actor with Titanic",
+                       "similar to Titanic", "matches 'sci-fi'"]  # Heat-Titanic 0.56: the weaker kind
+    assert reasons == _explain(explainer, top, history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi")
+
+
+def test_items_changed_or_added_later_are_explained_with_their_new_data(explainer: Explainer) -> None:
+    explainer.set_items([NOVA, 8], [{"item_id": "7", "title": "Nova, La", "genres": "Drama"},
+                                    {"item_id": "9", "title": "Rift", "genres": "Western", "entity_id": "m.fargo"}],
+                        [False, False])
+    vecs = np.vstack([VECS, [[1.0, 0.0, 0.3]]])  # Rift points where Blade Runner does
+    content = np.vstack([CONTENT, np.zeros((1, 4), np.float32)])
+    explain = lambda top, history=(), text=None: explainer.explain(  # noqa: E731
+        Query("u", {}, (), text), np.array(history, np.int64), np.full(len(history), 5.0), np.array(top), vecs,
+        content, None)
+    assert explain([NOVA]) == ["new: similar content to Alien"] and explainer.titles[NOVA] == "La Nova"
+    assert explain([NOVA], text="sci-fi") == ["new: similar content to Alien"]  # no longer Sci-Fi
+    assert explain([8], text="westerns") == ["matches 'westerns'"]  # a genre the catalog did not have
+    assert explain([8], history=[BLADE]) == ["shares an actor with Blade Runner"]  # its entity's links
+
+
+def test_a_bundle_without_links_or_liked_items_still_explains() -> None:
+    users, histories = _users_and_histories()
+    bare = Explainer(_catalog(), CONTENT, histories.iloc[:0], users, None, N_ID, text_dim=2)
+    query = Query("u", F_STUDENT, ())
+    reasons = bare.explain(query, np.array([ALIEN]), np.array([5.0]), np.array([BLADE, NOVA]), VECS, CONTENT, None)
+    assert reasons == ["similar to Alien", "similar to Alien"]  # no KG links: the model's vectors
+    assert bare.explain(query, np.zeros(0, np.int64), np.zeros(0), np.array([BLADE, NOVA]), VECS, CONTENT,
+                        None) == ["a top match for your profile", "new in the catalog"]  # nothing liked at all
