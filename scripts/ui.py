@@ -56,27 +56,9 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM every process tree (children found first: some leave their group), SIGKILL after 20 s."""
-        import psutil
+        from recsys_tasks.processes import process_tree, stop_processes
 
-        tree = []
-        for proc in self.procs.values():
-            try:
-                root = psutil.Process(proc.pid)
-                tree += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        for p in tree:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        stop_processes([p for proc in self.procs.values() for p in process_tree(proc.pid)], grace=20)
         for proc in self.procs.values():
             proc.poll()
 

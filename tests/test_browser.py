@@ -40,6 +40,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from recsys_tasks.processes import process_tree, stop_processes
 from tiny_pipeline import TINY_PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +98,6 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[Stack]:
-    import psutil
-
     base = tmp_path_factory.mktemp("ui")
     data = make_tiny_dir(base / "data", "recbole")
     home, work, cwd = base / "airflow", base / "work", base / "cwd"
@@ -142,23 +141,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[S
         stack.passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
         yield stack
     finally:
-        tree = []
-        try:
-            root = psutil.Process(launcher.pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            pass
+        tree = process_tree(launcher.pid)
         launcher.send_signal(signal.SIGTERM)
         try:
             launcher.wait(timeout=90)
         except subprocess.TimeoutExpired:
             launcher.kill()
-        _, alive = psutil.wait_procs(tree, timeout=30)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_processes(tree, grace=30)
         logs = ARTIFACTS / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, logs / "launcher.log")

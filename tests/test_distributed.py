@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from recsys_tasks.processes import process_tree, stop_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "recsys_cold_start"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -129,30 +131,13 @@ class Processes:
         then SIGKILL whatever is left after a grace period; returns what still runs (nothing)."""
         import psutil
 
-        tree: list[psutil.Process] = []
-        for proc in self.started.values():
-            try:
-                root = psutil.Process(proc.pid)
-                tree += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
+        tree = [p for proc in self.started.values() for p in process_tree(proc.pid)]
         for proc in self.started.values():
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for p in tree:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        stop_processes(tree, grace=20)
         for proc in self.started.values():
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
