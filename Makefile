@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(ENV) $(BIN)/airflow db migrate >/dev/null
-	$(ENV) $(BIN)/python dags/recsys_cold_start.py 2> >(grep -v -E 'it/s\]|batch/s\]|epoch/s\]|triple/s\]' >&2)
+	$(ENV) $(BIN)/python dags/recsys_cold_start.py 2> >(grep -v -E 'it/s\]|batch/s\]|epoch/s\]|triple/s\]|text/s\]' >&2)
 	@echo
 	@echo "Artifacts:        $$PWD/.recsys/runs/"
 	@echo "Airflow + MLflow UIs and the serving API:  make ui"
