@@ -57,6 +57,7 @@ ANCHORS = 500  # most liked trained items that new items are compared with
 MAX_QUOTE = 40  # characters of a stated taste quoted
 RELATION_LIFT = 1.5  # co-liking of linked pairs over random pairs a relation needs (franchises: ~4)
 MIN_PAIRS = 50  # linked pairs liked in training below which a relation is not judged (kept)
+UNIT_ROWS = 200_000  # catalogs up to this size keep every item's centred unit vector (51 MB at 64 dims)
 NEW = "new in the catalog"  # a new item close to none of the most liked items
 FALLBACK = ("a top match for your profile", "a top pick overall")  # a trained item, likewise (with a profile or not)
 
@@ -325,8 +326,10 @@ class Explainer:
         self._vecs: np.ndarray | None = None  # the item vectors the centre and anchors below were taken from
         self._center = np.zeros(0, np.float32)
         self._anchor_unit = np.zeros((0, 0), np.float32)
+        self._unit: np.ndarray | None = None  # every row centred and unit, for catalogs up to UNIT_ROWS
         self._texts: dict[str, list] = {}  # stated taste -> [genres named, cosine mean, cosine deviation]
         self._profiles: dict[tuple[str, str, str], list[tuple[str, frozenset[int]]]] = {}
+        self._profile_rows: dict[tuple[str, str, str], dict[int, str]] = {}  # row -> its finest segment's words
 
     # ------------------------------------------------------------ catalog changes
     def set_items(self, rows: Sequence[int], records: Sequence[Mapping[str, Any]], trained: Sequence[bool]) -> None:
@@ -386,7 +389,21 @@ class Explainer:
 
     def segments(self, profile: Mapping[str, Any]) -> list[tuple[str, frozenset[int]]]:
         """(description, rows of its most liked items) of the profile's segments, finest first."""
-        values = (str(profile.get("gender") or ""), age_band(profile.get("age")), str(profile.get("occupation") or ""))
+        return self._segments_of(self._profile_key(profile))
+
+    @staticmethod
+    def _profile_key(profile: Mapping[str, Any]) -> tuple[str, str, str]:
+        return str(profile.get("gender") or ""), age_band(profile.get("age")), str(profile.get("occupation") or "")
+
+    def _segment_words(self, values: tuple[str, str, str]) -> dict[int, str]:
+        """{row: description of the finest of the profile's segments among whose most liked items it is}."""
+        words = self._profile_rows.get(values)
+        if words is None:
+            words = {row: w for w, rows in reversed(self._segments_of(values)) for row in rows}  # finest last: it wins
+            _remember(self._profile_rows, values, words)
+        return words
+
+    def _segments_of(self, values: tuple[str, str, str]) -> list[tuple[str, frozenset[int]]]:
         found = self._profiles.get(values)
         if found is None:
             found = []
@@ -421,7 +438,7 @@ class Explainer:
         best: list[int] = []
         best_sim: list[float] = []
         if cited:
-            unit = self._centred(vecs[top_rows + cited])
+            unit = self._unit_rows(top_rows + cited)
             sim = unit[:len(top_rows)] @ unit[len(top_rows):].T  # (k, h) cosines
             best, best_sim = sim.argmax(1).tolist(), sim.max(1).tolist()
             kg = self._kg_matches(top_rows, cited, sim)
@@ -430,7 +447,7 @@ class Explainer:
             genres, mean, sd = self._text(query.text, taste)
             if taste is not None:
                 z = ((content[top, :self.text_dim] @ taste - mean) / sd).tolist()
-        segments = self.segments(query.profile)
+        segment_words = self._segment_words(self._profile_key(query.profile))
         reasons: list[str] = []
         anchored: list[int] = []
         titles, trained, overall, item_genres = self.titles, self.trained, self._overall_top, self.genres
@@ -447,7 +464,7 @@ class Explainer:
                 reasons.append(f"similar to {titles[cited[best[i]]]}")
             elif z is not None and z[i] >= taste_min:
                 reasons.append(f"matches '{quote(query.text)}'")
-            elif segments and (words := next((w for w, rows in segments if row in rows), None)) is not None:
+            elif (words := segment_words.get(row)) is not None:
                 reasons.append(f"popular with {words}")
             elif trained[row] and row in overall:
                 reasons.append("popular overall")
@@ -473,11 +490,16 @@ class Explainer:
         trained = vecs[self._trained_rows]
         self._center = trained.mean(0).astype(np.float32) if len(trained) else np.zeros(vecs.shape[1], np.float32)
         self._vecs = vecs
-        self._anchor_unit = self._centred(vecs[self._anchors])
+        self._unit = self._centred(vecs) if len(vecs) <= UNIT_ROWS else None
+        self._anchor_unit = self._unit_rows(self._anchors)
         self._anchor_of: dict[int, int] = {}  # row -> its nearest anchor (no history item excluded)
 
     def _centred(self, rows: np.ndarray) -> np.ndarray:
         return _unit(np.asarray(rows, np.float32) - self._center)
+
+    def _unit_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Centred unit vectors of catalog rows (the same numbers whether kept or computed now)."""
+        return self._unit[rows] if self._unit is not None else self._centred(self._vecs[rows])
 
     def _kg_matches(self, top: list[int], cited: list[int], sim: np.ndarray) -> dict[int, tuple[int, str]]:
         """{top position: (history position, relation)} for the top items sharing a KG column with a
@@ -517,7 +539,7 @@ class Explainer:
         return np.array([known[r] for r in rows.tolist()], np.int64)
 
     def _closest_anchor(self, rows: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-        sim = self._centred(self._vecs[rows]) @ self._anchor_unit.T
+        sim = self._unit_rows(rows) @ self._anchor_unit.T
         sim[rows[:, None] == self._anchors[None, :]] = -np.inf
         if len(exclude):
             sim[:, np.isin(self._anchors, exclude)] = -np.inf

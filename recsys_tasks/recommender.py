@@ -115,6 +115,8 @@ class Recommender:
                                    bundle.item_links, self.meta["n_id_items"], self.meta["text_dim"],
                                    self.meta.get("positive_threshold", 4.0))
         self._vecs_np: np.ndarray | None = None
+        self._kg_means: dict[tuple[str, ...], np.ndarray] = {}
+        self._known_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # `_rows_of` known users
         self.refresh()
 
     def refresh(self) -> None:
@@ -141,19 +143,24 @@ class Recommender:
 
         if not queries:
             return np.zeros((0, len(self.item_ids)), np.float32)
+        return self._score(queries, [self._history_rows(q) for q in queries])
+
+    def _score(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
-            users = self._user_vectors(queries)
+            users = self._user_vectors(queries, histories)
             scores = users @ self.item_vecs.T + self.item_bias
         return scores.float().cpu().numpy()
 
-    def _user_vectors(self, queries: Sequence[Query]):
+    def _user_vectors(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]):
+        """User vectors (b, d); ``histories``: each query's `_history_rows`."""
         import torch
 
         max_hist = int(self.meta["max_history"])
         hist = np.full((len(queries), max(1, max_hist)), 0, dtype=np.int64)
         mask = np.zeros(hist.shape, dtype=np.float32)
-        for q_i, q in enumerate(queries):
-            rows = self._history_rows(q)[0]
+        for q_i, (rows, _) in enumerate(histories):
             hist[q_i, :len(rows)], mask[q_i, :len(rows)] = rows, 1.0
         demo = np.array([self.demographic_rows(q.profile) for q in queries], dtype=np.int64)
         kg = np.stack([self.kg_demo_vector(q.profile) for q in queries])
@@ -162,6 +169,21 @@ class Recommender:
         taste = self.text_vectors([q.text or "" for q in queries]) * has_taste[:, None]
         t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs)
+
+    def _rows_of(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(`_history_rows`, the rows of every history item in the catalog) of a query; for a known
+        user's own history, computed once (until items are added: they may name more of it)."""
+        if query.history and self._histories.get(query.user_id) is query.history:
+            found = self._known_rows.get(query.user_id)
+            if found is None:
+                found = self._known_rows[query.user_id] = _read_only(*self._history_rows(query),
+                                                                     self._item_rows(query.history_items))
+            return found
+        return (*self._history_rows(query), self._item_rows(query.history_items))
+
+    def _item_rows(self, items: Sequence[str]) -> np.ndarray:
+        row = self.item_row
+        return np.array([row[i] for i in items if i in row], np.int64)
 
     def _history_rows(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
         """The catalog rows of the history the model pools (the latest ``max_history``), and their ratings."""
@@ -181,10 +203,17 @@ class Recommender:
                 self._vocab["occupation"].get(str(profile.get("occupation") or ""), 0))
 
     def kg_demo_vector(self, profile: dict) -> np.ndarray:
+        """The mean KG vector of the profile's known demographic values (read-only: shared per combination)."""
         from .kg import demographic_nodes
 
-        vecs = [self.bundle.kg_demo[n] for n in demographic_nodes(profile) if n in self.bundle.kg_demo]
-        return np.mean(vecs, axis=0).astype(np.float32) if vecs else np.zeros(self.meta["kg_dim"], np.float32)
+        nodes = tuple(n for n in demographic_nodes(profile) if n in self.bundle.kg_demo)
+        vector = self._kg_means.get(nodes)  # at most one entry per combination of the KG's values
+        if vector is None:
+            vecs = [self.bundle.kg_demo[n] for n in nodes]
+            vector = np.mean(vecs, axis=0).astype(np.float32) if vecs else np.zeros(self.meta["kg_dim"], np.float32)
+            vector.flags.writeable = False
+            self._kg_means[nodes] = vector
+        return vector
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of sentences; unseen ones are encoded once and remembered (or asked of `sentence_encoder`)."""
@@ -204,6 +233,14 @@ class Recommender:
             if t:
                 out[i] = self._text_vectors[self._text_row[t]]
         return out
+
+    def new_sentences(self, request: dict) -> list[str]:
+        """The sentences of a request whose vectors the bundle does not hold: its stated taste, and
+        the profile it states (a known user's own profile sentence is in the bundle)."""
+        texts = [request["text"]] if request.get("text") else []
+        if request.get("profile"):
+            texts.append(profile_text(profile_of(request["profile"])))
+        return [t for t in texts if t not in self._text_row]
 
     def _text_vectors_via(self, encode: Callable[[list[str]], np.ndarray], texts: Sequence[str]) -> np.ndarray:
         unseen = [t for t in dict.fromkeys(texts) if t and t not in self._text_row]
@@ -240,35 +277,42 @@ class Recommender:
     def recommend(self, requests: Sequence[dict], k: int = 20) -> list[dict]:
         """Responses in the CLI/API schema, best first; seen items and ``exclude`` are left out."""
         queries = [self.query_for(r) for r in requests]
-        scores = self.score(queries)
+        rows = [self._rows_of(q) for q in queries]
+        histories = [r[:2] for r in rows]  # pooled by the model, cited by the reasons
+        scores = self._score(queries, histories) if queries else np.zeros((0, len(self.item_ids)), np.float32)
         out = []
-        for request, query, row in zip(requests, queries, scores):
-            allowed = self._allowed(request, query)
-            n = int(request.get("k") or k)
-            top = _top(row, np.flatnonzero(allowed), n)
-            out.append(self._response(request, query, top, row[top]))
+        for request, query, (*history, seen), row in zip(requests, queries, rows, scores):
+            allowed = self._allowed(request, query, seen)
+            top = _top(row, np.flatnonzero(allowed), int(request.get("k") or k))
+            out.append(self._response(request, query, top, row[top], history))
         return out
 
-    def _response(self, request: dict, query: Query, top: np.ndarray, scores: np.ndarray) -> dict:
+    def _response(self, request: dict, query: Query, top: np.ndarray, scores: np.ndarray,
+                  history: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
         """A response: the items best first, each with its score and `reasons` sentence."""
-        reasons = self.explain(query, top)
+        reasons = self.explain(query, top, history)
+        ids = self.item_ids
         return {"request_id": request["request_id"],
-                "items": [{"item_id": self.item_ids[i], "score": round(float(s), 6), "reason": reason}
-                          for i, s, reason in zip(top, scores, reasons)],
+                "items": [{"item_id": ids[i], "score": s, "reason": reason}
+                          for i, s, reason in zip(top.tolist(), _round6(scores), reasons)],
                 "model_version": str(self.meta.get("model_version", ""))}
 
-    def explain(self, query: Query, top: Sequence[int]) -> list[str]:
-        """Why each catalog row of ``top`` is recommended to ``query`` (see `reasons`)."""
+    def explain(self, query: Query, top: Sequence[int], history: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> list[str]:
+        """Why each catalog row of ``top`` is recommended to ``query`` (see `reasons`); ``history``:
+        the query's `_history_rows` when already known."""
         top = np.asarray(top, np.int64)
         if not len(top):
             return []
         if self._vecs_np is None:
             self._vecs_np = self.item_vecs.detach().float().cpu().numpy()
-        history, ratings = self._history_rows(query)
+        history, ratings = history if history is not None else self._history_rows(query)
         taste = self.text_vectors([query.text])[0] if query.text else None
         return self.explainer.explain(query, history, ratings, top, self._vecs_np, self.bundle.item_content, taste)
 
-    def _allowed(self, request: dict, query: Query) -> np.ndarray:
+    def _allowed(self, request: dict, query: Query, seen: np.ndarray | None = None) -> np.ndarray:
+        """Rows that may be recommended: the candidates (default all) less the history (``seen``: its
+        rows, when known) and ``exclude``."""
         n = len(self.item_ids)
         if request.get("candidates") is not None:
             unknown = [c for c in request["candidates"] if c not in self.item_row]
@@ -278,9 +322,9 @@ class Recommender:
             allowed[[self.item_row[c] for c in request["candidates"]]] = True
         else:
             allowed = np.ones(n, bool)
-        for item in list(query.history_items) + list(request.get("exclude") or []):
-            if item in self.item_row:
-                allowed[self.item_row[item]] = False
+        allowed[seen if seen is not None else self._item_rows(query.history_items)] = False
+        if request.get("exclude"):
+            allowed[self._item_rows(request["exclude"])] = False
         return allowed
 
     # ------------------------------------------------------------------ catalog changes
@@ -336,6 +380,8 @@ class Recommender:
                 self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
                 self.item_ids = self.item_ids + added
         self._vecs_np = None
+        if added:
+            self._known_rows.clear()
         rows = [self.item_row[i] for i in latest]
         id_rows = self.bundle.catalog["id_row"].to_numpy()
         self.explainer.set_items(rows, [latest[i][0] for i in latest],
@@ -356,8 +402,9 @@ class Recommender:
         queries = [self.query_for(r) for r in requests]
         if not queries:
             return []
+        histories = [self._history_rows(q) for q in queries]
         with torch.inference_mode():
-            users = self._user_vectors(queries).float().cpu().numpy()
+            users = self._user_vectors(queries, histories).float().cpu().numpy()
         blocked = [{self.item_row[i] for i in (*q.history_items, *(r.get("exclude") or [])) if i in self.item_row}
                    for r, q in zip(requests, queries)]
         sizes = [int(r.get("k") or k) for r in requests]
@@ -379,7 +426,7 @@ class Recommender:
                 exact = vecs[rows] @ users[i] + bias[rows]
                 pairs = [(exact[j], rows[j]) for j in _top(exact, np.arange(len(rows)), sizes[i])]
             out.append(self._response(request, queries[i], np.array([r for _, r in pairs], np.int64),
-                                      np.array([s for s, _ in pairs], np.float32)))
+                                      np.array([s for s, _ in pairs], np.float32), histories[i]))
         return out
 
     def similar_items(self, item_id: str, k: int = 20) -> list[dict[str, Any]]:
@@ -401,6 +448,19 @@ def _catalog_value(value: Any, column: pd.Series) -> Any:
     if value is None:
         return "" if pd.api.types.is_string_dtype(column) else pd.NA
     return value
+
+
+def _round6(scores: np.ndarray) -> list[float]:
+    """``[round(float(s), 6) for s in scores]`` for float32 scores, in one vectorised pass: s·10⁶ is
+    exact in float64 (a float32 has 24 significant bits, 10⁶ = 2⁶·15625 adds 14), so rounding it half
+    to even is Python's correctly rounded ``round``."""
+    return (np.rint(np.asarray(scores, np.float32).astype(np.float64) * 1e6) / 1e6).tolist()
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def _top(scores: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:

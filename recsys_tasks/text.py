@@ -95,6 +95,34 @@ class TextEncoder:
         bar.close()
         return out.cpu().numpy()
 
+    def encode_padded(self, texts: Sequence[str]) -> np.ndarray:
+        """`encode` for the few sentences of a burst of requests: sentences of similar token counts
+        (within a factor of two) share one padded pass with an attention mask, instead of one pass
+        per token count (on one CPU thread, MiniLM: ~15 ms for one sentence, ~9 ms each for four
+        together: bigger matrix products run closer to the peak). Safe to call from several threads
+        at once (the Rust tokenizer is only read)."""
+        import torch
+
+        if self._rust is None:
+            return self.encode(texts)
+        encodings = self._encode_batch(list(texts))
+        groups: dict[int, list[int]] = {}
+        for i, e in enumerate(encodings):
+            groups.setdefault(len(e).bit_length(), []).append(i)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        with torch.inference_mode():
+            for idx in groups.values():
+                width = max(len(encodings[i]) for i in idx)
+                ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, np.int64)
+                mask = np.zeros((len(idx), width), np.int64)
+                for row, i in enumerate(idx):
+                    ids[row, :len(encodings[i])], mask[row, :len(encodings[i])] = encodings[i].ids, 1
+                inputs = {"input_ids": torch.from_numpy(ids)}
+                if not mask.all():  # equal lengths need no mask (as `batches`)
+                    inputs["attention_mask"] = torch.from_numpy(mask)
+                out[idx] = self.pool(inputs).cpu().numpy()
+        return out
+
     def batches(self, texts: Sequence[str], idx: np.ndarray, batch_size: int, pin: bool = False) -> list:
         """[(rows of ``texts``, model inputs)]: ``texts[idx]`` tokenized, in batches of equal token count.
 

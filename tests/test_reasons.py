@@ -278,3 +278,34 @@ def test_a_bundle_without_links_or_liked_items_still_explains() -> None:
     assert reasons == ["similar to Alien", "similar to Alien"]  # no KG links: the model's vectors
     assert bare.explain(query, np.zeros(0, np.int64), np.zeros(0), np.array([BLADE, NOVA]), VECS, CONTENT,
                         None) == ["a top match for your profile", "new in the catalog"]  # nothing liked at all
+
+
+# ---------------------------------------------------------------- what is remembered = what is computed
+def test_kept_unit_vectors_give_the_vectors_and_reasons_computed_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog up to `UNIT_ROWS` keeps every centred unit vector; a bigger one centres a request's
+    rows when asked: the same numbers, so the same reasons."""
+    from recsys_tasks import reasons
+
+    users, histories = _users_and_histories()
+    make = lambda: Explainer(_catalog(), CONTENT, histories, users, _links(), N_ID, text_dim=2, top_n=2,  # noqa: E731
+                             top_n_overall=2, min_group=3, taste_z=0.9)
+    calls = [dict(top=[BLADE, NOVA, GODFATHER, HEAT, ALIEN], history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi"),
+             dict(top=[FARGO, TITANIC, NOVA, MOONSHOT], history=[HEAT, BLADE], ratings=[5.0, 2.0], profile=M_ENGINEER),
+             dict(top=[NOVA, MOONSHOT, ALIEN], history=[], profile=F_STUDENT, text="slow films", taste=SPACE)]
+    kept = make()
+    kept_reasons = [_explain(kept, **c) for c in calls]
+    monkeypatch.setattr(reasons, "UNIT_ROWS", 0)
+    computed = make()
+    assert [_explain(computed, **c) for c in calls] == kept_reasons
+    assert kept._unit is not None and computed._unit is None
+    rows = [MOONSHOT, ALIEN, NOVA, HEAT, ALIEN]
+    np.testing.assert_array_equal(kept._unit_rows(rows), computed._unit_rows(rows))
+    np.testing.assert_array_equal(kept._anchor_unit, computed._anchor_unit)
+
+
+def test_the_segment_named_is_the_finest_whose_most_liked_items_hold_the_item(explainer: Explainer) -> None:
+    for profile in (F_STUDENT, M_ENGINEER, {"gender": "F"}, {"age": 40, "occupation": "engineer"}, {}):
+        segments = explainer.segments(profile)
+        expected = {row: next((w for w, rows in segments if row in rows), None) for row in range(len(TITLES))}
+        words = explainer._segment_words(explainer._profile_key(profile))
+        assert {row: words.get(row) for row in range(len(TITLES))} == expected

@@ -11,6 +11,7 @@ own (`serve_root`): the items log lives under the serving workdir, the model in 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,6 +117,11 @@ def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
     assert schemas[items]["properties"]["reason"]["type"] == "string"
     batch = paths["/recommend/batch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert batch["items"]["$ref"] == answer["$ref"]
+    body = paths["/recommend"]["post"]["requestBody"]  # parsed by pydantic-core, documented as FastAPI would
+    assert body["required"] and body["content"]["application/json"]["schema"] == \
+        paths["/recommend/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["items"]
+    request = schemas[body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert request["required"] == ["request_id"] and {"profile", "history", "text", "k"} <= set(request["properties"])
 
 
 def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) -> None:
@@ -221,6 +228,17 @@ def test_oversized_bodies_are_413_declared_or_streamed(trained: Trained) -> None
         assert small.post("/recommend", content=chunks, headers={"content-type": "application/json"}).status_code == 413
         streamed_ok = iter([b'{"request_id": ', b'"a", "k": 1}'])
         assert small.post("/recommend", content=streamed_ok, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize(("content_type", "status"), [
+    ("application/json", 200), ("application/json; charset=utf-8", 200), ("application/vnd.api+json", 200),
+    (None, 200), ("text/plain", 422), ("application/x-www-form-urlencoded", 422)])
+def test_a_body_is_read_as_json_as_fastapi_reads_one(client: TestClient, content_type: str | None, status: int) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/recommend", content=b'{"request_id": "a", "k": 2}', headers=headers)
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["detail"][0]["loc"] == ["body"]
 
 
 def test_malformed_json_is_422_and_nothing_is_evaluated(client: TestClient) -> None:
@@ -363,8 +381,8 @@ def test_new_sentences_are_encoded_once_in_one_pass_and_recent_ones_kept(trained
     cache = holder.served.recommender.sentence_encoder
     assert "I like owls." not in cache
     calls: list[list[str]] = []
-    encode = cache._encoder.encode
-    cache._encoder.encode = lambda texts, *a, **kw: calls.append(list(texts)) or encode(texts, *a, **kw)
+    encode = cache._encoder.encode_padded
+    cache._encoder.encode_padded = lambda texts: calls.append(list(texts)) or encode(texts)
     user = "3"  # a known user: their profile sentence is in the bundle, only the tastes are new
     requests = [{"request_id": str(i), "user_id": user, "text": t}
                 for i, t in enumerate(["I like owls.", "I like bats.", "I like owls."])]
@@ -389,6 +407,50 @@ def test_a_vector_index_ranks_like_the_exact_product(trained: Trained, client: T
         assert indexed.post("/items", json=NEW_ITEMS).status_code == 200
         ranked = indexed.post("/recommend", json={"request_id": "all", "k": 17}).json()["items"]
     assert {"n1", "n2"} <= {i["item_id"] for i in ranked} and len(ranked) == 17  # in the index at once, no duplicate
+
+
+def test_a_second_lane_takes_work_while_the_first_is_busy() -> None:
+    """Text lanes: a sentence arriving during a pass is encoded at once on another thread (it
+    would wait for the pass with one lane), and a lane does not take an item a busy one holds."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        calls.append(items)
+        if items == [1]:
+            started.set()
+            assert release.wait(10), "the second lane never ran"
+        else:
+            release.set()
+        return [i * 10 for i in items]
+
+    async def fire() -> list[int]:
+        batcher = _Batcher(run, ThreadPoolExecutor(2), max_batch=8, lanes=2)
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        return [await batcher.submit(2), await first, await batcher.submit(3)]
+
+    assert asyncio.run(fire()) == [20, 10, 30] and calls == [[1], [2], [3]]
+
+
+def test_a_new_profile_sentence_is_encoded_on_a_text_lane_before_scoring(trained: Trained) -> None:
+    holder = ModelHolder(_settings(trained))
+    cache = holder.served.recommender.sentence_encoder
+    threads: list[str] = []
+    encode = cache._encoder.encode_padded
+    cache._encoder.encode_padded = lambda texts: threads.append(threading.current_thread().name) or encode(texts)
+    with TestClient(create_app(holder=holder)) as client:
+        profile = {"age": 41, "gender": "F", "occupation": "lighthouse keeper"}
+        assert client.post("/recommend", json={"request_id": "p", "profile": profile}).status_code == 200
+    assert threads and all(t.startswith("recsys-text") for t in threads)  # not on the model thread
+    assert "A 35-44 year old female lighthouse keeper." in cache
+
+
+def test_young_collections_are_rarer_while_serving(trained: Trained) -> None:
+    before = gc.get_threshold()
+    with TestClient(create_app(settings=_settings(trained, gc_threshold=12_345))):
+        assert gc.get_threshold() == (12_345, *before[1:])
+    assert gc.get_threshold() == before
 
 
 def test_a_new_sentence_is_encoded_once_before_its_request_is_scored(client: TestClient) -> None:

@@ -108,6 +108,24 @@ def test_equal_length_batches_give_the_padded_and_masked_vectors(encoder: TextEn
 
 
 @pytest.mark.slow
+def test_padded_passes_give_the_vectors_of_encode_from_several_threads_at_once(encoder: TextEncoder) -> None:
+    """The API's passes (`encode_padded`: similar token counts padded together, several lanes at
+    once) must give the sentences the vectors `encode` gives them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["Hi.", "I like owls.", "I like bats.", "A documentary about the sea.",
+             "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+             "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 3]
+    expected = encoder.encode(texts)
+    np.testing.assert_allclose(encoder.encode_padded(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_padded(texts[1:2]), expected[1:2], atol=1e-5)
+    with ThreadPoolExecutor(3) as pool:
+        first, second, reversed_ = pool.map(encoder.encode_padded, [texts[:3], texts[3:], texts[::-1]])
+    np.testing.assert_allclose(np.vstack([first, second]), expected, atol=1e-5)
+    np.testing.assert_allclose(reversed_, expected[::-1], atol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_paraphrase_is_closer_than_an_unrelated_sentence(encoder: TextEncoder) -> None:
     anchor, paraphrase, unrelated = encoder.encode(
         ["I love science fiction films.", "I enjoy sci-fi movies.", "The stock market fell sharply today."])
