@@ -98,6 +98,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[Stack]:
+    import psutil
+
     base = tmp_path_factory.mktemp("ui")
     data = make_tiny_dir(base / "data", "recbole")
     home, work, cwd = base / "airflow", base / "work", base / "cwd"
@@ -147,7 +149,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[S
             launcher.wait(timeout=90)
         except subprocess.TimeoutExpired:
             launcher.kill()
-        stop_processes(tree, grace=30)
+        _, alive = psutil.wait_procs(tree, timeout=30)  # the launcher must have stopped them all itself
+        stop_processes(alive, grace=5)  # clean up before failing on them below
         logs = ARTIFACTS / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, logs / "launcher.log")
