@@ -65,7 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .serving import ServeSettings, create_app
 
     settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name,
-                                      poll_seconds=args.poll_seconds, default_k=args.k)
+                                      poll_seconds=args.poll_seconds, default_k=args.k,
+                                      text_runtime=args.text_runtime)
     app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
     uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
                 log_level="info" if args.verbose else "warning")
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (0: never)")
     serve.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")
+    serve.add_argument("--text-runtime", choices=["onnx", "torch"], default="onnx",
+                       help="what encodes new sentences: ONNX Runtime (exported once, cached in "
+                            "<workdir>/serving/onnx) or PyTorch")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                        help="log each request (uvicorn's access log)")
     serve.set_defaults(func=_serve)

@@ -213,3 +213,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Path]:
+    """One folder of exported text-encoder graphs for the whole session (``RECSYS_ONNX_DIR``, which
+    servers started as processes inherit): the packaged encoder is exported once, not per test."""
+    import os
+
+    folder = tmp_path_factory.mktemp("onnx")
+    before = os.environ.get("RECSYS_ONNX_DIR")
+    os.environ["RECSYS_ONNX_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("RECSYS_ONNX_DIR", None)
+    else:
+        os.environ["RECSYS_ONNX_DIR"] = before

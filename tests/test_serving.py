@@ -103,6 +103,20 @@ def test_health_names_the_model_version_and_catalog_size(client: TestClient) -> 
     assert (health["status"], health["model_name"], health["model_version"]) == ("ok", NAME, "1")
     assert health["catalog_size"] == 15 and health["index"] == "exact"
     assert health["model_uri"] == f"models:/{NAME}/1"
+    assert health["text_runtime"] == "onnx"  # the default: new sentences through ONNX Runtime
+
+
+def test_pytorch_encodes_new_sentences_when_asked_and_gives_the_same_answers(trained: Trained, client: TestClient,
+                                                                             serve_root: Path) -> None:
+    requests = [{"request_id": "t", "text": "I like films about lighthouses and storms.", "k": 10},
+                {"request_id": "p", "profile": {"age": 33, "gender": "M", "occupation": "beekeeper"}, "k": 10}]
+    with TestClient(create_app(settings=_settings(trained, serve_root, text_runtime="torch"))) as eager:
+        assert eager.get("/health").json()["text_runtime"] == "torch"
+        by_torch = eager.post("/recommend/batch", json=requests).json()
+    by_onnx = client.post("/recommend/batch", json=requests).json()
+    assert [[i["item_id"] for i in r["items"]] for r in by_onnx] == [[i["item_id"] for i in r["items"]] for r in by_torch]
+    for a, b in zip(by_onnx, by_torch):
+        np.testing.assert_allclose([i["score"] for i in a["items"]], [i["score"] for i in b["items"]], atol=1e-4)
 
 
 def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:

@@ -1,0 +1,100 @@
+"""The serving path for new sentences: the packaged encoder exported to ONNX, run by ONNX Runtime.
+
+Real export, real runtime; the export is done once per session into ``RECSYS_ONNX_DIR`` (conftest).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_tasks import onnx_text
+from recsys_tasks.onnx_text import OnnxExportError, OnnxTextEncoder, sentence_encoder
+from recsys_tasks.text import TextEncoder
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["Hi.", "", "I like owls.", "I like Sci-Fi and Thriller movies, especially about trains (#7).",
+         "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+         "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 8]
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> TextEncoder:
+    return TextEncoder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(torch_encoder: TextEncoder, onnx_cache: Path) -> OnnxTextEncoder:
+    return OnnxTextEncoder(torch_encoder, onnx_cache)
+
+
+def test_onnx_runtime_gives_the_vectors_of_pytorch(onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder) -> None:
+    expected = torch_encoder.encode(TEXTS)  # the vectors the text stage stores (equal-length batches, no padding)
+    np.testing.assert_allclose(onnx_encoder.encode_padded(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(onnx_encoder.encode(TEXTS[3:4]), expected[3:4], atol=1e-5)
+    with ThreadPoolExecutor(3) as pool:  # lanes share one session
+        parts = list(pool.map(onnx_encoder.encode_padded, [TEXTS[:2], TEXTS[2:4], TEXTS[4:]] * 3))
+    np.testing.assert_allclose(np.vstack(parts[:3]), expected, atol=1e-5)
+    assert onnx_encoder.encode_padded([]).shape == (0, torch_encoder.dim)
+
+
+def test_the_exported_graph_is_reused(onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    exports: list[Path] = []
+    monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: exports.append(path))
+    again = OnnxTextEncoder(torch_encoder, onnx_encoder.path.parent)
+    assert exports == [] and again.path == onnx_encoder.path
+    assert [p.name for p in onnx_encoder.path.parent.iterdir()] == [onnx_encoder.path.name]  # no temporary left
+
+
+def test_a_damaged_graph_is_exported_again(onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder,
+                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    damaged = tmp_path / onnx_encoder.path.name
+    damaged.write_bytes(onnx_encoder.path.read_bytes()[: 1 << 20])  # a cut-off copy
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+        encoder = OnnxTextEncoder(torch_encoder, tmp_path)
+    assert "exporting the text encoder again" in caplog.text and "cannot load" in caplog.text
+    assert damaged.stat().st_size == onnx_encoder.path.stat().st_size
+    np.testing.assert_allclose(encoder.encode_padded(TEXTS[:3]), torch_encoder.encode(TEXTS[:3]), atol=1e-5)
+
+
+def test_a_graph_that_disagrees_with_pytorch_is_not_served(onnx_encoder: OnnxTextEncoder, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A graph whose vectors differ (here: exported from other weights) is replaced; if the fresh
+    export differs too, serving falls back to PyTorch and says why."""
+    monkeypatch.setattr(onnx_text, "_fingerprint", lambda encoder: onnx_encoder.path.stem)
+    os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)
+    monkeypatch.setattr(onnx_text, "TOLERANCE", -1.0)  # nothing agrees
+    monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: None)
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+        encoder = sentence_encoder("packaged", "onnx", tmp_path)
+    assert isinstance(encoder, TextEncoder)
+    assert "differs from PyTorch" in caplog.text and "serving with PyTorch, not ONNX Runtime" in caplog.text
+
+
+def test_a_model_that_cannot_be_exported_is_served_by_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    def fail(encoder: TextEncoder, path: Path) -> None:
+        raise OnnxExportError("torch.onnx.export failed for 'packaged': UnsupportedOperatorError: aten::frobnicate")
+
+    monkeypatch.setattr(onnx_text, "_export", fail)
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+        encoder = sentence_encoder("packaged", "onnx", tmp_path)
+    assert isinstance(encoder, TextEncoder) and getattr(encoder, "runtime", "torch") == "torch"
+    assert "aten::frobnicate" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_the_runtime_is_checked() -> None:
+    with pytest.raises(ValueError, match="text runtime 'tensorrt': expected one of"):
+        sentence_encoder("packaged", "tensorrt", None)
+    with pytest.raises(ValueError, match="needs a cache folder"):
+        sentence_encoder("packaged", "onnx", None)
+    assert isinstance(sentence_encoder("packaged", "torch", None), TextEncoder)
