@@ -81,9 +81,12 @@ class FinetuneConfig:
 
     dim: int = 64
     hidden: int = 256
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 512
-    learning_rate: float = 2e-3
+    # the towers learn slowly (they must serve cold users and new items), the item IDs fast (warm items):
+    # chosen by validation NDCG over 3 seeds (0.3207 vs 0.3158 for one rate of 2e-3; closing note of issue 3)
+    learning_rate: float = 5e-4
+    id_learning_rate: float = 5e-3  # the item ID embeddings' and biases' (0: learning_rate)
     weight_decay: float = 1e-4
     max_history: int = 30
     id_dropout: float = 0.5

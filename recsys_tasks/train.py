@@ -61,7 +61,10 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
     validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
+    towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
+    optimizer = torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": cfg.id_learning_rate or cfg.learning_rate}],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     content = torch.as_tensor(bundle.item_content, device=device)
     id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(copy=True), device=device)
     trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)

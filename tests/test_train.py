@@ -140,6 +140,21 @@ def test_another_seed_gives_another_model(trained: StageResult, stages: dict[str
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Path) -> None:
+    """``id_learning_rate`` moves the item ID embeddings and biases only: with the towers' rate at 0
+    they keep their initial weights, the IDs leave theirs (0 = the towers' rate: nothing moves)."""
+    frozen = {"learning_rate": 0.0, "epochs": 1}
+    ids_only = _state(_finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
+                                                                            "id_learning_rate": 0.05})))
+    nothing = _state(_finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
+                                                                            "id_learning_rate": 0.0})))
+    id_keys = {"item_id.weight", "item_id_bias.weight"}
+    assert id_keys < set(ids_only)
+    assert all(torch.equal(ids_only[k], nothing[k]) for k in ids_only if k not in id_keys)
+    assert all(not torch.equal(ids_only[k], nothing[k]) for k in id_keys)
+
+
 # ---------------------------------------------------------------- bad input
 def _without_training_part(snapshot: Path, into: Path) -> Path:
     shutil.copytree(snapshot, into)
