@@ -100,7 +100,7 @@ def _resolve_source(extract_cfg):
         "text_model": Param("sentence-transformers/all-MiniLM-L6-v2", type="string", title="Text model",
                             description="Hugging Face encoder: the packaged all-MiniLM-L6-v2 by default, "
                                         "or any local folder / hub name."),
-        "finetune_epochs": Param(30, type="integer", minimum=1, title="Fine-tune epochs",
+        "finetune_epochs": Param(40, type="integer", minimum=1, title="Fine-tune epochs",
                                  description="Upper bound; early stopping on pseudo-cold validation users."),
         "promotion_margin": Param(0.0, type="number", minimum=0, title="Promotion margin",
                                   description="The candidate's mean cold-slice NDCG@20 must beat the "

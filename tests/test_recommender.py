@@ -81,7 +81,7 @@ def test_any_support_size_with_or_without_text_is_scored(rec: Recommender, n_his
 def test_only_the_latest_max_history_items_count(rec: Recommender) -> None:
     long = _history(_catalog_cycle(20))
     full, last = rec.score([Query("u", PROFILE, long), Query("u", PROFILE, long[-MAX_HISTORY:])])
-    np.testing.assert_allclose(full, last, rtol=1e-6)
+    np.testing.assert_allclose(full, last, rtol=1e-5, atol=1e-7)  # same inputs, float32 summation order aside
 
 
 @pytest.mark.slow
