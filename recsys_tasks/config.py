@@ -87,6 +87,8 @@ class FinetuneConfig:
     # chosen by validation NDCG over 3 seeds (0.3207 vs 0.3158 for one rate of 2e-3; closing note of issue 3)
     learning_rate: float = 5e-4
     id_learning_rate: float = 5e-3  # the item ID embeddings' and biases' (0: learning_rate)
+    id_epochs: int = 10  # then up to this many epochs of the item IDs alone (towers frozen, early-stopped on the
+    # cold and warm validation together: warm items go on learning after the cold-start towers stop); 0: none
     weight_decay: float = 1e-4
     max_history: int = 30
     id_dropout: float = 0.5

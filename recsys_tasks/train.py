@@ -5,7 +5,8 @@ PyKEEN features, so a new item is ranked by content alone; training hides item I
 (``id_dropout``) and gives each user a random 0..``max_history`` subset of their history, and
 sometimes a stated-taste sentence, so the weights learn to serve every cold-start case.
 Loss: softmax cross-entropy over all training items; AdamW; early stopping on pseudo-cold
-validation users (held out of training) by NDCG@20; fixed seeds.
+validation users (held out of training) by NDCG@20; then (``id_epochs``) the item IDs alone go
+on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ from .split import Split
 
 log = logging.getLogger(__name__)
 VALIDATION_SUPPORT = (0, 10)
+WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
 
 
 def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
@@ -63,44 +66,64 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
 
     id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
     towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
-    optimizer = torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": cfg.id_learning_rate or cfg.learning_rate}],
-                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    id_lr = cfg.id_learning_rate or cfg.learning_rate
     content = torch.as_tensor(bundle.item_content, device=device)
     id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(copy=True), device=device)
     trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)
     curves: list[dict[str, float]] = []
-    best, best_state, bad_epochs, start = -1.0, None, 0, time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
-        for batch in batches.epoch():
-            # IDs are hidden only on the scored side: a history is pooled from items as serving sees them.
-            keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
-            item_vecs, item_bias = model.items(content, id_rows, keep)
-            history_vecs, _ = model.items(content, id_rows)
-            users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs)
-            logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
-            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+    start = time.perf_counter()
+
+    def train(optimizer, epochs: int, score: Callable[[dict[str, float]], float], keep_current: bool = False) -> float:
+        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept
+        (``keep_current``: the model as it is competes too, so training can only improve the score)."""
+        best, best_state, bad_epochs = -1.0, None, 0
+        if keep_current:
+            best, best_state = score(_validate(rec, validation)), {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for _ in range(epochs):
+            model.train()
+            losses = []
+            for batch in batches.epoch():
+                # IDs are hidden only on the scored side: a history is pooled from items as serving sees them.
+                keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
+                item_vecs, item_bias = model.items(content, id_rows, keep)
+                history_vecs, _ = model.items(content, id_rows)
+                users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs)
+                logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
+                loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            model.eval()
+            rec.refresh()
+            val = _validate(rec, validation)
+            curves.append({"epoch": len(curves) + 1, "loss": float(np.mean(losses)), **val})
+            log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
+            if score(val) > best + 1e-4 or best_state is None:
+                best, bad_epochs = score(val), 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+        model.load_state_dict(best_state)
         model.eval()
         rec.refresh()
-        val = _validate(rec, validation)
-        curves.append({"epoch": epoch, "loss": float(np.mean(losses)), **val})
-        log.info("finetune epoch %d: loss %.4f val %s", epoch, curves[-1]["loss"], val)
-        if val["val_ndcg"] > best + 1e-4:
-            best, bad_epochs = val["val_ndcg"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        return best
+
+    # 1. everything, early-stopped on the pseudo-cold users (what the towers must serve)
+    best = train(torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": id_lr}], lr=cfg.learning_rate,
+                                   weight_decay=cfg.weight_decay), cfg.epochs, lambda val: val["val_ndcg"])
+    stage_one = len(curves)
+    # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
+    # validation together improve
+    if cfg.id_epochs:
+        both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
+        train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both, keep_current=True)
+        best = _validate(rec, validation)["val_ndcg"]
     seconds = time.perf_counter() - start
-    metrics = {"val_ndcg": best, "epochs_trained": float(len(curves)), "train_seconds": seconds,
+    metrics = {"val_ndcg": best, "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
+               "train_seconds": seconds,
                "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
                "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users))}
     with atomic_dir(out_dir) as tmp:
@@ -220,33 +243,38 @@ def _validation_users(train: pd.DataFrame, frac: float, rng: np.random.Generator
 
 
 def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
-    """Pseudo-cold users: K earliest interactions as support, later positives as targets."""
+    """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
+    later positives as targets) and the same users as warm ones ("warm": the first 80% as history)."""
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     out = []
-    for k in VALIDATION_SUPPORT:
+    for name in [f"at_{k}" for k in VALIDATION_SUPPORT] + ["warm"]:
         queries, positives = [], []
         for user, group in held.groupby("user_id", sort=True):
             history = history_of(group)
-            later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold]
+            k = int(name[3:]) if name.startswith("at_") else int(len(history) * WARM_HISTORY)
+            seen = {i for i, _, _ in history[:k]}
+            later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold and i not in seen]
             if later:
                 queries.append(Query(user, profiles[user], history[:k]))
                 positives.append(np.array(later))
-        out.append((k, queries, positives))
+        out.append((name, queries, positives))
     return out
 
 
 def _validate(rec: Recommender, validation) -> dict[str, float]:
+    """NDCG@20 per validation part; ``val_ndcg``, what finetune early-stops on: the cold parts' mean."""
     result = {}
     n_items = len(rec.item_ids)
-    for k, queries, positives in validation:
+    for name, queries, positives in validation:
         if not queries:
             continue
         scores = rec.score(queries)
         candidates = np.ones((len(queries), n_items), bool)
         for q_i, q in enumerate(queries):
             candidates[q_i, [rec.item_row[i] for i in q.history_items]] = False
-        result[f"val_ndcg_at_{k}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
-    result["val_ndcg"] = float(np.mean(list(result.values()))) if result else 0.0
+        result[f"val_ndcg_{name}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
+    cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
+    result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
     return result
 
 

@@ -79,9 +79,12 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
     m = trained.metrics
     assert all(math.isfinite(v) for v in m.values()), m
     curves = pd.read_csv(trained.path("curves"))
-    assert list(curves["epoch"]) == list(range(1, len(curves) + 1)) and len(curves) == m["epochs_trained"] == 2
-    assert {"loss", "val_ndcg", "val_ndcg_at_0"} <= set(curves.columns)
-    assert 0.0 <= m["val_ndcg"] <= 1.0 and m["val_ndcg"] == pytest.approx(curves["val_ndcg"].max())
+    assert m["epochs_trained"] == 2 and 1 <= m["id_epochs_trained"] <= TINY_FT.id_epochs
+    assert list(curves["epoch"]) == list(range(1, len(curves) + 1))
+    assert len(curves) == m["epochs_trained"] + m["id_epochs_trained"]
+    assert {"loss", "val_ndcg", "val_ndcg_at_0", "val_ndcg_warm"} <= set(curves.columns)
+    kept = [curves["val_ndcg"].iloc[:2].max(), *curves["val_ndcg"].iloc[2:]]  # stage 1's best, or a stage-2 epoch
+    assert 0.0 <= m["val_ndcg"] <= 1.0 and any(v == pytest.approx(m["val_ndcg"]) for v in kept)
     assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
     assert m["n_validation_users"] == 3 and m["n_train_pairs"] == 9
 
@@ -144,7 +147,7 @@ def test_another_seed_gives_another_model(trained: StageResult, stages: dict[str
 def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Path) -> None:
     """``id_learning_rate`` moves the item ID embeddings and biases only: with the towers' rate at 0
     they keep their initial weights, the IDs leave theirs (0 = the towers' rate: nothing moves)."""
-    frozen = {"learning_rate": 0.0, "epochs": 1}
+    frozen = {"learning_rate": 0.0, "epochs": 1, "id_epochs": 0}
     ids_only = _state(_finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
                                                                             "id_learning_rate": 0.05})))
     nothing = _state(_finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
@@ -153,6 +156,22 @@ def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Pat
     assert id_keys < set(ids_only)
     assert all(torch.equal(ids_only[k], nothing[k]) for k in ids_only if k not in id_keys)
     assert all(not torch.equal(ids_only[k], nothing[k]) for k in id_keys)
+
+
+@pytest.mark.slow
+def test_the_item_ids_go_on_alone_after_the_towers_stop(stages: dict[str, Path], tmp_path: Path) -> None:
+    """``id_epochs``: after the first stage the towers are frozen (the same weights as a run without the
+    second stage), only the item IDs train on; the warm validation is tracked in the curves."""
+    alone = _finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, "id_epochs": 2}))
+    without = _finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, "id_epochs": 0}))
+    a, b = _state(alone), _state(without)
+    assert all(torch.equal(a[k], b[k]) for k in a if k not in {"item_id.weight", "item_id_bias.weight"})
+    assert alone.metrics["epochs_trained"] == without.metrics["epochs_trained"]
+    assert without.metrics["id_epochs_trained"] == 0 and 1 <= alone.metrics["id_epochs_trained"] <= 2
+    curves = pd.read_csv(alone.path("curves"))
+    assert len(curves) == alone.metrics["epochs_trained"] + alone.metrics["id_epochs_trained"]
+    assert {"val_ndcg_at_0", "val_ndcg_warm", "val_ndcg"} <= set(curves.columns)  # (no tiny user has 10+ items)
+    assert curves.drop(columns="epoch").notna().all().all()
 
 
 # ---------------------------------------------------------------- bad input
