@@ -117,8 +117,11 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     stage_one = len(curves)
     # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
     # validation together improve
-    if cfg.id_epochs:
-        both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
+    if cfg.id_epochs and any(queries for _, queries, _ in validation):
+        def both(val: dict[str, float]) -> float:
+            parts = [v for k, v in val.items() if k != "val_ndcg"]
+            return float(np.mean(parts)) if parts else 0.0
+
         train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both, keep_current=True)
         best = _validate(rec, validation)["val_ndcg"]
     seconds = time.perf_counter() - start

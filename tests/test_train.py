@@ -174,6 +174,17 @@ def test_the_item_ids_go_on_alone_after_the_towers_stop(stages: dict[str, Path],
     assert curves.drop(columns="epoch").notna().all().all()
 
 
+@pytest.mark.slow
+def test_without_validation_users_the_second_stage_is_skipped_quietly(stages: dict[str, Path], tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no mean of an empty validation
+        result = _finetune(stages, tmp_path / "noval", FinetuneConfig(**{**TINY_FT.__dict__, "validation_user_frac": 0.0,
+                                                                          "id_epochs": 3}))
+    assert result.metrics["id_epochs_trained"] == 0 and result.metrics["n_validation_users"] == 0
+
+
 # ---------------------------------------------------------------- bad input
 def _without_training_part(snapshot: Path, into: Path) -> Path:
     shutil.copytree(snapshot, into)
