@@ -73,12 +73,15 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     curves: list[dict[str, float]] = []
     start = time.perf_counter()
 
-    def train(optimizer, epochs: int, score: Callable[[dict[str, float]], float], keep_current: bool = False) -> float:
-        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept
-        (``keep_current``: the model as it is competes too, so training can only improve the score)."""
-        best, best_state, bad_epochs = -1.0, None, 0
+    def train(optimizer, epochs: int, score: Callable[[dict[str, float]], float],
+              keep_current: bool = False) -> dict[str, float]:
+        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept,
+        its validation returned (``keep_current``: the model as it is competes too, so training can
+        only improve the score)."""
+        best, best_val, best_state, bad_epochs = -1.0, {}, None, 0
         if keep_current:
-            best, best_state = score(_validate(rec, validation)), {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_val = _validate(rec, validation)
+            best, best_state = score(best_val), {k: v.detach().clone() for k, v in model.state_dict().items()}
         for _ in range(epochs):
             model.train()
             losses = []
@@ -100,7 +103,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
             curves.append({"epoch": len(curves) + 1, "loss": float(np.mean(losses)), **val})
             log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
             if score(val) > best + 1e-4 or best_state is None:
-                best, bad_epochs = score(val), 0
+                best, best_val, bad_epochs = score(val), val, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
@@ -109,23 +112,20 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         model.load_state_dict(best_state)
         model.eval()
         rec.refresh()
-        return best
+        return best_val
 
     # 1. everything, early-stopped on the pseudo-cold users (what the towers must serve)
-    best = train(torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": id_lr}], lr=cfg.learning_rate,
+    kept = train(torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": id_lr}], lr=cfg.learning_rate,
                                    weight_decay=cfg.weight_decay), cfg.epochs, lambda val: val["val_ndcg"])
     stage_one = len(curves)
     # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
     # validation together improve
     if cfg.id_epochs and any(queries for _, queries, _ in validation):
-        def both(val: dict[str, float]) -> float:
-            parts = [v for k, v in val.items() if k != "val_ndcg"]
-            return float(np.mean(parts)) if parts else 0.0
-
-        train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both, keep_current=True)
-        best = _validate(rec, validation)["val_ndcg"]
+        both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
+        kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
+                     keep_current=True)
     seconds = time.perf_counter() - start
-    metrics = {"val_ndcg": best, "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
+    metrics = {"val_ndcg": kept["val_ndcg"], "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
                "train_seconds": seconds,
                "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
                "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users))}
