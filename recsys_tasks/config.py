@@ -95,6 +95,7 @@ class FinetuneConfig:
     text_prob: float = 0.3
     empty_history_prob: float = 0.2
     validation_user_frac: float = 0.1
+    fusion_user_frac: float = 0.1  # more users held out, for the fusion's weights only (0: the validation users)
     patience: int = 3
     seed: int = 42
     device: str = "auto"
@@ -102,6 +103,13 @@ class FinetuneConfig:
     # histories (False: every pair sees all of the user's earlier items, up to max_history)
     inputs: tuple[str, ...] = ("text", "kg", "demographics")
     truncate_histories: bool = True
+    # after training: items without an ID served by a ridge map from their text to a warm item's vector
+    # (`content_map`; False: by the content towers), and the model's scores fused with a demographic
+    # popularity prior and EASE (lambda ease_lambda; 0: no EASE), weighted per history length on the
+    # validation users (`fusion`; False: the model alone)
+    content_map: bool = True
+    fusion: bool = True
+    ease_lambda: float = 200.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.inputs) - set(INPUTS))

@@ -37,19 +37,24 @@ def faiss_available() -> bool:
 
 
 class ItemIndex:
-    """Top-n rows by ``u·v + b`` from a FAISS IVF index (inner product) over ``[v, b]``."""
+    """Top-n rows by ``u·v + b`` from a FAISS IVF index (inner product) over ``[v, b]``.
 
-    def __init__(self, vectors: np.ndarray, bias: np.ndarray, cfg: IndexConfig = IndexConfig()):
+    ``rows``: the catalog rows of ``vectors`` (default 0..n-1), what `search` returns.
+    """
+
+    def __init__(self, vectors: np.ndarray, bias: np.ndarray, cfg: IndexConfig = IndexConfig(),
+                 rows: np.ndarray | None = None):
         import faiss
 
         start = time.perf_counter()
         data = _augment(vectors, bias)
         n, dim = data.shape
+        rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         nlist = max(1, min(int(math.sqrt(n)), n // cfg.train_per_cell))
         self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(cfg.seed).choice(n, min(n, nlist * cfg.train_per_cell), replace=False)
         self.index.train(data[np.sort(sample)])
-        self.index.add_with_ids(data, np.arange(n, dtype=np.int64))
+        self.index.add_with_ids(data, rows)
         self.index.nprobe = min(cfg.nprobe, nlist)
         self.build_seconds = time.perf_counter() - start
         log.info("item index: %d items, %d cells, nprobe %d, built in %.1f s", n, nlist, self.index.nprobe,

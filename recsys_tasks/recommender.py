@@ -8,7 +8,10 @@ model and the API):
 - ``texts.parquet`` + ``text_vectors.npy``: sentences already encoded (profiles, tastes);
 - ``kg_demo.npy`` + ``bundle.json``: KG vectors of demographic values, vocabularies, config;
 - ``item_links.parquet``: items' shared KG neighbours in plain words, for reasons (`reasons`;
-  absent from bundles saved before it: their reasons never name a KG link).
+  absent from bundles saved before it: their reasons never name a KG link);
+- ``content_map.npz``: the text -> (vector, bias) map that serves items without an ID (`content_map`);
+- ``fusion.json`` + ``ease.npy``: the prior and EASE weights added to the model's scores (`fusion`).
+Bundles saved before the last two load without them: the towers serve new items, nothing is fused.
 Sentences never seen before are encoded with the bundle's text model on first use.
 """
 
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import read_json, write_json
+from .content_map import ContentMap
 from .dataset import AGE_BANDS, age_band
 from .queries import Query, profile_of
 from .reasons import Explainer
@@ -43,6 +47,9 @@ class Bundle:
     kg_demo: dict[str, np.ndarray]  # "gender:M" -> (kg_dim,)
     meta: dict[str, Any]  # vocabularies, text model, dims, config
     item_links: pd.DataFrame | None = None  # entity_id, relation, value (`reasons.reason_links`)
+    content_map: ContentMap | None = None  # serves items without an ID (`content_map`)
+    fusion: dict | None = None  # `fusion.fusion_meta`: weights, users left out of the prior, report
+    ease: np.ndarray | None = None  # (n_id_items, n_id_items) float32 EASE weights (`fusion`)
 
     def save(self, directory: Path) -> None:
         self.catalog.to_parquet(directory / "catalog.parquet", index=False)
@@ -57,6 +64,12 @@ class Bundle:
         write_json(directory / "bundle.json", {**self.meta, "kg_demo_labels": labels})
         if self.item_links is not None:
             self.item_links.to_parquet(directory / "item_links.parquet", index=False)
+        if self.content_map is not None:
+            self.content_map.save(directory)
+        if self.fusion is not None:
+            write_json(directory / "fusion.json", self.fusion)
+        if self.ease is not None:
+            np.save(directory / "ease.npy", self.ease.astype(np.float32))
 
     @classmethod
     def load(cls, directory: str | Path) -> "Bundle":
@@ -65,10 +78,12 @@ class Bundle:
         labels = meta.pop("kg_demo_labels")
         kg = np.load(d / "kg_demo.npy")
         links = pd.read_parquet(d / "item_links.parquet") if (d / "item_links.parquet").exists() else None
+        fusion = read_json(d / "fusion.json") if (d / "fusion.json").exists() else None
+        ease = np.load(d / "ease.npy", allow_pickle=False) if (d / "ease.npy").exists() else None
         return cls(pd.read_parquet(d / "catalog.parquet"), np.load(d / "item_content.npy"),
                    pd.read_parquet(d / "users.parquet"), pd.read_parquet(d / "histories.parquet"),
                    pd.read_parquet(d / "texts.parquet")["text"].tolist(), np.load(d / "text_vectors.npy"),
-                   dict(zip(labels, kg)), meta, links)
+                   dict(zip(labels, kg)), meta, links, ContentMap.load(d), fusion, ease)
 
 
 class UnknownIdError(KeyError):
@@ -117,16 +132,28 @@ class Recommender:
         self._vecs_np: np.ndarray | None = None
         self._kg_means: dict[tuple[str, ...], np.ndarray] = {}
         self._known_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # `_rows_of` known users
+        self.fusion = None
+        self.set_fusion(bundle.fusion, bundle.ease)
+        self.refresh()
+
+    def set_fusion(self, meta: dict | None, ease: np.ndarray | None) -> None:
+        """Fuse the model's scores with a tuned prior and EASE (`fusion`); None: the model alone."""
+        from .fusion import Fusion
+
+        self.bundle.fusion, self.bundle.ease = meta, ease
+        self.fusion = None if meta is None else Fusion.from_meta(
+            meta, ease, self.bundle.catalog, self.bundle.histories, self.bundle.users, int(self.meta["n_id_items"]),
+            float(self.meta.get("positive_threshold", 4.0)))
+
+    def set_content_map(self, content_map: ContentMap | None) -> None:
+        """Serve items without an ID with ``content_map`` (None: with the content towers)."""
+        self.bundle.content_map = content_map
         self.refresh()
 
     def refresh(self) -> None:
         """Recompute the item vectors (after training steps, or after the catalog changed)."""
-        import torch
-
-        with torch.inference_mode():
-            content = torch.as_tensor(self.bundle.item_content, device=self.device)
-            rows = torch.as_tensor(self.bundle.catalog["id_row"].to_numpy(copy=True), device=self.device)
-            self.item_vecs, self.item_bias = self.model.items(content, rows)
+        self.item_vecs, self.item_bias = self._item_vectors_of(self.bundle.item_content,
+                                                               self.bundle.catalog["id_row"].to_numpy())
         self._vecs_np = None
 
     @classmethod
@@ -137,21 +164,26 @@ class Recommender:
         return cls(Bundle.load(directory), load_model(Path(directory) / "model.pt", device), device)
 
     # ------------------------------------------------------------------ scoring
-    def score(self, queries: Sequence[Query]) -> np.ndarray:
-        """(n_queries, n_items) float32 scores over the catalog, in catalog order."""
-        import torch
-
+    def score(self, queries: Sequence[Query], fused: bool = True) -> np.ndarray:
+        """(n_queries, n_items) float32 scores over the catalog, in catalog order (``fused=False``:
+        the model's own, without the fusion's terms: what the fusion is tuned on)."""
         if not queries:
             return np.zeros((0, len(self.item_ids)), np.float32)
-        return self._score(queries, [self._history_rows(q) for q in queries])
+        return self._score(queries, [self._history_rows(q) for q in queries],
+                           [self._item_rows(q.history_items) for q in queries], fused)
 
-    def _score(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def _score(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]],
+               seen: Sequence[np.ndarray], fused: bool = True) -> np.ndarray:
+        """Scores (b, n_items): the model's, plus the fusion's terms; ``histories``: `_history_rows`
+        (what the model pools), ``seen``: the rows of each whole history (what EASE sums)."""
         import torch
 
         with torch.inference_mode():
             users = self._user_vectors(queries, histories)
-            scores = users @ self.item_vecs.T + self.item_bias
-        return scores.float().cpu().numpy()
+            scores = (users @ self.item_vecs.T + self.item_bias).float().cpu().numpy()
+        if fused and self.fusion is not None:
+            self.fusion.add(scores, queries, seen)
+        return scores
 
     def _user_vectors(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]):
         """User vectors (b, d); ``histories``: each query's `_history_rows`."""
@@ -279,7 +311,8 @@ class Recommender:
         queries = [self.query_for(r) for r in requests]
         rows = [self._rows_of(q) for q in queries]
         histories = [r[:2] for r in rows]  # pooled by the model, cited by the reasons
-        scores = self._score(queries, histories) if queries else np.zeros((0, len(self.item_ids)), np.float32)
+        scores = (self._score(queries, histories, [r[2] for r in rows]) if queries
+                  else np.zeros((0, len(self.item_ids)), np.float32))
         out = []
         for request, query, (*history, seen), row in zip(requests, queries, rows, scores):
             allowed = self._allowed(request, query, seen)
@@ -382,6 +415,8 @@ class Recommender:
         self._vecs_np = None
         if added:
             self._known_rows.clear()
+            if self.fusion is not None:
+                self.fusion.set_catalog(self.bundle.catalog["id_row"].to_numpy())
         rows = [self.item_row[i] for i in latest]
         id_rows = self.bundle.catalog["id_row"].to_numpy()
         self.explainer.set_items(rows, [latest[i][0] for i in latest],
@@ -389,14 +424,34 @@ class Recommender:
         return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
 
     def _item_vectors_of(self, content: np.ndarray, id_rows: np.ndarray):
+        """Item vectors (n, d) and biases (n,): the towers (+ the ID part), or for items without an ID
+        the bundle's content map where it has one."""
         import torch
 
-        return self.model.items(torch.as_tensor(np.ascontiguousarray(content, np.float32), device=self.device),
-                                torch.as_tensor(np.array(id_rows, np.int64), device=self.device))
+        id_rows = np.array(id_rows, np.int64)  # a copy: torch wants a writable array
+        with torch.inference_mode():
+            vecs, bias = self.model.items(torch.as_tensor(np.ascontiguousarray(content, np.float32), device=self.device),
+                                          torch.as_tensor(id_rows, device=self.device))
+            new = np.flatnonzero(id_rows >= int(self.meta["n_id_items"]))
+            content_map = self.bundle.content_map
+            if content_map is not None and len(new):
+                mapped_vecs, mapped_bias = content_map(np.asarray(content)[new, :content_map.text_dim])
+                rows = torch.as_tensor(new, device=self.device)
+                vecs[rows] = torch.as_tensor(mapped_vecs, dtype=vecs.dtype, device=self.device)
+                bias[rows] = torch.as_tensor(mapped_bias, dtype=bias.dtype, device=self.device)
+        return vecs, bias
+
+    def indexed_rows(self) -> np.ndarray:
+        """The catalog rows a vector index for `recommend_with_index` holds: every row, or with a fusion
+        only the rows without an ID (the fused ones are scored exactly: the index knows only u·v + b)."""
+        if self.fusion is None:
+            return np.arange(len(self.item_ids), dtype=np.int64)
+        return np.flatnonzero(self.bundle.catalog["id_row"].to_numpy() >= int(self.meta["n_id_items"]))
 
     def recommend_with_index(self, index, requests: Sequence[dict], k: int = 20) -> list[dict]:
         """`recommend`, with the catalog ranked by ``index.search(users, n)`` (top-n rows by u·v + b,
-        e.g. `index.ItemIndex`) instead of scoring every item; ``candidates`` are scored exactly."""
+        e.g. `index.ItemIndex` over `indexed_rows`) instead of scoring every item; ``candidates``, and
+        with a fusion the items with an ID, are scored exactly."""
         import torch
 
         queries = [self.query_for(r) for r in requests]
@@ -414,16 +469,30 @@ class Recommender:
             scores, rows = index.search(users[free], max(sizes[i] + len(blocked[i]) for i in free))
             found = dict(zip(free, zip(scores, rows)))
         vecs, bias = self.item_vecs.float().cpu().numpy(), self.item_bias.float().cpu().numpy()
+        fused = None  # (b, len(id_cols)): the fusion's terms of the rows with an ID
+        if self.fusion is not None:
+            fused = self.fusion.id_scores(queries, [self._item_rows(q.history_items) for q in queries])
+            id_cols = self.fusion.id_cols
+            id_position = np.full(len(self.item_ids), -1, np.int64)
+            id_position[id_cols] = np.arange(len(id_cols))
         out = []
         for i, request in enumerate(requests):
             if i in found:
                 pairs = [(s, r) for s, r in zip(*found[i]) if r >= 0 and r not in blocked[i]][:sizes[i]]
+                if fused is not None:  # merged with the exact, fused scores of the rows with an ID
+                    exact = vecs[id_cols] @ users[i] + bias[id_cols] + fused[i]
+                    allowed = np.array([c not in blocked[i] for c in id_cols.tolist()], bool)
+                    pairs += [(exact[j], id_cols[j]) for j in _top(exact, np.flatnonzero(allowed), sizes[i])]
+                    pairs = sorted(pairs, key=lambda p: (-p[0], p[1]))[:sizes[i]]
             else:
                 unknown = [c for c in request["candidates"] if c not in self.item_row]
                 if unknown:
                     raise UnknownIdError("candidates", unknown)
                 rows = np.array(sorted({self.item_row[c] for c in request["candidates"]} - blocked[i]), np.int64)
                 exact = vecs[rows] @ users[i] + bias[rows]
+                if fused is not None:
+                    at = id_position[rows]
+                    exact[at >= 0] += fused[i][at[at >= 0]]
                 pairs = [(exact[j], rows[j]) for j in _top(exact, np.arange(len(rows)), sizes[i])]
             out.append(self._response(request, queries[i], np.array([r for _, r in pairs], np.int64),
                                       np.array([s for s, _ in pairs], np.float32), histories[i]))

@@ -228,11 +228,13 @@ class ModelHolder:
         index, mode = None, self.settings.index
         n = len(recommender.item_ids)
         if mode == "faiss" or (mode == "auto" and n >= self.settings.index_min_items):
-            if faiss_available():
-                index = ItemIndex(recommender.item_vecs.float().cpu().numpy(), recommender.item_bias.float().cpu().numpy(),
-                                  IndexConfig(nprobe=self.settings.index_nprobe))
-            else:
+            rows = recommender.indexed_rows()  # with a fusion, the rows with an ID are scored exactly
+            if not faiss_available():
                 log.warning("%d items but faiss is not installed: every request scores the whole catalog", n)
+            elif len(rows):  # (none left to index: the exact product serves)
+                index = ItemIndex(recommender.item_vecs[rows].float().cpu().numpy(),
+                                  recommender.item_bias[rows].float().cpu().numpy(),
+                                  IndexConfig(nprobe=self.settings.index_nprobe), rows)
         return Served(recommender, self.settings.model_name, str(recommender.meta.get("model_version", "")),
                       uri, time.time(), index)
 
@@ -242,6 +244,7 @@ class ModelHolder:
         report = recommender.upsert_items(items, vectors)
         if served.index is not None:
             rows = np.array([recommender.item_row[r["item_id"]] for r in report], np.int64)
+            rows = np.intersect1d(rows, recommender.indexed_rows())
             served.index.upsert(rows, recommender.item_vecs[rows].float().cpu().numpy(),
                                 recommender.item_bias[rows].float().cpu().numpy())
         return report

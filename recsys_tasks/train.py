@@ -7,6 +7,9 @@ sometimes a stated-taste sentence, so the weights learn to serve every cold-star
 Loss: softmax cross-entropy over all training items; AdamW; early stopping on pseudo-cold
 validation users (held out of training) by NDCG@20; then (``id_epochs``) the item IDs alone go
 on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
+Last, the trained model is completed for serving: items without an ID get the content map's
+vectors (`content_map`), and the scores are fused with a popularity prior and EASE, the weights
+chosen on the same validation users (`fusion`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from .slices import stated_taste
 from .split import Split
 
 log = logging.getLogger(__name__)
-VALIDATION_SUPPORT = (0, 10)
+VALIDATION_SUPPORT = (0, 10)  # what training early-stops on
+FUSION_SUPPORT = (0, 5, 10, 20)  # what the fusion is tuned on (with the warm part)
 WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
 
 
@@ -51,8 +55,9 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     train = split.train
     if train.empty:
         raise ValueError("finetune: the split's training part is empty; nothing to learn from")
-    val_users = _validation_users(train, cfg.validation_user_frac, rng)
-    fit = train[~train["user_id"].isin(val_users)]
+    val_users, fusion_users = _held_out_users(train, cfg.validation_user_frac, cfg.fusion_user_frac if cfg.fusion else 0.0,
+                                              rng)
+    fit = train[~train["user_id"].isin(val_users | fusion_users)]
 
     spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
                      kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
@@ -124,11 +129,21 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
         kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
                      keep_current=True)
+    # 3. serving's completions: new items from their text, and the fusion
+    if cfg.content_map and int(rec.meta["n_id_items"]) >= 3:  # (fewer: too few to fit a map; the towers serve)
+        rec.set_content_map(_content_map(rec))
+    fusion_report: dict[str, float] = {}
+    if cfg.fusion:
+        tuners = fusion_users or val_users  # none of its own: the early-stopping users
+        held = split.train[split.train["user_id"].isin(tuners)]
+        fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
     seconds = time.perf_counter() - start
     metrics = {"val_ndcg": kept["val_ndcg"], "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
                "train_seconds": seconds,
                "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
-               "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users))}
+               "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users)),
+               "n_fusion_users": float(len(fusion_users)),
+               **fusion_report}
     with atomic_dir(out_dir) as tmp:
         bundle_dir = tmp / "bundle"
         bundle_dir.mkdir()
@@ -239,18 +254,23 @@ class _Batches:
                           hist, mask), targets, users, positions)
 
 
-def _validation_users(train: pd.DataFrame, frac: float, rng: np.random.Generator) -> set[str]:
+def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
+                    ) -> tuple[set[str], set[str]]:
+    """Two disjoint seeded samples of the training users, held out of training: the validation users
+    (early stopping) and the fusion's (its weights: users the early stopping did not choose the model on)."""
     users = np.sort(train["user_id"].unique())
-    n = int(round(len(users) * frac)) if len(users) > 1 else 0
-    return set(rng.permutation(users)[:n].tolist())
+    n, m = (int(round(len(users) * f)) if len(users) > 1 else 0 for f in (frac, fusion_frac))
+    drawn = rng.permutation(users).tolist()
+    return set(drawn[:n]), set(drawn[n:n + m])
 
 
-def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
+def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float,
+                        supports: tuple[int, ...] = VALIDATION_SUPPORT):
     """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
     later positives as targets) and the same users as warm ones ("warm": the first 80% as history)."""
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     out = []
-    for name in [f"at_{k}" for k in VALIDATION_SUPPORT] + ["warm"]:
+    for name in [f"at_{k}" for k in supports] + ["warm"]:
         queries, positives = [], []
         for user, group in held.groupby("user_id", sort=True):
             history = history_of(group)
@@ -279,6 +299,65 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
     cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
     result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
     return result
+
+
+def _content_map(rec: Recommender):
+    """The text -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
+    from .content_map import ContentMap
+
+    trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
+    text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
+    content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
+                                 rec.item_bias[trained].float().cpu().numpy())
+    log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
+    return content_map
+
+
+def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],
+          cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
+    """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
+    the prior and EASE are counted on ``fit``, which none of the ``excluded`` users are in."""
+    from .baselines import DemographicPopularity
+    from .fusion import EDGES, MIN_GROUP, Fusion, FusionWeights, ease_matrix, fusion_meta, tune_fusion
+
+    catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
+    id_row = catalog["id_row"].to_numpy()
+    order = np.argsort(id_row[id_row < n_id])  # the items with an ID, by ID row
+    ease = (ease_matrix(fit, catalog["item_id"].to_numpy()[id_row < n_id][order].tolist(), cfg.ease_lambda)
+            if cfg.ease_lambda > 0 else None)
+    prior = DemographicPopularity(catalog["item_id"].astype(str).tolist(), fit, dataset.users, threshold, MIN_GROUP)
+    zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
+    fusion = Fusion(FusionWeights(zeros, zeros), ease, prior, id_row, n_id)
+    base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
+    for _, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT):
+        if not queries:
+            continue
+        seen = [np.array([rec.item_row[i] for i in q.history_items], np.int64) for q in queries]
+        scores = rec.score(queries, fused=False)
+        p, e, n = fusion.terms(queries, seen)
+        full = lambda part: np.zeros_like(scores) if part is None else _placed(part, fusion.id_cols, scores.shape)  # noqa: E731
+        cand = np.ones(scores.shape, bool)
+        for q_i, rows in enumerate(seen):
+            cand[q_i, rows] = False
+        base.append(scores)
+        priors.append(full(p))
+        eases.append(full(e))
+        lengths.append(n)
+        candidates.append(cand)
+        positives.extend(targets)
+    if not base:
+        return {}
+    weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
+                                  np.concatenate(lengths), np.vstack(candidates), positives)
+    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease)
+    return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)
+            for key, v in part.items()}
+
+
+def _placed(part: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, np.float32)
+    out[:, cols] = part
+    return out
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ def test_any_support_size_with_or_without_text_is_scored(rec: Recommender, n_his
 @pytest.mark.slow
 def test_only_the_latest_max_history_items_count(rec: Recommender) -> None:
     long = _history(_catalog_cycle(20))
-    full, last = rec.score([Query("u", PROFILE, long), Query("u", PROFILE, long[-MAX_HISTORY:])])
+    full, last = rec.score([Query("u", PROFILE, long), Query("u", PROFILE, long[-MAX_HISTORY:])], fused=False)
     np.testing.assert_allclose(full, last, rtol=1e-5, atol=1e-7)  # same inputs, float32 summation order aside
 
 
@@ -99,6 +99,16 @@ def test_a_cold_item_is_scored_by_its_content_alone(rec: Recommender) -> None:
     assert (catalog["id_row"].to_numpy()[cold] == n_id).all()
     scores = rec.score([Query("3", PROFILE, _history(list(USER_3_HISTORY)))])
     assert np.isfinite(scores[0, cold]).all()
+    vecs, bias = rec.bundle.content_map(rec.bundle.item_content[cold, :rec.meta["text_dim"]])  # from text alone
+    np.testing.assert_allclose(rec.item_vecs[cold].numpy(), vecs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec.item_bias[cold].numpy(), bias, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_without_a_content_map_the_towers_score_a_cold_item(bundle_dir: Path) -> None:
+    rec = Recommender.load(bundle_dir)
+    rec.set_content_map(None)  # as a bundle saved before the map was
+    cold = [rec.item_row[i] for i in ("2", "9", "13")]
     with torch.no_grad():
         content = torch.as_tensor(rec.bundle.item_content[cold])
         torch.testing.assert_close(rec.item_vecs[cold], rec.model.item_content(content))
@@ -293,12 +303,17 @@ class _ExactIndex:
     """`index.ItemIndex`'s contract, exactly (no FAISS): top-n rows by u·v + b."""
 
     def __init__(self, rec: Recommender):
-        self.vecs, self.bias = rec.item_vecs.float().numpy(), rec.item_bias.float().numpy()
+        self.rows = rec.indexed_rows()  # what ItemIndex is built over (serving's `_served`)
+        self.vecs, self.bias = rec.item_vecs[self.rows].float().numpy(), rec.item_bias[self.rows].float().numpy()
 
     def search(self, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         scores = users @ self.vecs.T + self.bias
-        rows = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        return np.take_along_axis(scores, rows, 1), rows
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        found = np.full((len(users), n), -1, np.int64)  # -1: fewer than n items indexed, as FAISS
+        found[:, :order.shape[1]] = self.rows[order]
+        padded = np.full((len(users), n), -np.inf, np.float32)
+        padded[:, :order.shape[1]] = np.take_along_axis(scores, order, 1)
+        return padded, found
 
 
 @pytest.mark.slow
@@ -310,6 +325,71 @@ def test_an_index_ranked_answer_has_the_same_reasons(rec: Recommender) -> None:
     assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in indexed] == \
         [[(e["item_id"], e["reason"]) for e in r["items"]] for r in exact]
     assert {e["item_id"]: e["reason"] for e in indexed[2]["items"]}["4"] == "shares its director with Movie 3"
+
+
+# ---------------------------------------------------------------- fusion
+def _fused(bundle_dir: Path, prior: float = 0.7, ease: float = 0.3) -> Recommender:
+    """The tiny bundle with fusion weights set by hand (its tuning saw one user): every bucket alike."""
+    rec = Recommender.load(bundle_dir)
+    meta = {**rec.bundle.fusion, "weights": {"prior": [prior] * 5, "ease": [ease] * 5, "edges": [0, 10, 20, 40]}}
+    rec.set_fusion(meta, rec.bundle.ease)
+    return rec
+
+
+@pytest.mark.slow
+def test_the_bundle_carries_a_tuned_fusion(rec: Recommender) -> None:
+    fusion = rec.bundle.fusion
+    assert rec.fusion is not None and rec.bundle.ease.shape == (rec.meta["n_id_items"],) * 2
+    assert len(fusion["weights"]["prior"]) == len(fusion["weights"]["ease"]) == 5
+    assert set(fusion["excluded_users"]) >= {"4", "6", "10", "7"}  # validation and fusion users: out of the counts
+
+
+@pytest.mark.slow
+def test_the_fusion_adds_the_prior_and_ease_of_the_whole_history(bundle_dir: Path) -> None:
+    rec = _fused(bundle_dir)
+    long = _history(_catalog_cycle(20))
+    query = Query("u", PROFILE, long)
+    added = rec.score([query])[0] - rec.score([query], fused=False)[0]
+    rows = np.array([rec.item_row[i] for i in query.history_items])
+    prior, ease, lengths = rec.fusion.terms([query], [rows])  # all 20 items, not the last MAX_HISTORY
+    assert lengths.tolist() == [sum(rec.bundle.catalog["id_row"][rows] < rec.meta["n_id_items"])]
+    expected = np.zeros(len(rec.item_ids), np.float32)
+    expected[rec.fusion.id_cols] = 0.7 * prior[0] + 0.3 * ease[0]
+    np.testing.assert_allclose(added, expected, rtol=1e-4, atol=1e-5)
+    cold = [rec.item_row[i] for i in ("2", "9", "13")]
+    assert not added[cold].any()  # items without an ID: neither term
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_an_index_ranked_answer_is_the_exact_one_with_a_fusion(bundle_dir: Path) -> None:
+    rec = _fused(bundle_dir)
+    assert set(rec.indexed_rows().tolist()) == {rec.item_row[i] for i in ("2", "9", "13")}  # the rest: exact
+    requests = [{"request_id": "known", "user_id": "3", "k": 8}, {"request_id": "new", "profile": PROFILE, "k": 15},
+                {"request_id": "cand", "user_id": "3", "candidates": ["2", "4", "9", "11"]}]
+    _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
+
+
+@pytest.mark.slow
+def test_a_bundle_saved_before_the_fusion_and_the_map_loads_and_serves_as_the_model(bundle_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundle_dir, old)
+    for name in ("fusion.json", "ease.npy", "content_map.npz"):
+        (old / name).unlink()
+    old_rec, new_rec = Recommender.load(old), Recommender.load(bundle_dir)
+    assert old_rec.fusion is None and old_rec.bundle.content_map is None
+    query = [Query("3", PROFILE, _history(list(USER_3_HISTORY)))]
+    with_id = [r for r in range(N_ITEMS) if _has_id(new_rec, r)]
+    np.testing.assert_allclose(old_rec.score(query)[0, with_id], new_rec.score(query, fused=False)[0, with_id], rtol=1e-5)
+    answer, = old_rec.recommend([{"request_id": "a", "user_id": "3"}])
+    assert len(answer["items"]) == N_ITEMS - len(USER_3_HISTORY)
+
+
+def _has_id(rec: Recommender, row: int) -> bool:
+    return bool(rec.bundle.catalog["id_row"].iloc[row] < rec.meta["n_id_items"])
 
 
 # ---------------------------------------------------------------- fast paths = the plain way

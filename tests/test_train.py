@@ -1,7 +1,8 @@
 """finetune on the tiny snapshot with real KG (PyKEEN, dim 4) and text (MiniLM) stages, 2 epochs.
 
-With seed 42 and ``validation_user_frac=0.3`` the pseudo-cold validation users are 4, 6 and 10;
-they hold 3 of the training part's 12 positives, so 9 (user, liked item) pairs are fitted.
+With seed 42 and ``validation_user_frac=0.3`` the pseudo-cold validation users are 4, 6 and 10, and
+(``fusion_user_frac=0.1``) the fusion's user is 7; they hold 4 of the training part's 12 positives,
+so 8 (user, liked item) pairs are fitted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5,
                          device="cpu")
 TEXT_DIM, KG_DIM = 384, 4
 BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parquet", "histories.parquet",
-                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json", "item_links.parquet"}
+                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json", "item_links.parquet",
+                "content_map.npz", "fusion.json", "ease.npy"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
     kept = [curves["val_ndcg"].iloc[:2].max(), *curves["val_ndcg"].iloc[2:]]  # stage 1's best, or a stage-2 epoch
     assert 0.0 <= m["val_ndcg"] <= 1.0 and any(v == pytest.approx(m["val_ndcg"]) for v in kept)
     assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
-    assert m["n_validation_users"] == 3 and m["n_train_pairs"] == 9
+    assert m["n_validation_users"] == 3 and m["n_fusion_users"] == 1 and m["n_train_pairs"] == 8
 
 
 @pytest.mark.slow

@@ -1,0 +1,121 @@
+"""The fusion's parts on synthetic data whose right answers are known (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_tasks.baselines import DemographicPopularity
+from recsys_tasks.fusion import EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, tune_fusion
+from recsys_tasks.queries import Query
+
+ITEMS = ["a", "b", "c", "d"]
+
+
+def _train(pairs: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [u for u, _, _ in pairs], "item_id": [i for _, i, _ in pairs],
+                         "rating": [r for _, _, r in pairs], "timestamp": range(len(pairs))})
+
+
+# ---------------------------------------------------------------- EASE
+def test_ease_weights_items_that_occur_together() -> None:
+    # a and b always together, c alone, d never rated
+    train = _train([(u, i, 5.0) for u in "123" for i in "ab"] + [("4", "c", 5.0), ("5", "c", 1.0)])
+    b = ease_matrix(train, ITEMS, lam=0.5)
+    assert b.dtype == np.float32 and b.shape == (4, 4)
+    assert np.all(np.diag(b) == 0)
+    assert b[0, 1] > 0.5 and b[1, 0] > 0.5  # a predicts b and b predicts a
+    assert b[0, 2] == pytest.approx(0.0, abs=1e-6) and b[2, 0] == pytest.approx(0.0, abs=1e-6)  # never together
+    assert not b[3].any() and not b[:, 3].any()  # an item nobody rated: no weights either way
+
+
+def test_ease_is_the_closed_form_solution() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.random((30, 5)) < 0.4).astype(float)
+    train = _train([(str(u), ITEMS[i] if i < 4 else "e", 4.0) for u, i in zip(*np.nonzero(x))])
+    lam = 2.0
+    b = ease_matrix(train, ITEMS + ["e"], lam).astype(np.float64)
+    # each column j minimises ||x_j - X b_j||² + lam ||b_j||² with b_jj = 0: a ridge on the other columns
+    for j in range(5):
+        others = [k for k in range(5) if k != j]
+        a = x[:, others]
+        ridge = np.linalg.solve(a.T @ a + lam * np.eye(4), a.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], ridge, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- weights and terms
+def test_buckets_of_history_length() -> None:
+    weights = FusionWeights(prior=(0,) * 5, ease=(0,) * 5)
+    assert EDGES == (0, 10, 20, 40)
+    assert weights.bucket(np.array([0, 1, 10, 11, 20, 21, 40, 41, 500])).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def _fusion(prior: tuple[float, ...], ease: tuple[float, ...]) -> Fusion:
+    """Catalog a, b, c, d, x: x is a new item (no ID row); ID rows in another order than the catalog's."""
+    train = _train([("1", "a", 5.0), ("1", "b", 5.0), ("2", "a", 4.0), ("2", "c", 2.0), ("3", "b", 5.0)])
+    users = pd.DataFrame({"user_id": ["1", "2", "3"], "age": [30, 30, 30], "gender": ["F"] * 3,
+                          "occupation": ["writer"] * 3, "zip_code": [""] * 3})
+    catalog = ["a", "b", "c", "d", "x"]
+    counts = DemographicPopularity(catalog, train, users, 4.0, min_group=1)
+    id_row = np.array([2, 0, 1, 3, 4])  # x: 4 = n_id, no ID
+    matrix = np.arange(16, dtype=np.float32).reshape(4, 4)  # ID rows: b, c, a, d
+    return Fusion(FusionWeights(prior, ease), matrix, counts, id_row, n_id=4)
+
+
+def test_the_fusion_adds_the_prior_and_ease_on_items_with_an_id_only() -> None:
+    fusion = _fusion(prior=(1.0, 2.0, 0, 0, 0), ease=(0, 0.5, 0, 0, 0))
+    profile = {"age": 31, "gender": "F", "occupation": "writer"}
+    queries = [Query("new", profile, ()), Query("new", profile, (("a", 5.0, 1), ("x", 4.0, 2)))]
+    scores = np.zeros((2, 5), np.float32)
+    fusion.add(scores, queries, [np.array([], np.int64), np.array([0, 4])])  # catalog rows: a, then x (no ID)
+    positives = np.log1p([2.0, 2.0, 0.0, 0.0])  # a: users 1, 2; b: users 1, 3; c rated 2 (not a positive)
+    np.testing.assert_allclose(scores[0, :4], 1.0 * positives, rtol=1e-6)
+    ease_a = np.arange(16, dtype=np.float32).reshape(4, 4)[2]  # a's ID row is 2; columns are ID rows b, c, a, d
+    np.testing.assert_allclose(scores[1, :4], 2.0 * positives + 0.5 * ease_a[[2, 0, 1, 3]], rtol=1e-6)
+    assert scores[:, 4].tolist() == [0.0, 0.0]  # the new item gets neither term
+
+
+def test_items_added_later_get_no_prior() -> None:
+    fusion = _fusion(prior=(1.0,) * 5, ease=(0,) * 5)
+    fusion.set_catalog(np.array([2, 0, 1, 3, 4, 4]))  # a sixth item, without an ID
+    scores = fusion.add(np.zeros((1, 6), np.float32), [Query("new", {"gender": "F"}, ())], [np.array([], np.int64)])
+    assert scores[0, 5] == 0.0 and scores[0, 0] > 0
+
+
+def test_fusion_meta_keeps_the_weights_and_the_users_left_out() -> None:
+    weights = FusionWeights((0.5,) * 5, (0.0,) * 5)
+    meta = fusion_meta(weights, {"7", "3"}, 200.0, {"bucket0": {"queries": 2}})
+    assert meta["weights"] == {"prior": (0.5,) * 5, "ease": (0.0,) * 5, "edges": EDGES}
+    assert meta["excluded_users"] == ["3", "7"] and meta["ease_lambda"] == 200.0
+
+
+# ---------------------------------------------------------------- tuning
+def _validation(lengths: list[int], n_items: int = 30, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    q = len(lengths)
+    base = rng.normal(0, 1, (q, n_items)).astype(np.float32)  # the model: noise
+    positives = [rng.choice(n_items, 3, replace=False) for _ in range(q)]
+    relevant = np.zeros((q, n_items), np.float32)
+    for row, pos in enumerate(positives):
+        relevant[row, pos] = 3.0
+    return base, relevant, np.array(lengths), np.ones((q, n_items), bool), positives
+
+
+def test_tuning_takes_a_term_that_ranks_the_positives_and_leaves_one_that_does_not() -> None:
+    base, relevant, lengths, candidates, positives = _validation([0] * 20 + [5] * 20)
+    weights, report = tune_fusion(base, relevant, None, lengths, candidates, positives)
+    assert weights.prior[0] > 0 and weights.prior[1] > 0
+    assert report["bucket0"]["fused"] > report["bucket0"]["model"] and report["bucket0"]["queries"] == 20
+    _, noise, *_ = _validation([0] * 20 + [5] * 20, seed=1)  # another draw's positives: unrelated
+    weights, report = tune_fusion(base, noise, None, lengths, candidates, positives)
+    assert report["bucket0"]["fused"] >= report["bucket0"]["model"]  # never worse than the model on validation
+    assert "bucket2" not in report and weights.prior[2] == 0.0  # no queries: no weight
+
+
+def test_ease_is_tuned_only_past_the_cold_start_range() -> None:
+    short, long = EASE_MIN_HISTORY - 1, EASE_MIN_HISTORY + 10
+    base, relevant, lengths, candidates, positives = _validation([short] * 20 + [long] * 20)
+    weights, report = tune_fusion(base, np.zeros_like(relevant), relevant, lengths, candidates, positives)
+    assert weights.ease[2] == 0.0  # 11-20 items: EASE not tried, however well it would do
+    assert weights.ease[3] > 0 and report["bucket3"]["fused"] > report["bucket3"]["model"]
