@@ -36,6 +36,8 @@ ABLATIONS = {
     "without demographics": ["finetune.inputs=text,kg"],
     "without cold-start training": ["finetune.id_dropout=0", "finetune.empty_history_prob=0",
                                     "finetune.truncate_histories=false"],
+    "without fusion": ["finetune.fusion=false"],
+    "without content map": ["finetune.content_map=false"],
 }
 
 

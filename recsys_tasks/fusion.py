@@ -31,7 +31,7 @@ from .dataset import age_band
 from .metrics import ranking_metrics
 from .queries import Query
 
-__all__ = ["EDGES", "Fusion", "FusionWeights", "ease_matrix", "fusion_meta", "tune_fusion"]
+__all__ = ["EDGES", "Fusion", "FusionWeights", "ease_matrix", "fusion_meta", "id_items", "id_prior", "tune_fusion"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ EASE_GRID = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)  # in units of std(model scores) / st
 # later positives, it hurt at every weight (closing note of issue 3); the gap is the protocol's, so by design
 EASE_MIN_HISTORY = 21
 MIN_GROUP = 20  # training users a demographic group needs, as the demographic-popularity baseline
+CACHE_BYTES = 64 << 20  # known users' fused rows kept (`Fusion.id_scores`)
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,16 @@ class Fusion:
     """Adds the prior and the EASE term to a recommender's scores (in place, catalog order).
 
     ``id_row``: each catalog row's ID row (``n_id`` where the item has none), as in the bundle;
-    ``ease``: (n_id, n_id) over ID rows; ``prior``: demographic counts over the catalog rows it was
-    fit on (rows added later have none).
+    ``ease``: (n_id, n_id) and ``prior``'s counts (`id_prior`) over ID rows.
     """
 
     def __init__(self, weights: FusionWeights, ease: np.ndarray | None, prior: DemographicPopularity,
                  id_row: np.ndarray, n_id: int):
         self.weights, self.ease, self.prior, self.n_id = weights, ease, prior, n_id
         self._logs: dict[tuple[str, str, str], np.ndarray] = {}
+        self._rows: dict = {}  # `id_scores` of known users' own histories, by key
+        self._max_rows = max(1, CACHE_BYTES // (4 * max(1, n_id)))
+        self._gamma, self._beta = np.asarray(weights.prior, np.float32), np.asarray(weights.ease, np.float32)
         self.set_catalog(id_row)
 
     def set_catalog(self, id_row: np.ndarray) -> None:
@@ -96,17 +99,17 @@ class Fusion:
         self.id_row = id_row
         self.id_cols = np.flatnonzero(id_row < self.n_id)  # catalog rows with an ID ...
         self.id_of_col = id_row[self.id_cols]  # ... and their ID rows
+        # EASE's columns in catalog order, so a history's rows sum straight into `id_cols` order
+        self._ease_cols = None if self.ease is None else np.ascontiguousarray(self.ease[:, self.id_of_col])
         self._logs.clear()
+        self._rows.clear()
 
     def log_prior(self, profile: dict) -> np.ndarray:
         """log(1 + positives in the profile's demographic group) per `id_cols` row (read-only, cached)."""
         key = (str(profile.get("gender") or ""), age_band(profile.get("age")), str(profile.get("occupation") or ""))
         found = self._logs.get(key)
         if found is None:
-            counts = self.prior.counts_for(profile)
-            cols = self.id_cols[self.id_cols < len(counts)]  # the rows it was counted over
-            found = np.zeros(len(self.id_cols), np.float32)
-            found[:len(cols)] = np.log1p(counts[cols])
+            found = np.log1p(self.prior.counts_for(profile)[self.id_of_col]).astype(np.float32)
             found.flags.writeable = False
             self._logs[key] = found
         return found
@@ -128,18 +131,33 @@ class Fusion:
                     ease[q_i] = self.ease[h].sum(0)[self.id_of_col]
         return prior, ease, np.array([len(h) for h in ids], np.int64)
 
-    def id_scores(self, queries: Sequence[Query], histories: Sequence[np.ndarray]) -> np.ndarray:
-        """What the fusion adds (b, len(`id_cols`)); every other catalog row gets nothing."""
-        prior, ease, lengths = self.terms(queries, histories)
-        bucket = self.weights.bucket(lengths)
-        out = np.asarray(self.weights.prior, np.float32)[bucket][:, None] * prior
-        if ease is not None:
-            out += np.asarray(self.weights.ease, np.float32)[bucket][:, None] * ease
+    def id_scores(self, queries: Sequence[Query], histories: Sequence[np.ndarray],
+                  keys: Sequence | None = None) -> np.ndarray:
+        """What the fusion adds (b, len(`id_cols`)); every other catalog row gets nothing. ``keys``:
+        per query a key under which its row is remembered (a known user's own history and profile:
+        the same row every time) or None; EASE is summed only where its bucket's weight is not 0."""
+        out = np.empty((len(queries), len(self.id_cols)), np.float32)
+        for q_i, (query, rows) in enumerate(zip(queries, histories)):
+            key = keys[q_i] if keys is not None else None
+            found = self._rows.get(key) if key is not None else None
+            if found is None:
+                ids = self.id_row[np.asarray(rows, np.int64)]
+                ids = ids[ids < self.n_id]
+                b = int(self.weights.bucket(len(ids)))
+                found = self._gamma[b] * self.log_prior(query.profile)
+                if self._ease_cols is not None and self._beta[b] and len(ids):
+                    found = found + self._beta[b] * self._ease_cols[ids].sum(0)
+                if key is not None:
+                    if len(self._rows) >= self._max_rows:
+                        self._rows.pop(next(iter(self._rows)))  # the oldest
+                    self._rows[key] = found
+            out[q_i] = found
         return out
 
-    def add(self, scores: np.ndarray, queries: Sequence[Query], histories: Sequence[np.ndarray]) -> np.ndarray:
+    def add(self, scores: np.ndarray, queries: Sequence[Query], histories: Sequence[np.ndarray],
+            keys: Sequence | None = None) -> np.ndarray:
         """``scores`` (b, n_catalog) with the fusion's terms added, in place."""
-        scores[:, self.id_cols] += self.id_scores(queries, histories)
+        scores[:, self.id_cols] += self.id_scores(queries, histories, keys)
         return scores
 
     @classmethod
@@ -150,8 +168,21 @@ class Fusion:
         w = meta["weights"]
         weights = FusionWeights(tuple(w["prior"]), tuple(w["ease"]), tuple(w["edges"]))
         kept = histories[~histories["user_id"].astype(str).isin(set(meta["excluded_users"]))]
-        prior = DemographicPopularity(catalog["item_id"].astype(str).tolist(), kept, users, threshold, MIN_GROUP)
-        return cls(weights, ease, prior, catalog["id_row"].to_numpy(), n_id)
+        return cls(weights, ease, id_prior(catalog, n_id, kept, users, threshold), catalog["id_row"].to_numpy(), n_id)
+
+
+def id_items(catalog: pd.DataFrame, n_id: int) -> list[str]:
+    """The ids of the catalog's items with an ID row, in ID-row order (EASE's and the prior's order)."""
+    id_row = catalog["id_row"].to_numpy()
+    has = id_row < n_id
+    return catalog["item_id"].astype(str).to_numpy()[has][np.argsort(id_row[has])].tolist()
+
+
+def id_prior(catalog: pd.DataFrame, n_id: int, train: pd.DataFrame, users: pd.DataFrame,
+             threshold: float) -> DemographicPopularity:
+    """Demographic popularity over the items with an ID row (the only ones training has counts of), so
+    its memory is groups x n_id however big the catalog grows."""
+    return DemographicPopularity(id_items(catalog, n_id), train, users, threshold, MIN_GROUP)
 
 
 def fusion_meta(weights: FusionWeights, excluded_users: Sequence[str], lam: float, report: dict) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,6 +96,44 @@ class HybridModel(nn.Module):
                        has_taste.unsqueeze(-1), pooled, torch.log1p(n) / 3.0], dim=1)
         gate = torch.sigmoid(self.history_gate(torch.log1p(n)))
         return self.user(x) + gate * pooled
+
+
+class UserTower:
+    """`HybridModel.users` in NumPy, from a snapshot of the module's weights, for serving on the CPU.
+
+    The same arithmetic (tested equal to the module's within float32 rounding); what it saves is
+    torch's per-operator dispatch: for the batches of 1-60 requests an API scores, ~0.6 ms of a
+    ~1 ms request went to the tower's two dozen small operators (measured), here ~0.05 ms.
+    """
+
+    def __init__(self, model: HybridModel):
+        def array(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy().copy()
+
+        self.gender, self.age, self.occupation = (array(m.weight) for m in (model.gender, model.age, model.occupation))
+        first, last = model.user[0], model.user[3]
+        self.w1, self.b1, self.w2, self.b2 = array(first.weight).T.copy(), array(first.bias), array(last.weight).T.copy(), array(last.bias)
+        self.gate_w, self.gate_b = float(model.history_gate.weight.item()), float(model.history_gate.bias.item())
+        self.on = dict(model._on)
+
+    def __call__(self, demo: np.ndarray, kg_demo: np.ndarray, profile_text: np.ndarray, taste_text: np.ndarray,
+                 has_taste: np.ndarray, history: np.ndarray, history_mask: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
+        """User vectors (b, d) float32; the arguments as `HybridModel.users`'s, as arrays."""
+        from scipy.special import erf
+
+        on = self.on
+        n = history_mask.sum(1, keepdims=True, dtype=np.float32)
+        pooled = np.einsum("bl,bld->bd", history_mask, item_vecs[history]) / np.maximum(n, 1.0)
+        demographics = np.concatenate([self.gender[demo[:, 0]], self.age[demo[:, 1]], self.occupation[demo[:, 2]]], 1)
+        has_taste = has_taste * on["text"]
+        log_n = np.log1p(n)
+        x = np.concatenate([demographics * on["demographics"], kg_demo * (on["kg"] * on["demographics"]),
+                            profile_text * (on["text"] * on["demographics"]), taste_text * has_taste[:, None],
+                            has_taste[:, None], pooled, log_n / 3.0], axis=1, dtype=np.float32)
+        h = x @ self.w1 + self.b1
+        h = 0.5 * h * (1.0 + erf(h * np.float32(1 / np.sqrt(2.0))))  # exact GELU, as nn.GELU()
+        gate = 1.0 / (1.0 + np.exp(-(log_n * self.gate_w + self.gate_b)))
+        return (h @ self.w2 + self.b2 + gate * pooled).astype(np.float32, copy=False)
 
 
 def save_model(model: HybridModel, path) -> None:

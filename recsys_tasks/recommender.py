@@ -129,7 +129,8 @@ class Recommender:
         self.explainer = Explainer(bundle.catalog, bundle.item_content, bundle.histories, bundle.users,
                                    bundle.item_links, self.meta["n_id_items"], self.meta["text_dim"],
                                    self.meta.get("positive_threshold", 4.0))
-        self._vecs_np: np.ndarray | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None  # `_item_arrays`
+        self._tower = None  # `model.UserTower` on the CPU (`refresh`)
         self._kg_means: dict[tuple[str, ...], np.ndarray] = {}
         self._known_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # `_rows_of` known users
         self.fusion = None
@@ -152,9 +153,18 @@ class Recommender:
 
     def refresh(self) -> None:
         """Recompute the item vectors (after training steps, or after the catalog changed)."""
+        from .model import UserTower
+
         self.item_vecs, self.item_bias = self._item_vectors_of(self.bundle.item_content,
                                                                self.bundle.catalog["id_row"].to_numpy())
-        self._vecs_np = None
+        self._arrays = None
+        self._tower = UserTower(self.model) if self.device.type == "cpu" else None  # the weights may have changed
+
+    def _item_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item vectors (n, d) and biases (n,) as float32 NumPy arrays (views on the CPU), until they change."""
+        if self._arrays is None:
+            self._arrays = (self.item_vecs.detach().float().cpu().numpy(), self.item_bias.detach().float().cpu().numpy())
+        return self._arrays
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "Recommender":
@@ -176,19 +186,28 @@ class Recommender:
                seen: Sequence[np.ndarray], fused: bool = True) -> np.ndarray:
         """Scores (b, n_items): the model's, plus the fusion's terms; ``histories``: `_history_rows`
         (what the model pools), ``seen``: the rows of each whole history (what EASE sums)."""
-        import torch
+        users = self._user_vectors(queries, histories)
+        if self._tower is not None:
+            vecs, bias = self._item_arrays()
+            scores = users @ vecs.T + bias
+        else:
+            import torch
 
-        with torch.inference_mode():
-            users = self._user_vectors(queries, histories)
-            scores = (users @ self.item_vecs.T + self.item_bias).float().cpu().numpy()
+            with torch.inference_mode():
+                scores = (torch.as_tensor(users, device=self.device) @ self.item_vecs.T + self.item_bias).float().cpu().numpy()
         if fused and self.fusion is not None:
-            self.fusion.add(scores, queries, seen)
+            self.fusion.add(scores, queries, seen, self._fusion_keys(queries))
         return scores
 
-    def _user_vectors(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]):
-        """User vectors (b, d); ``histories``: each query's `_history_rows`."""
-        import torch
+    def _fusion_keys(self, queries: Sequence[Query]) -> list:
+        """Per query, a key for the fusion's row where it is a known user's own history (the same
+        row every time: remembered), else None."""
+        return [(q.user_id, q.profile.get("gender"), age_band(q.profile.get("age")), q.profile.get("occupation"))
+                if q.history and self._histories.get(q.user_id) is q.history else None for q in queries]
 
+    def _user_vectors(self, queries: Sequence[Query], histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """User vectors (b, d) float32; ``histories``: each query's `_history_rows`. On the CPU by
+        `model.UserTower`, elsewhere by the module itself."""
         max_hist = int(self.meta["max_history"])
         hist = np.full((len(queries), max(1, max_hist)), 0, dtype=np.int64)
         mask = np.zeros(hist.shape, dtype=np.float32)
@@ -199,8 +218,14 @@ class Recommender:
         profile = self.text_vectors([profile_text(q.profile) for q in queries])
         has_taste = np.array([1.0 if q.text else 0.0 for q in queries], dtype=np.float32)
         taste = self.text_vectors([q.text or "" for q in queries]) * has_taste[:, None]
+        if self._tower is not None:
+            return self._tower(demo, kg, profile, taste, has_taste, hist, mask, self._item_arrays()[0])
+        import torch
+
         t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        return self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs)
+        with torch.inference_mode():
+            users = self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs)
+        return users.float().cpu().numpy()
 
     def _rows_of(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(`_history_rows`, the rows of every history item in the catalog) of a query; for a known
@@ -337,11 +362,9 @@ class Recommender:
         top = np.asarray(top, np.int64)
         if not len(top):
             return []
-        if self._vecs_np is None:
-            self._vecs_np = self.item_vecs.detach().float().cpu().numpy()
         history, ratings = history if history is not None else self._history_rows(query)
         taste = self.text_vectors([query.text])[0] if query.text else None
-        return self.explainer.explain(query, history, ratings, top, self._vecs_np, self.bundle.item_content, taste)
+        return self.explainer.explain(query, history, ratings, top, self._item_arrays()[0], self.bundle.item_content, taste)
 
     def _allowed(self, request: dict, query: Query, seen: np.ndarray | None = None) -> np.ndarray:
         """Rows that may be recommended: the candidates (default all) less the history (``seen``: its
@@ -412,7 +435,7 @@ class Recommender:
                 self.item_vecs, self.item_bias = torch.cat([self.item_vecs, vecs]), torch.cat([self.item_bias, bias])
                 self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
                 self.item_ids = self.item_ids + added
-        self._vecs_np = None
+        self._arrays = None
         if added:
             self._known_rows.clear()
             if self.fusion is not None:
@@ -452,14 +475,11 @@ class Recommender:
         """`recommend`, with the catalog ranked by ``index.search(users, n)`` (top-n rows by u·v + b,
         e.g. `index.ItemIndex` over `indexed_rows`) instead of scoring every item; ``candidates``, and
         with a fusion the items with an ID, are scored exactly."""
-        import torch
-
         queries = [self.query_for(r) for r in requests]
         if not queries:
             return []
         histories = [self._history_rows(q) for q in queries]
-        with torch.inference_mode():
-            users = self._user_vectors(queries, histories).float().cpu().numpy()
+        users = self._user_vectors(queries, histories)
         blocked = [{self.item_row[i] for i in (*q.history_items, *(r.get("exclude") or [])) if i in self.item_row}
                    for r, q in zip(requests, queries)]
         sizes = [int(r.get("k") or k) for r in requests]
@@ -468,10 +488,11 @@ class Recommender:
         if free:
             scores, rows = index.search(users[free], max(sizes[i] + len(blocked[i]) for i in free))
             found = dict(zip(free, zip(scores, rows)))
-        vecs, bias = self.item_vecs.float().cpu().numpy(), self.item_bias.float().cpu().numpy()
+        vecs, bias = self._item_arrays()
         fused = None  # (b, len(id_cols)): the fusion's terms of the rows with an ID
         if self.fusion is not None:
-            fused = self.fusion.id_scores(queries, [self._item_rows(q.history_items) for q in queries])
+            fused = self.fusion.id_scores(queries, [self._item_rows(q.history_items) for q in queries],
+                                          self._fusion_keys(queries))
             id_cols = self.fusion.id_cols
             id_position = np.full(len(self.item_ids), -1, np.int64)
             id_position[id_cols] = np.arange(len(id_cols))

@@ -13,7 +13,10 @@ The holder follows ``models:/<name>@champion``: a thread polls the alias, builds
 `Recommender` completely (catalog additions replayed), then replaces one reference, so a request
 is answered by the old model or the new one, never a mix. All model work runs on one thread;
 concurrent /recommend requests are scored together there (the requests that arrive while a batch
-is scored form the next one). New sentences (stated tastes and profiles) are encoded before, on
+is scored form the next one). Requests are scored on the event loop's own thread, as a bare endpoint
+computes (a hop to another thread only contended for the GIL: measured 25% fewer requests/s); a lock
+keeps catalog additions, swaps and similar-item lookups, which run on a worker thread, from
+overlapping a batch. New sentences (stated tastes and profiles) are encoded before, on
 ``text_lanes`` threads of their own, those of similar length in one padded pass, behind an LRU
 cache of recent sentences. Bodies are JSON validated by pydantic (422 naming the field), unknown
 item ids give 422 (404 for a path id), bodies over ``max_body_bytes`` 413. Responses are
@@ -178,6 +181,7 @@ class ModelHolder:
         self.catalog = CatalogLog(settings.root() / "serving" / _safe(settings.model_name) / "items.jsonl")
         self._caches: dict[str, SentenceCache] = {}
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="recsys-model")
+        self._lock = threading.RLock()  # the served model: a batch, a swap, an addition, one at a time
         self._text_thread = ThreadPoolExecutor(max(1, settings.text_lanes), thread_name_prefix="recsys-text")
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -285,11 +289,12 @@ class ModelHolder:
             return False
 
     def _swap(self, served: Served, position: int) -> None:
-        """On the model thread: items added since the build, then the one reference replaced."""
-        entries, _ = self.catalog.read(position)
-        self._replay(served, entries)
-        self.served = served
-        _freeze()
+        """Items added since the build, then the one reference replaced (between two batches)."""
+        with self._lock:
+            entries, _ = self.catalog.read(position)
+            self._replay(served, entries)
+            self.served = served
+            _freeze()
 
     def start(self) -> None:
         if self.settings.poll_seconds > 0 and self.alias and self._poller is None:
@@ -307,13 +312,23 @@ class ModelHolder:
             self._poller.join(timeout=30)
             self._poller = None
 
-    # ---------------------------------------------------------------- work on the model thread
+    # ---------------------------------------------------------------- work on the model
     def run(self, fn: Callable, *args: Any):
-        """A `concurrent.futures.Future` of ``fn(*args)`` run on the model thread."""
+        """A `concurrent.futures.Future` of ``fn(*args)`` run on the model's worker thread (off the event loop)."""
         return self._model_thread.submit(fn, *args)
 
     def recommend(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """Responses, or the `UnknownIdError` of each request that names unknown items."""
+        with self._lock:
+            return self._recommend(requests)
+
+    def similar(self, item_id: str, k: int) -> tuple[list[dict[str, Any]], str]:
+        """`Recommender.similar_items` of the model being served, and its version."""
+        with self._lock:
+            served = self.served
+            return served.recommender.similar_items(item_id, k), served.version
+
+    def _recommend(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         served = self.served
         if served.index is not None:
             recommend = partial(served.recommender.recommend_with_index, served.index)
@@ -336,16 +351,17 @@ class ModelHolder:
         return [None] * len(texts)
 
     def add_items(self, items: list[dict[str, Any]], text_model: str, vectors: np.ndarray) -> dict[str, Any]:
-        """Log the items (fsync), then add them to the model being served."""
-        served = self.served
-        if text_model != served.recommender.sentence_encoder.text_model:  # swapped meanwhile
-            from .text import item_text
+        """Log the items (fsync, while batches go on), then add them to the model being served."""
+        from .text import item_text
 
-            text_model = served.recommender.sentence_encoder.text_model
-            vectors = served.recommender.sentence_encoder.encode([item_text(i) for i in items])
         self.catalog.append(items, text_model, vectors)
-        report = self._apply(served, items, vectors)
-        return {"items": report, "catalog_size": len(served.recommender.item_ids), "model_version": served.version}
+        with self._lock:
+            served = self.served
+            cache = served.recommender.sentence_encoder
+            if text_model != cache.text_model:  # swapped to another text model meanwhile (its replay re-encoded the log)
+                vectors = cache.encode([item_text(i) for i in items])
+            report = self._apply(served, items, vectors)
+            return {"items": report, "catalog_size": len(served.recommender.item_ids), "model_version": served.version}
 
 
 class _Batcher:
@@ -353,7 +369,9 @@ class _Batcher:
 
     ``run(items) -> results`` (one result or exception per item) runs on ``executor``, at most
     ``lanes`` calls at a time: no timer, so a lone request waits for nothing (a free lane takes
-    it) and a crowd is served in batches.
+    it) and a crowd is served in batches. ``executor=None``: on the event loop itself, once the
+    requests already received have been read (the loop runs its ready callbacks first); a batch's
+    answers go out before the next batch starts.
     """
 
     def __init__(self, run: Callable[[list], list], executor: ThreadPoolExecutor, max_batch: int, lanes: int = 1):
@@ -372,15 +390,22 @@ class _Batcher:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self._executor is None:
+                await asyncio.sleep(0)  # the requests read meanwhile join this batch
             while self._pending:
                 batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run, [r for r, _ in batch])
+                    if self._executor is None:
+                        results = self._run([r for r, _ in batch])
+                    else:
+                        results = await loop.run_in_executor(self._executor, self._run, [r for r, _ in batch])
                 except Exception as exc:  # a bug, not bad input: every item of the batch gets a 500
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results):
                     if not future.done():
                         future.set_exception(result) if isinstance(result, Exception) else future.set_result(result)
+                if self._executor is None:
+                    await asyncio.sleep(0)  # the answers go out, more requests come in
         finally:  # at once, not in a done-callback: an item submitted meanwhile would find no lane free
             self._tasks.discard(asyncio.current_task())
 
@@ -416,7 +441,7 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
                        {"model_uri": model_uri, "workdir": str(workdir) if workdir else None}.items() if v})
     holder = holder or ModelHolder(settings)
     settings = holder.settings
-    batcher = _Batcher(holder.recommend, holder._model_thread, settings.max_batch)
+    batcher = _Batcher(holder.recommend, None, settings.max_batch)  # scored on the event loop
     sentences = _Batcher(holder.encode_sentences, holder._text_thread, settings.max_batch, max(1, settings.text_lanes))
 
     async def answer(requests: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
@@ -515,10 +540,10 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
     async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 20) -> JSONResponse:
         served = holder.served
         try:
-            items = await asyncio.wrap_future(holder.run(served.recommender.similar_items, item_id, k))
+            items, version = await asyncio.wrap_future(holder.run(holder.similar, item_id, k))
         except UnknownIdError:
             raise HTTPException(404, f"unknown item id {item_id!r}") from None
-        return _json({"item_id": item_id, "items": items, "model_version": served.version})
+        return _json({"item_id": item_id, "items": items, "model_version": version})
 
     return app
 

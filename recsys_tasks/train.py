@@ -317,15 +317,12 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
           cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
     """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
     the prior and EASE are counted on ``fit``, which none of the ``excluded`` users are in."""
-    from .baselines import DemographicPopularity
-    from .fusion import EDGES, MIN_GROUP, Fusion, FusionWeights, ease_matrix, fusion_meta, tune_fusion
+    from .fusion import EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, id_prior, tune_fusion
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
     id_row = catalog["id_row"].to_numpy()
-    order = np.argsort(id_row[id_row < n_id])  # the items with an ID, by ID row
-    ease = (ease_matrix(fit, catalog["item_id"].to_numpy()[id_row < n_id][order].tolist(), cfg.ease_lambda)
-            if cfg.ease_lambda > 0 else None)
-    prior = DemographicPopularity(catalog["item_id"].astype(str).tolist(), fit, dataset.users, threshold, MIN_GROUP)
+    ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda) if cfg.ease_lambda > 0 else None
+    prior = id_prior(catalog, n_id, fit, dataset.users, threshold)
     zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
     fusion = Fusion(FusionWeights(zeros, zeros), ease, prior, id_row, n_id)
     base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.baselines import DemographicPopularity
-from recsys_tasks.fusion import EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, tune_fusion
+from recsys_tasks.fusion import (EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items,
+                                 tune_fusion)
 from recsys_tasks.queries import Query
 
 ITEMS = ["a", "b", "c", "d"]
@@ -56,9 +57,8 @@ def _fusion(prior: tuple[float, ...], ease: tuple[float, ...]) -> Fusion:
     train = _train([("1", "a", 5.0), ("1", "b", 5.0), ("2", "a", 4.0), ("2", "c", 2.0), ("3", "b", 5.0)])
     users = pd.DataFrame({"user_id": ["1", "2", "3"], "age": [30, 30, 30], "gender": ["F"] * 3,
                           "occupation": ["writer"] * 3, "zip_code": [""] * 3})
-    catalog = ["a", "b", "c", "d", "x"]
-    counts = DemographicPopularity(catalog, train, users, 4.0, min_group=1)
-    id_row = np.array([2, 0, 1, 3, 4])  # x: 4 = n_id, no ID
+    id_row = np.array([2, 0, 1, 3, 4])  # catalog a, b, c, d, x; x: 4 = n_id, no ID
+    counts = DemographicPopularity(["b", "c", "a", "d"], train, users, 4.0, min_group=1)  # over ID rows
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)  # ID rows: b, c, a, d
     return Fusion(FusionWeights(prior, ease), matrix, counts, id_row, n_id=4)
 
@@ -81,6 +81,11 @@ def test_items_added_later_get_no_prior() -> None:
     fusion.set_catalog(np.array([2, 0, 1, 3, 4, 4]))  # a sixth item, without an ID
     scores = fusion.add(np.zeros((1, 6), np.float32), [Query("new", {"gender": "F"}, ())], [np.array([], np.int64)])
     assert scores[0, 5] == 0.0 and scores[0, 0] > 0
+
+
+def test_id_items_are_in_id_row_order() -> None:
+    catalog = pd.DataFrame({"item_id": ["a", "b", "c", "d", "x"], "id_row": [2, 0, 1, 3, 4]})
+    assert id_items(catalog, n_id=4) == ["b", "c", "a", "d"]
 
 
 def test_fusion_meta_keeps_the_weights_and_the_users_left_out() -> None:
@@ -119,3 +124,14 @@ def test_ease_is_tuned_only_past_the_cold_start_range() -> None:
     weights, report = tune_fusion(base, np.zeros_like(relevant), relevant, lengths, candidates, positives)
     assert weights.ease[2] == 0.0  # 11-20 items: EASE not tried, however well it would do
     assert weights.ease[3] > 0 and report["bucket3"]["fused"] > report["bucket3"]["model"]
+
+
+def test_a_known_users_row_is_remembered_by_key_until_the_catalog_changes() -> None:
+    fusion = _fusion(prior=(1.0,) * 5, ease=(0.5,) * 5)
+    query = Query("3", {"gender": "F"}, (("a", 5.0, 1),))
+    first = fusion.id_scores([query], [np.array([0])], keys=[("3", "F")])
+    again = fusion.id_scores([query], [np.array([1])], keys=[("3", "F")])  # another history, same key: remembered
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, fusion.id_scores([query], [np.array([1])]))  # no key: computed
+    fusion.set_catalog(fusion.id_row)  # items added: every row is computed anew
+    assert not np.array_equal(first, fusion.id_scores([query], [np.array([1])], keys=[("3", "F")]))

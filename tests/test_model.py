@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,21 @@ def test_a_checkpoint_without_inputs_loads_with_every_input(model: HybridModel, 
     del spec["inputs"]
     torch.save({"spec": spec, "state_dict": model.state_dict()}, tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt").spec.inputs == ("text", "kg", "demographics")
+
+
+@pytest.mark.parametrize("inputs", [("text", "kg", "demographics"), ("kg", "demographics"), ("text",)])
+def test_the_numpy_user_tower_computes_what_the_module_does(inputs: tuple[str, ...], content: torch.Tensor) -> None:
+    from dataclasses import replace
+
+    from recsys_tasks.model import UserTower
+
+    torch.manual_seed(3)
+    model = HybridModel(replace(SPEC, inputs=inputs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the initialisation: every weight matters
+            p.add_(torch.randn_like(p) * 0.3)
+        item_vecs, _ = model.items(content, ID_ROWS)
+        expected = model.users(*_user_inputs(), item_vecs).numpy()
+    got = UserTower(model)(*[a.numpy() for a in _user_inputs()], item_vecs.numpy())
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

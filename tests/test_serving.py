@@ -390,6 +390,53 @@ def test_concurrent_requests_are_scored_in_one_pass(trained: Trained) -> None:
     assert sum(passes) == 10 and len(passes) <= 2
 
 
+def test_requests_read_together_are_scored_in_one_pass_on_the_event_loop() -> None:
+    calls: list[tuple[list[int], str]] = []
+
+    def run(items: list[int]) -> list[int]:
+        calls.append((items, threading.current_thread().name))
+        return [i * 10 for i in items]
+
+    async def fire() -> tuple[list[int], str]:
+        batcher = _Batcher(run, None, max_batch=8)  # None: on the loop's own thread
+        return await asyncio.gather(*[batcher.submit(i) for i in range(10)]), threading.current_thread().name
+
+    results, loop_thread = asyncio.run(fire())
+    assert results == [i * 10 for i in range(10)]
+    assert [items for items, _ in calls] == [list(range(8)), [8, 9]]  # max_batch, then the rest
+    assert {thread for _, thread in calls} == {loop_thread}
+
+
+def test_the_api_scores_on_its_event_loop_and_never_while_items_are_added(trained: Trained, serve_root: Path) -> None:
+    """Scoring runs on the loop's thread; an addition (worker thread) and a batch hold the model's lock in turn."""
+    holder = ModelHolder(_settings(trained, serve_root))
+    spans: list[tuple[str, float, float, str]] = []
+
+    def timed(name: str, fn):
+        def wrapper(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spans.append((name, start, time.perf_counter(), threading.current_thread().name))
+        return wrapper
+
+    apply = holder._apply
+    holder._apply = timed("add", lambda *a: time.sleep(0.3) or apply(*a))  # type: ignore[method-assign]
+    holder._recommend = timed("score", holder._recommend)  # type: ignore[method-assign]
+    with TestClient(create_app(holder=holder)) as client:
+        with ThreadPoolExecutor(4) as pool:
+            added = pool.submit(client.post, "/items", json=NEW_ITEMS[:1])
+            time.sleep(0.1)
+            asked = [pool.submit(client.post, "/recommend", json={"request_id": str(i), "k": 3}) for i in range(6)]
+            assert added.result().status_code == 200 and all(f.result().status_code == 200 for f in asked)
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)
+    adds = [(a, b) for name, a, b, _ in spans if name == "add"]
+    scores = [(a, b, t) for name, a, b, t in spans if name == "score"]
+    assert len(adds) == 1 and scores and {t for _, _, t in scores} == {loop_thread}
+    assert all(b <= adds[0][0] or a >= adds[0][1] for a, b, _ in scores)  # never during the addition
+
+
 def test_new_sentences_are_encoded_once_in_one_pass_and_recent_ones_kept(trained: Trained) -> None:
     holder = ModelHolder(_settings(trained, sentence_cache_size=2))
     cache = holder.served.recommender.sentence_encoder
