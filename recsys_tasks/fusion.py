@@ -4,8 +4,10 @@
 
 (the ``o = α·content + β·collaborative + γ·prior`` of issue 3, α = 1). ``b`` is the bucket of the
 user's history length (items with an ID row; `EDGES`), so a profile-only user, a few clicks and a
-long history each get their own weights; γ_b and β_b are chosen on finetune's validation users
-(held out of training and of both terms' counts), by grid search, never on the test slices.
+long history each get their own weights; γ_b and β_b are chosen by grid search on finetune's fusion
+users (a second group held out of training and of both terms' counts, which the early stopping did
+not choose the model on: on those it did, the model looks better than it is and the prior got no
+weight), never on the test slices.
 
 - prior: positives per item among training users of the same gender, age band and occupation,
   backing off to coarser groups (`baselines.DemographicPopularity`); what the towers under-weight
@@ -45,6 +47,7 @@ EASE_GRID = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)  # in units of std(model scores) / st
 EASE_MIN_HISTORY = 21
 MIN_GROUP = 20  # training users a demographic group needs, as the demographic-popularity baseline
 CACHE_BYTES = 64 << 20  # known users' fused rows kept (`Fusion.id_scores`)
+EASE_MAX_ITEMS = 20_000  # above, no EASE: its n² weights and n³ inversion do not fit a training node
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,15 @@ class FusionWeights:
 def ease_matrix(train: pd.DataFrame, item_ids: Sequence[str], lam: float) -> np.ndarray:
     """EASE weights (n, n) float32 over ``item_ids`` (rows and columns in that order) from the binary
     user x item matrix of ``train`` (any rating); the diagonal is zero."""
+    import scipy.sparse as sp
+
     index = {str(i): r for r, i in enumerate(item_ids)}
     cols = train["item_id"].astype(str).map(index)
     known = cols.notna().to_numpy()
     users, rows = np.unique(train["user_id"].astype(str).to_numpy()[known], return_inverse=True)
-    x = np.zeros((len(users), len(index)), np.float64)
-    x[rows, cols[known].to_numpy(np.int64)] = 1.0
-    gram = x.T @ x
+    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols[known].to_numpy(np.int64))), shape=(len(users), len(index)))
+    x.data[:] = 1.0  # duplicates were summed: binary
+    gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)

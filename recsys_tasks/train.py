@@ -317,11 +317,16 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
           cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
     """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
     the prior and EASE are counted on ``fit``, which none of the ``excluded`` users are in."""
-    from .fusion import EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, id_prior, tune_fusion
+    from .fusion import (EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, id_prior,
+                         tune_fusion)
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
     id_row = catalog["id_row"].to_numpy()
-    ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda) if cfg.ease_lambda > 0 else None
+    ease = None
+    if cfg.ease_lambda > 0 and n_id > EASE_MAX_ITEMS:
+        log.warning("fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS)
+    elif cfg.ease_lambda > 0:
+        ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda)
     prior = id_prior(catalog, n_id, fit, dataset.users, threshold)
     zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
     fusion = Fusion(FusionWeights(zeros, zeros), ease, prior, id_row, n_id)

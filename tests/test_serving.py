@@ -295,6 +295,39 @@ def test_cors_is_off_unless_origins_are_configured(client: TestClient, trained: 
         assert headers["access-control-allow-origin"] == "https://example.org"
 
 
+def test_a_cors_post_to_recommend_gets_the_allow_origin_header(trained: Trained) -> None:
+    with TestClient(create_app(settings=_settings(trained, cors_origins=("https://example.org",)))) as allowed:
+        answer = allowed.post("/recommend", json={"request_id": "a", "k": 1}, headers={"Origin": "https://example.org"})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://example.org"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"request_id": "ok", "user_id": "3", "k": 4}, 200),
+    ({"request_id": "bad", "k": 0}, 422),
+    ({"request_id": "unknown", "candidates": ["zz"]}, 422),
+    ("not json", 422),
+])
+def test_the_route_answers_as_the_fast_path_where_the_app_is_mounted_under_a_prefix(
+        trained: Trained, monkeypatch: pytest.MonkeyPatch, body: Any, status: int) -> None:
+    """Under a prefix `_FastRecommend` does not see /recommend, the FastAPI route does: same answers."""
+    from fastapi import FastAPI
+
+    monkeypatch.setenv("RECSYS_API_KEY", KEY)
+    settings = ServeSettings.from_env(workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0,
+                                      torch_threads=0)
+    api = create_app(settings=settings)
+    parent = FastAPI(lifespan=lambda _: api.router.lifespan_context(api))
+    parent.mount("/api", api)
+    with TestClient(api) as direct, TestClient(parent) as mounted:
+        for headers in ({"X-API-Key": KEY}, {"X-API-Key": "wrong"}):
+            send = {"json": body} if not isinstance(body, str) else {"content": body, "headers": {"content-type": "application/json"}}
+            send.setdefault("headers", {}).update(headers)
+            fast, routed = direct.post("/recommend", **send), mounted.post("/api/recommend", **send)
+            assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
+            assert fast.status_code == (status if headers["X-API-Key"] == KEY else 401)
+            assert fast.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
+
+
 # ---------------------------------------------------------------- items added over HTTP
 NEW_ITEMS = [
     {"item_id": "n1", "movie_title": "Space Wars", "release_year": "1999", "class": "Sci-Fi Action",
