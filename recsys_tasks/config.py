@@ -106,7 +106,7 @@ class FinetuneConfig:
     # after training: items without an ID served by a ridge map from their text to a warm item's vector
     # (`content_map`; False: by the content towers), and the model's scores fused with a demographic
     # popularity prior and EASE (lambda ease_lambda; 0: no EASE), weighted per history length on the
-    # validation users (`fusion`; False: the model alone)
+    # fusion users (`fusion_user_frac`; `fusion`; False: the model alone)
     content_map: bool = True
     fusion: bool = True
     ease_lambda: float = 200.0

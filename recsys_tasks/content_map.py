@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,14 +29,15 @@ class ContentMap:
 
     weights: np.ndarray  # (text_dim + 1, dim + 1) float32, the last row the intercept
     alpha: float
+    MIN_ITEMS: ClassVar[int] = 3  # trained items a map needs (leave-one-out CV over fewer says nothing)
 
     @classmethod
     def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray) -> "ContentMap":
         """From the items with an ID: their text vectors (n, t), model vectors (n, d) and biases (n,)."""
         from sklearn.linear_model import RidgeCV
 
-        if len(text) < 3:
-            raise ValueError(f"content map: {len(text)} trained item(s); at least 3 are needed to fit it")
+        if len(text) < cls.MIN_ITEMS:
+            raise ValueError(f"content map: {len(text)} trained item(s); at least {cls.MIN_ITEMS} are needed to fit it")
         target = np.hstack([vectors, bias.reshape(-1, 1)]).astype(np.float64)
         ridge = RidgeCV(alphas=ALPHAS).fit(np.asarray(text, np.float64), target)
         weights = np.vstack([ridge.coef_.T, ridge.intercept_.reshape(1, -1)]).astype(np.float32)

@@ -126,15 +126,19 @@ class Fusion:
         prior = np.zeros((len(queries), len(self.id_cols)), np.float32)
         for q_i, q in enumerate(queries):
             prior[q_i] = self.log_prior(q.profile)
-        ids = [self.id_row[np.asarray(h, np.int64)] for h in histories]
-        ids = [h[h < self.n_id] for h in ids]  # items without an ID have no EASE row
+        ids = [self._ids(h) for h in histories]
         ease = None
-        if self.ease is not None:
+        if self._ease_cols is not None:
             ease = np.zeros((len(queries), len(self.id_cols)), np.float32)
             for q_i, h in enumerate(ids):
                 if len(h):
-                    ease[q_i] = self.ease[h].sum(0)[self.id_of_col]
+                    ease[q_i] = self._ease_cols[h].sum(0)
         return prior, ease, np.array([len(h) for h in ids], np.int64)
+
+    def _ids(self, rows: np.ndarray) -> np.ndarray:
+        """The ID rows of a history's catalog rows (items without an ID have no EASE row)."""
+        ids = self.id_row[np.asarray(rows, np.int64)]
+        return ids[ids < self.n_id]
 
     def id_scores(self, queries: Sequence[Query], histories: Sequence[np.ndarray],
                   keys: Sequence | None = None) -> np.ndarray:
@@ -146,8 +150,7 @@ class Fusion:
             key = keys[q_i] if keys is not None else None
             found = self._rows.get(key) if key is not None else None
             if found is None:
-                ids = self.id_row[np.asarray(rows, np.int64)]
-                ids = ids[ids < self.n_id]
+                ids = self._ids(rows)
                 b = int(self.weights.bucket(len(ids)))
                 found = self._gamma[b] * self.log_prior(query.profile)
                 if self._ease_cols is not None and self._beta[b] and len(ids):
@@ -164,6 +167,10 @@ class Fusion:
         """``scores`` (b, n_catalog) with the fusion's terms added, in place."""
         scores[:, self.id_cols] += self.id_scores(queries, histories, keys)
         return scores
+
+    def reweighted(self, weights: FusionWeights) -> "Fusion":
+        """The same prior and EASE under other weights (what tuning found)."""
+        return Fusion(weights, self.ease, self.prior, self.id_row, self.n_id)
 
     @classmethod
     def from_meta(cls, meta: dict, ease: np.ndarray | None, catalog: pd.DataFrame, histories: pd.DataFrame,

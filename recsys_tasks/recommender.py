@@ -27,7 +27,7 @@ import pandas as pd
 
 from .artifacts import read_json, write_json
 from .content_map import ContentMap
-from .dataset import AGE_BANDS, age_band
+from .dataset import age_band
 from .queries import Query, profile_of
 from .reasons import Explainer
 from .text import profile_text
@@ -137,12 +137,13 @@ class Recommender:
         self.set_fusion(bundle.fusion, bundle.ease)
         self.refresh()
 
-    def set_fusion(self, meta: dict | None, ease: np.ndarray | None) -> None:
-        """Fuse the model's scores with a tuned prior and EASE (`fusion`); None: the model alone."""
+    def set_fusion(self, meta: dict | None, ease: np.ndarray | None, fusion=None) -> None:
+        """Fuse the model's scores with a tuned prior and EASE (`fusion`); None: the model alone.
+        ``fusion``: the `fusion.Fusion` ``meta`` describes, where the caller has built it already."""
         from .fusion import Fusion
 
         self.bundle.fusion, self.bundle.ease = meta, ease
-        self.fusion = None if meta is None else Fusion.from_meta(
+        self.fusion = fusion if fusion is not None or meta is None else Fusion.from_meta(
             meta, ease, self.bundle.catalog, self.bundle.histories, self.bundle.users, int(self.meta["n_id_items"]),
             float(self.meta.get("positive_threshold", 4.0)))
 

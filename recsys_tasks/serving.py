@@ -54,6 +54,7 @@ from .requests import MAX_K, Request
 
 log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
+KEY_ERROR = f"missing or wrong API key (header {API_KEY_HEADER})"
 
 
 @dataclass(frozen=True)
@@ -468,7 +469,7 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         holder.stop()
 
     def key_error() -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        return 401, to_json({"detail": f"missing or wrong API key (header {API_KEY_HEADER})"}), [(b"www-authenticate", b"APIKey")]
+        return 401, to_json({"detail": KEY_ERROR}), [(b"www-authenticate", b"APIKey")]
 
     def key_ok(key: str | bytes | None) -> bool:
         if not settings.api_key:
@@ -502,9 +503,8 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     def require_key(key: Annotated[str | None, Depends(key_header)]) -> None:
-        if settings.api_key and not (key and hmac.compare_digest(key.encode(), settings.api_key.encode())):
-            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})",
-                                headers={"WWW-Authenticate": "APIKey"})
+        if not key_ok(key):
+            raise HTTPException(401, KEY_ERROR, headers={"WWW-Authenticate": "APIKey"})
 
     guarded = [Depends(require_key)] if settings.api_key else []  # no key configured: no per-request check
 
@@ -558,7 +558,6 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
 
     @app.get("/items/{item_id}/similar", response_model=Similar, dependencies=guarded)
     async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 20) -> JSONResponse:
-        served = holder.served
         try:
             items, version = await asyncio.wrap_future(holder.run(holder.similar, item_id, k))
         except UnknownIdError:

@@ -9,7 +9,7 @@ validation users (held out of training) by NDCG@20; then (``id_epochs``) the ite
 on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
 Last, the trained model is completed for serving: items without an ID get the content map's
 vectors (`content_map`), and the scores are fused with a popularity prior and EASE, the weights
-chosen on the same validation users (`fusion`).
+chosen on a second group of held-out users, the fusion users (`fusion`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .artifacts import StageResult, atomic_dir, finish, read_json, write_json
+from .artifacts import StageResult, atomic_dir, finish, read_json
 from .config import FinetuneConfig
+from .content_map import ContentMap
 from .dataset import AGE_BANDS, Dataset
 from .kg import demographic_nodes, item_node, load_entity_embeddings
 from .metrics import ranking_metrics
@@ -130,7 +131,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
                      keep_current=True)
     # 3. serving's completions: new items from their text, and the fusion
-    if cfg.content_map and int(rec.meta["n_id_items"]) >= 3:  # (fewer: too few to fit a map; the towers serve)
+    if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
         rec.set_content_map(_content_map(rec))
     fusion_report: dict[str, float] = {}
     if cfg.fusion:
@@ -292,9 +293,7 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
         if not queries:
             continue
         scores = rec.score(queries)
-        candidates = np.ones((len(queries), n_items), bool)
-        for q_i, q in enumerate(queries):
-            candidates[q_i, [rec.item_row[i] for i in q.history_items]] = False
+        candidates = _unseen(n_items, [rec._item_rows(q.history_items) for q in queries])
         result[f"val_ndcg_{name}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
     cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
     result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
@@ -303,8 +302,6 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
 
 def _content_map(rec: Recommender):
     """The text -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
-    from .content_map import ContentMap
-
     trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
     text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
     content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
@@ -316,47 +313,52 @@ def _content_map(rec: Recommender):
 def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],
           cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
     """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
-    the prior and EASE are counted on ``fit``, which none of the ``excluded`` users are in."""
-    from .fusion import (EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, id_prior,
-                         tune_fusion)
+    EASE is counted on ``fit``, the prior on the bundle's histories less the ``excluded`` users, as
+    serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``."""
+    from .fusion import EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, tune_fusion
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
-    id_row = catalog["id_row"].to_numpy()
     ease = None
     if cfg.ease_lambda > 0 and n_id > EASE_MAX_ITEMS:
         log.warning("fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS)
     elif cfg.ease_lambda > 0:
         ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda)
-    prior = id_prior(catalog, n_id, fit, dataset.users, threshold)
     zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
-    fusion = Fusion(FusionWeights(zeros, zeros), ease, prior, id_row, n_id)
+    fusion = Fusion.from_meta(fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}), ease, catalog,
+                              rec.bundle.histories, rec.bundle.users, n_id, threshold)
     base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
     for _, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT):
         if not queries:
             continue
-        seen = [np.array([rec.item_row[i] for i in q.history_items], np.int64) for q in queries]
+        seen = [rec._item_rows(q.history_items) for q in queries]
         scores = rec.score(queries, fused=False)
         p, e, n = fusion.terms(queries, seen)
-        full = lambda part: np.zeros_like(scores) if part is None else _placed(part, fusion.id_cols, scores.shape)  # noqa: E731
-        cand = np.ones(scores.shape, bool)
-        for q_i, rows in enumerate(seen):
-            cand[q_i, rows] = False
         base.append(scores)
-        priors.append(full(p))
-        eases.append(full(e))
+        priors.append(_placed(p, fusion.id_cols, scores.shape))
+        if e is not None:
+            eases.append(_placed(e, fusion.id_cols, scores.shape))
         lengths.append(n)
-        candidates.append(cand)
+        candidates.append(_unseen(scores.shape[1], seen))
         positives.extend(targets)
     if not base:
         return {}
     weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
                                   np.concatenate(lengths), np.vstack(candidates), positives)
-    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease)
+    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
     return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)
             for key, v in part.items()}
 
 
+def _unseen(n_items: int, seen: list[np.ndarray]) -> np.ndarray:
+    """Candidates (q, n_items) bool: every item but each query's own history rows."""
+    candidates = np.ones((len(seen), n_items), bool)
+    for q_i, rows in enumerate(seen):
+        candidates[q_i, rows] = False
+    return candidates
+
+
 def _placed(part: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``part`` (q, len(cols)) in a zero (q, n) array at columns ``cols``."""
     out = np.zeros(shape, np.float32)
     out[:, cols] = part
     return out
