@@ -1,12 +1,19 @@
-"""The content-to-collaborative map: a new item gets the vector and bias a warm item with its text has.
+"""The content-to-collaborative map: a new item gets the vector and bias a warm item with its content has.
 
-A ridge regression from an item's text vector to the trained model's ``(v_i, b_i)`` of the items
-with an ID row, its penalty chosen by efficient leave-one-out cross-validation on those items
-(scikit-learn's `RidgeCV`). It replaces the content towers for items without an ID: their KG input
-is the trained items' KG vectors, which the like edges of the graph make collaborative (a warm
-item's KG vector says who liked it, a new item's cannot), so the towers learn from it what does
-not transfer to new items; text does not have that skew. Measured on seed 42 (test slices, once):
-cold-item NDCG@20 0.152 (towers) -> 0.181 (this map, text only) vs 0.163 (text + KG).
+A ridge regression from an item's text vector and its catalog fields (genres multi-hot, release
+year as a thermometer over the trained items' year quantiles, a year-unknown flag; ``STRUCTURED_SCALE``
+times those) to the trained model's ``(v_i, b_i)`` of the items with an ID row, its penalty chosen
+by efficient leave-one-out cross-validation on those items (scikit-learn's `RidgeCV`). It replaces
+the content towers for items without an ID: their KG input is the trained items' KG vectors, which
+the like edges of the graph make collaborative (a warm item's KG vector says who liked it, a new
+item's cannot), so the towers learn from it what does not transfer to new items; text and catalog
+fields do not have that skew. Measured on seed 42 (test slices, once): cold-item NDCG@20 0.152
+(towers) -> 0.181 (this map, text only) vs 0.163 (text + KG). The catalog fields: the sentence
+encoder places "(1997)" and a genre list only loosely, and a new item's year and genres say much of
+how many will watch it. Measured on pseudo-new items (5 folds of the trained items, each mapped from
+the others and ranked for the held-out users; 9 models: 3 splits x 3 training seeds): NDCG@20 0.203
+(text alone) -> 0.215, AUC 0.701 -> 0.716, the scale 0.3 chosen there over 0.1 (0.210) and 1 (0.207);
+on the test's cold items 0.165 -> 0.176, AUC 0.719 -> 0.729 (closing note of issue 3).
 """
 
 from __future__ import annotations
@@ -16,44 +23,60 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["ALPHAS", "ContentMap"]
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 16))
 FILE = "content_map.npz"
+STRUCTURED_SCALE = 0.3  # the catalog fields' weight next to the unit-norm text vector (the ridge penalises both alike)
+YEAR_QUANTILES = np.linspace(0, 1, 13)[1:-1]  # the thermometer's edges: these quantiles of the trained items' years
 
 
 @dataclass(frozen=True)
 class ContentMap:
-    """``[text, 1] @ weights`` = (vector ⊕ bias) for an item without an ID."""
+    """``[text, catalog fields, 1] @ weights`` = (vector ⊕ bias) for an item without an ID."""
 
-    weights: np.ndarray  # (text_dim + 1, dim + 1) float32, the last row the intercept
+    weights: np.ndarray  # (text_dim + n_fields + 1, dim + 1) float32, the last row the intercept
     alpha: float
+    genres: tuple[str, ...] = ()  # the multi-hot's genres (none: a map from text alone, as bundles before them)
+    year_edges: tuple[float, ...] = ()  # the thermometer's edges (with ``genres``, one column more: year unknown)
     MIN_ITEMS: ClassVar[int] = 3  # trained items a map needs (leave-one-out CV over fewer says nothing)
 
     @classmethod
-    def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray) -> "ContentMap":
-        """From the items with an ID: their text vectors (n, t), model vectors (n, d) and biases (n,)."""
+    def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray, items: pd.DataFrame | None = None
+            ) -> "ContentMap":
+        """From the items with an ID: their text vectors (n, t), model vectors (n, d), biases (n,) and,
+        where given, catalog rows (``genres`` "|"-joined, ``year``; None: text alone)."""
         from sklearn.linear_model import RidgeCV
 
         if len(text) < cls.MIN_ITEMS:
             raise ValueError(f"content map: {len(text)} trained item(s); at least {cls.MIN_ITEMS} are needed to fit it")
+        genres: tuple[str, ...] = ()
+        edges: tuple[float, ...] = ()
+        if items is not None:
+            genres = tuple(sorted(_genre_hot(items).columns))
+            known = _years(items)[~np.isnan(_years(items))]
+            edges = tuple(float(y) for y in np.unique(np.quantile(known, YEAR_QUANTILES))) if len(known) else ()
         target = np.hstack([vectors, bias.reshape(-1, 1)]).astype(np.float64)
-        ridge = RidgeCV(alphas=ALPHAS).fit(np.asarray(text, np.float64), target)
+        ridge = RidgeCV(alphas=ALPHAS).fit(_inputs(text, items, genres, edges).astype(np.float64), target)
         weights = np.vstack([ridge.coef_.T, ridge.intercept_.reshape(1, -1)]).astype(np.float32)
-        return cls(weights, float(ridge.alpha_))
+        return cls(weights, float(ridge.alpha_), genres, edges)
 
-    def __call__(self, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors (n, d), biases (n,)) for text vectors (n, t)."""
-        out = np.asarray(text, np.float32) @ self.weights[:-1] + self.weights[-1]
+    def __call__(self, text: np.ndarray, items: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors (n, d), biases (n,)) for text vectors (n, t) and the items' catalog rows (the map's
+        fields: ``genres``, ``year``; needed where the map has fields)."""
+        out = _inputs(text, items, self.genres, self.year_edges) @ self.weights[:-1] + self.weights[-1]
         return out[:, :-1], out[:, -1]
 
     @property
     def text_dim(self) -> int:
-        return self.weights.shape[0] - 1
+        fields = len(self.genres) + len(self.year_edges) + 1 if self.genres or self.year_edges else 0
+        return self.weights.shape[0] - 1 - fields
 
     def save(self, directory: Path) -> None:
-        np.savez(directory / FILE, weights=self.weights, alpha=np.float64(self.alpha))
+        np.savez(directory / FILE, weights=self.weights, alpha=np.float64(self.alpha),
+                 genres=np.array(self.genres, dtype=str), year_edges=np.array(self.year_edges, np.float64))
 
     @classmethod
     def load(cls, directory: Path) -> "ContentMap | None":
@@ -62,4 +85,32 @@ class ContentMap:
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["weights"].astype(np.float32), float(data["alpha"]))
+            fields = (tuple(str(g) for g in data["genres"]), tuple(float(y) for y in data["year_edges"])) \
+                if "genres" in data else ((), ())  # saved before the catalog fields
+            return cls(data["weights"].astype(np.float32), float(data["alpha"]), *fields)
+
+
+def _inputs(text: np.ndarray, items: pd.DataFrame | None, genres: tuple[str, ...], edges: tuple[float, ...]
+            ) -> np.ndarray:
+    """The ridge's inputs: the text vectors, then (where the map has them) the catalog fields."""
+    text = np.asarray(text, np.float32)
+    if not genres and not edges:
+        return text
+    if items is None or len(items) != len(text):
+        raise ValueError(f"content map: {len(text)} text vector(s) need as many catalog rows (genres, year); "
+                         f"got {'none' if items is None else len(items)}")
+    years = _years(items)
+    fields = np.hstack([_genre_hot(items).reindex(columns=list(genres), fill_value=0).to_numpy(np.float32),
+                        (years[:, None] >= np.array(edges, np.float64)[None, :]).astype(np.float32),  # NaN: all 0
+                        np.isnan(years).astype(np.float32)[:, None]])
+    return np.hstack([text, STRUCTURED_SCALE * fields])
+
+
+def _genre_hot(items: pd.DataFrame) -> pd.DataFrame:
+    """One 0/1 column per genre named in ``genres`` ("|"-joined; empty or missing: none)."""
+    hot = items["genres"].fillna("").astype(str).str.get_dummies(sep="|")
+    return hot.drop(columns=[c for c in hot.columns if not c.strip()])
+
+
+def _years(items: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(items["year"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)

@@ -9,7 +9,7 @@ model and the API):
 - ``kg_demo.npy`` + ``bundle.json``: KG vectors of demographic values, vocabularies, config;
 - ``item_links.parquet``: items' shared KG neighbours in plain words, for reasons (`reasons`;
   absent from bundles saved before it: their reasons never name a KG link);
-- ``content_map.npz``: the text -> (vector, bias) map that serves items without an ID (`content_map`);
+- ``content_map.npz``: the (text, genres, year) -> (vector, bias) map that serves items without an ID (`content_map`);
 - ``fusion.json`` + ``ease.npy``: the prior and EASE weights added to the model's scores (`fusion`).
 Bundles saved before the last two load without them: the towers serve new items, nothing is fused.
 Sentences never seen before are encoded with the bundle's text model on first use.
@@ -156,8 +156,7 @@ class Recommender:
         """Recompute the item vectors (after training steps, or after the catalog changed)."""
         from .model import UserTower
 
-        self.item_vecs, self.item_bias = self._item_vectors_of(self.bundle.item_content,
-                                                               self.bundle.catalog["id_row"].to_numpy())
+        self.item_vecs, self.item_bias = self._item_vectors_of(self.bundle.item_content, self.bundle.catalog)
         self._arrays = None
         self._tower = UserTower(self.model) if self.device.type == "cpu" else None  # the weights may have changed
 
@@ -424,13 +423,13 @@ class Recommender:
                     content[row] = vector
                     for c in columns:
                         catalog.at[row, c] = record[c]
-                vecs, bias = self._item_vectors_of(content[rows], catalog["id_row"].to_numpy()[rows])
+                vecs, bias = self._item_vectors_of(content[rows], catalog.iloc[rows])
                 self.item_vecs[rows], self.item_bias[rows] = vecs, bias
             if added:
                 new_rows = pd.DataFrame([latest[i][0] | {"id_row": int(self.meta["n_id_items"])} for i in added])
                 new_rows = new_rows[catalog.columns].astype(catalog.dtypes.to_dict())
                 new_content = np.stack([latest[i][1] for i in added])
-                vecs, bias = self._item_vectors_of(new_content, new_rows["id_row"].to_numpy())
+                vecs, bias = self._item_vectors_of(new_content, new_rows)
                 self.bundle.catalog = pd.concat([catalog, new_rows], ignore_index=True)
                 self.bundle.item_content = np.vstack([content, new_content])
                 self.item_vecs, self.item_bias = torch.cat([self.item_vecs, vecs]), torch.cat([self.item_bias, bias])
@@ -447,19 +446,19 @@ class Recommender:
                                  [bool(id_rows[r] < int(self.meta["n_id_items"])) for r in rows])
         return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
 
-    def _item_vectors_of(self, content: np.ndarray, id_rows: np.ndarray):
-        """Item vectors (n, d) and biases (n,): the towers (+ the ID part), or for items without an ID
-        the bundle's content map where it has one."""
+    def _item_vectors_of(self, content: np.ndarray, items: pd.DataFrame):
+        """Item vectors (n, d) and biases (n,) of ``items`` (catalog rows) with ``content`` (their rows of
+        it): the towers (+ the ID part), or for items without an ID the bundle's content map where it has one."""
         import torch
 
-        id_rows = np.array(id_rows, np.int64)  # a copy: torch wants a writable array
+        id_rows = items["id_row"].to_numpy(dtype=np.int64, copy=True)  # a copy: torch wants a writable array
         with torch.inference_mode():
             vecs, bias = self.model.items(torch.as_tensor(np.ascontiguousarray(content, np.float32), device=self.device),
                                           torch.as_tensor(id_rows, device=self.device))
             new = np.flatnonzero(id_rows >= int(self.meta["n_id_items"]))
             content_map = self.bundle.content_map
             if content_map is not None and len(new):
-                mapped_vecs, mapped_bias = content_map(np.asarray(content)[new, :content_map.text_dim])
+                mapped_vecs, mapped_bias = content_map(np.asarray(content)[new, :content_map.text_dim], items.iloc[new])
                 rows = torch.as_tensor(new, device=self.device)
                 vecs[rows] = torch.as_tensor(mapped_vecs, dtype=vecs.dtype, device=self.device)
                 bias[rows] = torch.as_tensor(mapped_bias, dtype=bias.dtype, device=self.device)

@@ -301,11 +301,11 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
 
 
 def _content_map(rec: Recommender):
-    """The text -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
+    """The (text, genres, year) -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
     trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
     text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
     content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
-                                 rec.item_bias[trained].float().cpu().numpy())
+                                 rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained])
     log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
     return content_map
 

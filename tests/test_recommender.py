@@ -99,7 +99,9 @@ def test_a_cold_item_is_scored_by_its_content_alone(rec: Recommender) -> None:
     assert (catalog["id_row"].to_numpy()[cold] == n_id).all()
     scores = rec.score([Query("3", PROFILE, _history(list(USER_3_HISTORY)))])
     assert np.isfinite(scores[0, cold]).all()
-    vecs, bias = rec.bundle.content_map(rec.bundle.item_content[cold, :rec.meta["text_dim"]])  # from text alone
+    content_map = rec.bundle.content_map
+    assert content_map.genres and content_map.year_edges  # the tiny catalog's genres and years are its fields
+    vecs, bias = content_map(rec.bundle.item_content[cold, :rec.meta["text_dim"]], catalog.iloc[cold])  # content alone
     np.testing.assert_allclose(rec.item_vecs[cold].numpy(), vecs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rec.item_bias[cold].numpy(), bias, rtol=1e-5, atol=1e-6)
 
@@ -451,6 +453,22 @@ def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_di
     answer, = rec.recommend([request])
     assert "n9" not in _ids(answer)  # without the lookup again: recommended, though in the history
     _same([answer], [_plain(rec, request)])
+
+
+@pytest.mark.slow
+def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path) -> None:
+    rec = Recommender.load(bundle_dir)
+    text = np.eye(2, int(rec.meta["text_dim"]), dtype=np.float32)
+    items = [{"item_id": "old", "title": "Same", "genres": "Drama", "year": 1930},
+             {"item_id": "new", "title": "Same", "genres": "Comedy|Action", "year": 1998}]
+    rec.upsert_items(items, text[[0, 0]])  # the same text, other fields
+    rows = [rec.item_row["old"], rec.item_row["new"]]
+    vecs, bias = rec.bundle.content_map(text[[0, 0]], rec.bundle.catalog.iloc[rows])
+    np.testing.assert_allclose(rec.item_vecs[rows].numpy(), vecs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec.item_bias[rows].numpy(), bias, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(bias[0], bias[1])  # the fields count
+    rec.upsert_items([{**items[0], "year": 1998, "genres": "Comedy|Action"}], text[[0]])  # updated: mapped again
+    np.testing.assert_allclose(rec.item_bias[rows[0]].numpy(), bias[1], rtol=1e-5, atol=1e-6)
 
 
 def test_scores_are_rounded_as_python_rounds_them() -> None:
