@@ -103,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (0: never)")
     serve.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")
-    serve.add_argument("--text-runtime", choices=["onnx", "torch"], default="onnx",
+    serve.add_argument("--text-runtime", choices=["onnx", "onnx-int8", "torch"], default="onnx",
                        help="what encodes new sentences: ONNX Runtime (exported once, cached in "
-                            "<workdir>/serving/onnx) or PyTorch")
+                            "<workdir>/serving/onnx), the same graph with int8 weights (~2.5x faster, "
+                            "vectors at cosine ~0.95 to the trained ones) or PyTorch")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                        help="log each request (uvicorn's access log)")
     serve.set_defaults(func=_serve)

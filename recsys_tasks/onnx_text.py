@@ -9,6 +9,12 @@ exporter: dynamic batch and length) and kept in a cache folder under a name deri
 weights, so a restart loads it in a second. It is checked against PyTorch on probe sentences
 every time it is loaded; a graph that disagrees is exported again, and a model that cannot be
 exported is served by PyTorch (`sentence_encoder` logs why).
+
+"onnx-int8" (opt-in) serves the same graph with its weights quantized to int8
+(``onnxruntime.quantization.quantize_dynamic``, cached beside it): ~2.5x faster per sentence on
+these machines, at a small cost in fidelity (cosine to PyTorch's vectors ~0.95; on seed 42, the
+protocol's free-text slice NDCG@20 -0.0012 when every sentence goes through it). Its check is a
+cosine floor (``INT8_MIN_COSINE``), not the fp32 graph's tolerance.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from .text import TextEncoder
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("onnx", "torch")
+RUNTIMES = ("onnx", "onnx-int8", "torch")
 TOLERANCE = 1e-4  # max |difference| of a pooled, unit-length vector between the graph and PyTorch
+INT8_MIN_COSINE = 0.8  # the quantized graph's floor, per probe sentence (measured ~0.95 mean, 0.87 min over 358)
 PROBES = ("warm up", "I like Sci-Fi and Thriller movies.",
           "A quiet drama about two brothers who inherit a failing vineyard in the Napa Valley, 1998.")
 _EXPORT_VERSION = "1"  # part of the cache key: bump when the exported graph changes
@@ -43,18 +50,21 @@ class OnnxTextEncoder:
     """`TextEncoder.encode_padded`'s vectors from an ONNX Runtime session (thread-safe: several
     lanes may run it at once); tokenization stays the encoder's own (`padded_groups`)."""
 
-    runtime = "onnx"
-
-    def __init__(self, encoder: TextEncoder, cache_dir: str | Path, threads: int = 1):
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path, threads: int = 1, quantized: bool = False):
         self.encoder, self.dim, self.name = encoder, encoder.dim, encoder.name
-        self.path = Path(cache_dir) / f"{_fingerprint(encoder)}.onnx"
+        self.quantized, self.runtime = quantized, "onnx-int8" if quantized else "onnx"
+        fp32 = Path(cache_dir) / f"{_fingerprint(encoder)}.onnx"
+        self.path = fp32.with_suffix(".int8.onnx") if quantized else fp32
         if self.path.exists():
             try:
                 self._load(threads)
                 return
             except OnnxExportError as exc:  # a damaged or stale file: export it again
                 log.warning("exporting the text encoder again: %s", exc)
-        _export(encoder, self.path)
+        if quantized:
+            _quantize(OnnxTextEncoder(encoder, cache_dir).path, self.path)  # from the checked (or new) fp32 graph
+        else:
+            _export(encoder, self.path)
         self._load(threads)
 
     def encode_padded(self, texts: Sequence[str]) -> np.ndarray:
@@ -68,7 +78,14 @@ class OnnxTextEncoder:
     def _load(self, threads: int) -> None:
         """Open the graph and check it against PyTorch on the probe sentences."""
         self.session = _session(self.path, threads)
-        error = float(np.abs(self.encode_padded(PROBES) - self.encoder.encode_padded(PROBES)).max())
+        ours, theirs = self.encode_padded(PROBES), self.encoder.encode_padded(PROBES)
+        if self.quantized:
+            cosine = float((ours * theirs).sum(1).min())  # both unit length
+            if not cosine >= INT8_MIN_COSINE:
+                raise OnnxExportError(f"the int8 ONNX graph {self.path} of {self.name!r} is at cosine {cosine:.3g} to "
+                                      f"PyTorch's vectors (floor {INT8_MIN_COSINE})")
+            return
+        error = float(np.abs(ours - theirs).max())
         if not error <= TOLERANCE:
             raise OnnxExportError(f"the ONNX graph {self.path} of {self.name!r} differs from PyTorch by {error:.3g} "
                                   f"(tolerance {TOLERANCE})")
@@ -76,17 +93,18 @@ class OnnxTextEncoder:
 
 def sentence_encoder(text_model: str, runtime: str = "onnx", cache_dir: str | Path | None = None,
                      threads: int = 1) -> TextEncoder | OnnxTextEncoder:
-    """The encoder serving uses for ``text_model``: ONNX Runtime when ``runtime`` is "onnx" and the
-    model exports faithfully (else PyTorch, with a warning that says why), or PyTorch."""
+    """The encoder serving uses for ``text_model``: ONNX Runtime when ``runtime`` is "onnx" (or
+    "onnx-int8": quantized) and the model exports faithfully (else PyTorch, with a warning that says
+    why), or PyTorch."""
     if runtime not in RUNTIMES:
         raise ValueError(f"text runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-    if runtime == "onnx" and cache_dir is None:
-        raise ValueError("the ONNX text runtime needs a cache folder for the exported graph")
+    if runtime != "torch" and cache_dir is None:
+        raise ValueError(f"the {runtime} text runtime needs a cache folder for the exported graph")
     encoder = TextEncoder(text_model, device="cpu")
     if runtime == "torch":
         return encoder
     try:
-        return OnnxTextEncoder(encoder, cache_dir, threads)
+        return OnnxTextEncoder(encoder, cache_dir, threads, quantized=runtime == "onnx-int8")
     except (ImportError, OnnxExportError, OSError) as exc:
         log.warning("text model %r: serving with PyTorch, not ONNX Runtime: %s", text_model, exc)
         return encoder
@@ -142,6 +160,28 @@ def _export(encoder: TextEncoder, path: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     log.info("exported the text encoder %r to %s", encoder.name, path)
+
+
+def _quantize(fp32: Path, path: Path) -> None:
+    """``fp32``'s graph with int8 weights (dynamic quantization: activations quantized per call),
+    written to a temporary file and renamed into ``path``."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise OnnxExportError(f"onnxruntime.quantization is not available: {exc}") from exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with _quiet_exporter():
+            quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except Exception as exc:  # the quantizer raises many kinds; the caller falls back to PyTorch
+        raise OnnxExportError(f"quantizing {fp32} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("quantized the text encoder graph %s to %s", fp32, path)
 
 
 @contextlib.contextmanager

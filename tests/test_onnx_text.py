@@ -97,4 +97,34 @@ def test_the_runtime_is_checked() -> None:
         sentence_encoder("packaged", "tensorrt", None)
     with pytest.raises(ValueError, match="needs a cache folder"):
         sentence_encoder("packaged", "onnx", None)
+    with pytest.raises(ValueError, match="onnx-int8 text runtime needs a cache folder"):
+        sentence_encoder("packaged", "onnx-int8", None)
     assert isinstance(sentence_encoder("packaged", "torch", None), TextEncoder)
+
+
+def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pytorch(
+        onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)  # the fp32 graph is there: checked, not exported
+    monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: pytest.fail("exported again"))
+    int8 = sentence_encoder("packaged", "onnx-int8", tmp_path)
+    assert isinstance(int8, OnnxTextEncoder) and int8.runtime == "onnx-int8" and int8.path.name.endswith(".int8.onnx")
+    assert int8.path.stat().st_size < onnx_encoder.path.stat().st_size / 2  # int8 weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([onnx_encoder.path.name, int8.path.name])  # no temporary
+    expected, vectors = torch_encoder.encode(TEXTS), int8.encode_padded(TEXTS)
+    cosines = (vectors * expected).sum(1)
+    assert cosines.min() > onnx_text.INT8_MIN_COSINE and cosines.mean() > 0.9
+    assert np.abs(vectors - expected).max() > onnx_text.TOLERANCE  # not the fp32 graph under another name
+    monkeypatch.setattr(onnx_text, "_quantize", lambda fp32, path: pytest.fail("quantized again"))
+    again = OnnxTextEncoder(torch_encoder, tmp_path, quantized=True)  # reused
+    np.testing.assert_array_equal(again.encode_padded(TEXTS), vectors)
+
+
+def test_an_int8_graph_below_the_cosine_floor_is_not_served(onnx_encoder: OnnxTextEncoder, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)
+    monkeypatch.setattr(onnx_text, "INT8_MIN_COSINE", 1.01)  # nothing reaches it
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+        encoder = sentence_encoder("packaged", "onnx-int8", tmp_path)
+    assert isinstance(encoder, TextEncoder)
+    assert "is at cosine" in caplog.text and "serving with PyTorch, not ONNX Runtime" in caplog.text
