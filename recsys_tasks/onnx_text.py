@@ -141,10 +141,7 @@ def _export(encoder: TextEncoder, path: Path) -> None:
                                 return_tensors="pt")
     ids, mask = example["input_ids"].long(), example["attention_mask"].long()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=encoder.max_length)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+    with _written(path, f"torch.onnx.export failed for {encoder.name!r}") as tmp:
         with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(
                 Pooled(encoder.model).eval(), (ids, mask),
@@ -152,13 +149,6 @@ def _export(encoder: TextEncoder, path: Path) -> None:
                 dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
                 dynamo=True, optimize=True, verbose=False)
         program.save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except Exception as exc:  # the exporter raises many kinds; the caller falls back to PyTorch
-        raise OnnxExportError(f"torch.onnx.export failed for {encoder.name!r}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("exported the text encoder %r to %s", encoder.name, path)
 
 
@@ -169,19 +159,27 @@ def _quantize(fp32: Path, path: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise OnnxExportError(f"onnxruntime.quantization is not available: {exc}") from exc
+    with _written(path, f"quantizing {fp32} failed") as tmp, _quiet_exporter():
+        quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8)
+    log.info("quantized the text encoder graph %s to %s", fp32, path)
+
+
+@contextlib.contextmanager
+def _written(path: Path, failure: str):
+    """A temporary file beside ``path`` to write, renamed into it if the block succeeds, removed
+    whatever happens; an exception of the block becomes `OnnxExportError` (``failure``: what failed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with _quiet_exporter():
-            quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8)
+        yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except Exception as exc:  # the quantizer raises many kinds; the caller falls back to PyTorch
-        raise OnnxExportError(f"quantizing {fp32} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # the exporter and the quantizer raise many kinds; the caller falls back to PyTorch
+        raise OnnxExportError(f"{failure}: {type(exc).__name__}: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    log.info("quantized the text encoder graph %s to %s", fp32, path)
 
 
 @contextlib.contextmanager
