@@ -103,10 +103,14 @@ def test_the_runtime_is_checked() -> None:
 
 
 def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pytorch(
-        onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)  # the fp32 graph is there: checked, not exported
     monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: pytest.fail("exported again"))
-    int8 = sentence_encoder("packaged", "onnx-int8", tmp_path)
+    with caplog.at_level(logging.INFO):
+        int8 = sentence_encoder("packaged", "onnx-int8", tmp_path)
+    assert "quantized the text encoder graph" in caplog.text
+    assert "pre-processing" not in caplog.text  # the quantizer's hint (on the root logger) is not the server's log
     assert isinstance(int8, OnnxTextEncoder) and int8.runtime == "onnx-int8" and int8.path.name.endswith(".int8.onnx")
     assert int8.path.stat().st_size < onnx_encoder.path.stat().st_size / 2  # int8 weights
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([onnx_encoder.path.name, int8.path.name])  # no temporary
@@ -114,6 +118,7 @@ def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pyt
     cosines = (vectors * expected).sum(1)
     assert cosines.min() > onnx_text.INT8_MIN_COSINE and cosines.mean() > 0.9
     assert np.abs(vectors - expected).max() > onnx_text.TOLERANCE  # not the fp32 graph under another name
+    np.testing.assert_allclose(int8.encode(TEXTS), expected, atol=1e-5)  # item texts: the fp32 graph's vectors
     monkeypatch.setattr(onnx_text, "_quantize", lambda fp32, path: pytest.fail("quantized again"))
     again = OnnxTextEncoder(torch_encoder, tmp_path, quantized=True)  # reused
     np.testing.assert_array_equal(again.encode_padded(TEXTS), vectors)
