@@ -196,8 +196,14 @@ class Recommender:
             with torch.inference_mode():
                 scores = (torch.as_tensor(users, device=self.device) @ self.item_vecs.T + self.item_bias).float().cpu().numpy()
         if fused and self.fusion is not None:
-            self.fusion.add(scores, queries, seen, self._fusion_keys(queries))
+            self.fusion.add(scores, queries, seen, self._fusion_keys(queries), self._named_genres(queries))
         return scores
+
+    def _named_genres(self, queries: Sequence[Query]) -> list[set[str]] | None:
+        """Per query the genres its stated taste names (the fusion's taste term), None where it has no such term."""
+        if self.fusion is None or not self.fusion.weights.taste:
+            return None
+        return [set(self.explainer.taste_genres(q.text)) if q.text else set() for q in queries]
 
     def _fusion_keys(self, queries: Sequence[Query]) -> list:
         """Per query, a key for the fusion's row where it is a known user's own history (the same
@@ -438,8 +444,8 @@ class Recommender:
         self._arrays = None
         if added:
             self._known_rows.clear()
-            if self.fusion is not None:
-                self.fusion.set_catalog(self.bundle.catalog["id_row"].to_numpy())
+        if self.fusion is not None:  # rows added, or a known item's genres changed
+            self.fusion.set_catalog(self.bundle.catalog["id_row"].to_numpy(), self.bundle.catalog["genres"].tolist())
         rows = [self.item_row[i] for i in latest]
         id_rows = self.bundle.catalog["id_row"].to_numpy()
         self.explainer.set_items(rows, [latest[i][0] for i in latest],
@@ -492,7 +498,7 @@ class Recommender:
         fused = None  # (b, len(id_cols)): the fusion's terms of the rows with an ID
         if self.fusion is not None:
             fused = self.fusion.id_scores(queries, [self._item_rows(q.history_items) for q in queries],
-                                          self._fusion_keys(queries))
+                                          self._fusion_keys(queries), self._named_genres(queries))
             id_cols = self.fusion.id_cols
             id_position = np.full(len(self.item_ids), -1, np.int64)
             id_position[id_cols] = np.arange(len(id_cols))

@@ -14,6 +14,7 @@ chosen on a second group of held-out users, the fusion users (`fusion`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -315,7 +316,8 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
     """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
     EASE is counted on ``fit``, the prior on the bundle's histories less the ``excluded`` users, as
     serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``."""
-    from .fusion import EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, tune_fusion
+    from .fusion import (EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, tune_fusion,
+                         tune_taste)
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
     ease = None
@@ -345,8 +347,33 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
     weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
                                   np.concatenate(lengths), np.vstack(candidates), positives)
     rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
+    stated = _stated_taste_queries(rec, dataset, held, threshold)
+    if stated[0]:
+        queries, targets = stated
+        boost = np.zeros((len(queries), len(rec.item_ids)), np.float32)
+        for q_i, q in enumerate(queries):
+            boost[q_i, rec.fusion.id_cols[rec.fusion.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
+        taste, report["taste"] = tune_taste(rec.score(queries), boost, np.ones(boost.shape, bool), targets)
+        weights = dataclasses.replace(weights, taste=taste)
+        rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
     return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)
             for key, v in part.items()}
+
+
+def _stated_taste_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float
+                          ) -> tuple[list[Query], list[np.ndarray]]:
+    """The held users as the protocol's stated-taste slice has its users: profile only, the sentence
+    naming the two genres they like most, every positive a target."""
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
+    queries, targets = [], []
+    for user, group in held.groupby("user_id", sort=True):
+        liked = [i for i in group.loc[group["rating"] >= threshold, "item_id"] if i in rec.item_row]
+        text = stated_taste([genres[i] for i in liked])
+        if text:
+            queries.append(Query(user, profiles[user], (), text))
+            targets.append(np.unique([rec.item_row[i] for i in liked]))
+    return queries, targets
 
 
 def _unseen(n_items: int, seen: list[np.ndarray]) -> np.ndarray:

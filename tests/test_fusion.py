@@ -8,7 +8,7 @@ import pytest
 
 from recsys_tasks.baselines import DemographicPopularity
 from recsys_tasks.fusion import (EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items,
-                                 tune_fusion)
+                                 tune_fusion, tune_taste)
 from recsys_tasks.queries import Query
 
 ITEMS = ["a", "b", "c", "d"]
@@ -52,7 +52,7 @@ def test_buckets_of_history_length() -> None:
     assert weights.bucket(np.array([0, 1, 10, 11, 20, 21, 40, 41, 500])).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
-def _fusion(prior: tuple[float, ...], ease: tuple[float, ...]) -> Fusion:
+def _fusion(prior: tuple[float, ...], ease: tuple[float, ...], taste: float = 0.0) -> Fusion:
     """Catalog a, b, c, d, x: x is a new item (no ID row); ID rows in another order than the catalog's."""
     train = _train([("1", "a", 5.0), ("1", "b", 5.0), ("2", "a", 4.0), ("2", "c", 2.0), ("3", "b", 5.0)])
     users = pd.DataFrame({"user_id": ["1", "2", "3"], "age": [30, 30, 30], "gender": ["F"] * 3,
@@ -60,7 +60,8 @@ def _fusion(prior: tuple[float, ...], ease: tuple[float, ...]) -> Fusion:
     id_row = np.array([2, 0, 1, 3, 4])  # catalog a, b, c, d, x; x: 4 = n_id, no ID
     counts = DemographicPopularity(["b", "c", "a", "d"], train, users, 4.0, min_group=1)  # over ID rows
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)  # ID rows: b, c, a, d
-    return Fusion(FusionWeights(prior, ease), matrix, counts, id_row, n_id=4)
+    genres = ["Drama", "Sci-Fi|Drama", "Comedy", "", "Sci-Fi"]  # x (no ID) is Sci-Fi too
+    return Fusion(FusionWeights(prior, ease, taste=taste), matrix, counts, id_row, n_id=4, genres=genres)
 
 
 def test_the_fusion_adds_the_prior_and_ease_on_items_with_an_id_only() -> None:
@@ -91,7 +92,7 @@ def test_id_items_are_in_id_row_order() -> None:
 def test_fusion_meta_keeps_the_weights_and_the_users_left_out() -> None:
     weights = FusionWeights((0.5,) * 5, (0.0,) * 5)
     meta = fusion_meta(weights, {"7", "3"}, 200.0, {"bucket0": {"queries": 2}})
-    assert meta["weights"] == {"prior": (0.5,) * 5, "ease": (0.0,) * 5, "edges": EDGES}
+    assert meta["weights"] == {"prior": (0.5,) * 5, "ease": (0.0,) * 5, "edges": EDGES, "taste": 0.0}
     assert meta["excluded_users"] == ["3", "7"] and meta["ease_lambda"] == 200.0
 
 
@@ -135,3 +136,38 @@ def test_a_known_users_row_is_remembered_by_key_until_the_catalog_changes() -> N
     assert not np.array_equal(first, fusion.id_scores([query], [np.array([1])]))  # no key: computed
     fusion.set_catalog(fusion.id_row)  # items added: every row is computed anew
     assert not np.array_equal(first, fusion.id_scores([query], [np.array([1])], keys=[("3", "F")]))
+
+
+
+# ---------------------------------------------------------------- stated taste
+def test_a_stated_genre_adds_the_taste_weight_to_its_items_with_an_id_and_is_never_remembered() -> None:
+    fusion = _fusion(prior=(0,) * 5, ease=(0,) * 5, taste=2.0)
+    query = Query("3", {"gender": "F"}, (("a", 5.0, 1),), "I like sci-fi")
+    scores = fusion.add(np.zeros((2, 5), np.float32), [query, query], [np.array([0])] * 2, keys=[("3",), ("3",)],
+                        named=[{"sci-fi"}, set()])
+    assert scores[0].tolist() == [0.0, 2.0, 0.0, 0.0, 0.0]  # b is Sci-Fi; x is too, but has no ID row
+    assert scores[1].tolist() == [0.0] * 5  # the same user's remembered row without a stated genre: no boost
+    assert fusion.taste_positions({"drama", "sci-fi", "western"}).tolist() == [0, 1]  # a, b: positions in id_cols
+    fusion.set_catalog(fusion.id_row, ["Sci-Fi", "", "", "", ""])  # an item's genres changed
+    assert fusion.id_scores([query], [np.array([0])], named=[{"sci-fi"}])[0].tolist() == [2.0, 0.0, 0.0, 0.0]
+    untuned = _fusion(prior=(0,) * 5, ease=(0,) * 5)
+    assert not untuned.id_scores([query], [np.array([0])], named=[{"sci-fi"}]).any()  # δ = 0: no term
+
+
+def test_the_taste_weight_is_tuned_and_a_useless_boost_gets_none() -> None:
+    base, relevant, _, candidates, positives = _validation([0] * 30)
+    weight, report = tune_taste(base, (relevant > 0).astype(np.float32), candidates, positives)
+    assert weight > 0 and report["fused"] > report["model"] and report["queries"] == 30
+    weight, report = tune_taste(base, np.ones_like(base), candidates, positives)
+    assert weight == 0.0 and report["fused"] == report["model"]
+
+
+def test_fusion_json_without_a_taste_weight_loads_with_none() -> None:
+    catalog = pd.DataFrame({"item_id": ["a", "b"], "id_row": [0, 1], "genres": ["Drama", "Sci-Fi"]})
+    train = _train([("1", "a", 5.0), ("2", "b", 5.0)])
+    users = pd.DataFrame({"user_id": ["1", "2"], "age": [30, 30], "gender": ["F", "M"], "occupation": ["x", "x"],
+                          "zip_code": ["", ""]})
+    meta = fusion_meta(FusionWeights((1.0,) * 5, (0.0,) * 5), set(), 200.0, {})
+    del meta["weights"]["taste"]  # saved before the term
+    fusion = Fusion.from_meta(meta, None, catalog, train, users, n_id=2, threshold=4.0)
+    assert fusion.weights.taste == 0.0 and fusion.taste_positions({"sci-fi"}).tolist() == [1]

@@ -330,10 +330,11 @@ def test_an_index_ranked_answer_has_the_same_reasons(rec: Recommender) -> None:
 
 
 # ---------------------------------------------------------------- fusion
-def _fused(bundle_dir: Path, prior: float = 0.7, ease: float = 0.3) -> Recommender:
+def _fused(bundle_dir: Path, prior: float = 0.7, ease: float = 0.3, taste: float = 0.0) -> Recommender:
     """The tiny bundle with fusion weights set by hand (its tuning saw one user): every bucket alike."""
     rec = Recommender.load(bundle_dir)
-    meta = {**rec.bundle.fusion, "weights": {"prior": [prior] * 5, "ease": [ease] * 5, "edges": [0, 10, 20, 40]}}
+    meta = {**rec.bundle.fusion, "weights": {"prior": [prior] * 5, "ease": [ease] * 5, "edges": [0, 10, 20, 40],
+                                             "taste": taste}}
     rec.set_fusion(meta, rec.bundle.ease)
     return rec
 
@@ -343,6 +344,7 @@ def test_the_bundle_carries_a_tuned_fusion(rec: Recommender) -> None:
     fusion = rec.bundle.fusion
     assert rec.fusion is not None and rec.bundle.ease.shape == (rec.meta["n_id_items"],) * 2
     assert len(fusion["weights"]["prior"]) == len(fusion["weights"]["ease"]) == 5
+    assert "taste" in fusion["weights"] and "taste" in fusion["validation"]  # tuned on the fusion users' stated taste
     assert set(fusion["excluded_users"]) >= {"4", "6", "10", "7"}  # validation and fusion users: out of the counts
 
 
@@ -369,6 +371,21 @@ def test_an_index_ranked_answer_is_the_exact_one_with_a_fusion(bundle_dir: Path)
     assert set(rec.indexed_rows().tolist()) == {rec.item_row[i] for i in ("2", "9", "13")}  # the rest: exact
     requests = [{"request_id": "known", "user_id": "3", "k": 8}, {"request_id": "new", "profile": PROFILE, "k": 15},
                 {"request_id": "cand", "user_id": "3", "candidates": ["2", "4", "9", "11"]}]
+    _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_a_stated_genre_raises_its_items_with_an_id_in_both_paths(bundle_dir: Path) -> None:
+    rec = _fused(bundle_dir, prior=0.0, ease=0.0, taste=1.5)
+    query = Query("u", PROFILE, (), "I like comedy, but not horror")
+    added = rec.score([query])[0] - rec.score([query], fused=False)[0]
+    genres = rec.bundle.catalog["genres"].fillna("").str.lower().str.split("|")
+    has_id = rec.bundle.catalog["id_row"].to_numpy() < rec.meta["n_id_items"]
+    expected = np.where([("comedy" in g) for g in genres] & has_id, 1.5, 0.0)  # horror is negated
+    assert expected.any() and not expected.all()
+    np.testing.assert_allclose(added, expected, atol=1e-5)
+    requests = [{"request_id": "t", "profile": PROFILE, "text": "I like comedy, but not horror", "k": 10}]
     _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
 
 
