@@ -56,7 +56,8 @@ class ContentMap:
         edges: tuple[float, ...] = ()
         if items is not None:
             genres = tuple(sorted(_genre_hot(items).columns))
-            known = _years(items)[~np.isnan(_years(items))]
+            years = _years(items)
+            known = years[~np.isnan(years)]
             edges = tuple(float(y) for y in np.unique(np.quantile(known, YEAR_QUANTILES))) if len(known) else ()
         target = np.hstack([vectors, bias.reshape(-1, 1)]).astype(np.float64)
         ridge = RidgeCV(alphas=ALPHAS).fit(_inputs(text, items, genres, edges).astype(np.float64), target)

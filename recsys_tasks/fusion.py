@@ -37,6 +37,7 @@ from .baselines import DemographicPopularity
 from .dataset import age_band
 from .metrics import ranking_metrics
 from .queries import Query
+from .reasons import genre_set
 
 __all__ = ["EDGES", "Fusion", "FusionWeights", "ease_matrix", "fusion_meta", "id_items", "id_prior", "tune_fusion",
            "tune_taste"]
@@ -116,9 +117,8 @@ class Fusion:
         self.genres = None if genres is None else list(genres)
         by_genre: dict[str, list[int]] = {}
         for position, row in enumerate(self.id_cols if self.genres is not None else ()):
-            for g in str(self.genres[row] or "").split("|"):
-                if g.strip():
-                    by_genre.setdefault(g.strip().lower(), []).append(position)
+            for g in genre_set(self.genres[row]):  # lower case, as the reasons match a stated taste
+                by_genre.setdefault(g, []).append(position)
         self._genre_positions = {g: np.array(p, np.int64) for g, p in by_genre.items()}  # genre -> `id_cols` positions
         # EASE's columns in catalog order, so a history's rows sum straight into `id_cols` order
         self._ease_cols = None if self.ease is None else np.ascontiguousarray(self.ease[:, self.id_of_col])

@@ -300,7 +300,7 @@ class Explainer:
         item_ids = catalog["item_id"].astype(str).tolist()
         self._row = {item: r for r, item in enumerate(item_ids)}
         self.titles = [display_title(t, i) for t, i in zip(catalog.get("title", [""] * len(item_ids)), item_ids)]
-        self.genres = [_genre_set(g) for g in catalog.get("genres", [""] * len(item_ids))]
+        self.genres = [genre_set(g) for g in catalog.get("genres", [""] * len(item_ids))]
         self.trained = (catalog["id_row"].to_numpy() < self.n_id_items).tolist()
         self._trained_rows = np.flatnonzero(self.trained)
         self._compile_genres()
@@ -336,7 +336,7 @@ class Explainer:
         """Rows changed or appended (in order) by `Recommender.upsert_items`."""
         known = set(self._genre_names)
         for row, record, is_trained in zip(rows, records, trained):
-            values = (display_title(record.get("title"), str(record["item_id"])), _genre_set(record.get("genres")),
+            values = (display_title(record.get("title"), str(record["item_id"])), genre_set(record.get("genres")),
                       bool(is_trained), self._entity_cols.get(str(record.get("entity_id") or ""), _NONE))
             if row == len(self.titles):
                 for column, value in zip((self.titles, self.genres, self.trained, self.entity_cols), values):
@@ -557,7 +557,8 @@ def _remember(cache: dict, key: Any, value: Any) -> None:
     cache[key] = value
 
 
-def _genre_set(genres: Any) -> frozenset[str]:
+def genre_set(genres: Any) -> frozenset[str]:
+    """The lower-case genres of a "|"-joined catalog field."""
     return frozenset(g.lower() for g in str(genres or "").split("|") if g)
 
 
