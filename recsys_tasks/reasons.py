@@ -99,15 +99,17 @@ _ARTICLES = ("The", "A", "An", "Les", "La", "Le", "Il", "El", "Das", "Der", "Die
 
 
 # ---------------------------------------------------------------- precomputed at bundle build
-def item_links(items: pd.DataFrame, kg: pd.DataFrame) -> pd.DataFrame:
-    """(entity_id, relation, value): each item entity's KG neighbours under `RELATIONS`, in plain
-    words, kept only where another item entity has the same (relation, value) too."""
+def item_links(items: pd.DataFrame, kg: pd.DataFrame, relations: Mapping[str, str] | None = RELATIONS) -> pd.DataFrame:
+    """(entity_id, relation, value): each item entity's KG neighbours under ``relations`` (relation id
+    -> the plain word; None: every relation, under its id), kept only where another item entity has
+    the same (relation, value) too."""
     columns = ["entity_id", "relation", "value"]
     entities = set(items.loc[items["entity_id"] != "", "entity_id"]) if "entity_id" in items else set()
     if kg.empty or not entities:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
-    kg = kg[kg["relation_id"].isin(RELATIONS)]
-    relation = kg["relation_id"].map(RELATIONS)
+    if relations is not None:
+        kg = kg[kg["relation_id"].isin(relations)]
+    relation = kg["relation_id"] if relations is None else kg["relation_id"].map(relations)
     parts = [pd.DataFrame({"entity_id": kg[a], "relation": relation, "value": kg[b]})[kg[a].isin(entities)]
              for a, b in (("head_id", "tail_id"), ("tail_id", "head_id"))]
     links = pd.concat(parts, ignore_index=True).drop_duplicates()

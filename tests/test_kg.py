@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tasks.artifacts import StageResult
+from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, KGConfig
 from recsys_tasks.dataset import Dataset
 from recsys_tasks.extract import extract
-from recsys_tasks.kg import build_triples, demographic_nodes, kg_embed, load_entity_embeddings
+from recsys_tasks.kg import build_triples, demographic_nodes, judge_source, kg_embed, load_entity_embeddings
 from recsys_tasks.split import Split
 
 TINY_KG = dict(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu")
@@ -150,6 +150,63 @@ def test_include_flags_switch_their_edge_kind_off(
         assert not any(label.startswith("fb:") for label in set(without["head"]) | set(without["tail"]))
 
 
+# ---------------------------------------------------------------- judge_source
+def _franchises(scrambled: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """120 films in pairs 2k, 2k+1 liked by the same people; the KG gives each pair a director and a
+    genre. ``scrambled``: the link file points every item at another film's entity (a fixed random
+    permutation), so the KG's facts describe films other than the ones people liked."""
+    n = 120
+    films = [f"m.{i}" for i in range(n)]
+    entities = list(np.random.default_rng(7).permutation(films)) if scrambled else films
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "entity_id": entities})
+    kg = [[f"m.{2 * k + j}", "film.film.directed_by", f"m.d{k}"] for k in range(n // 2) for j in (0, 1)]
+    kg += [[f"m.{2 * k + j}", "film.film.genre", f"m.g{k % 6}"] for k in range(n // 2) for j in (0, 1)]
+    rng = np.random.default_rng(1)
+    likes = [[f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False)
+             for j in (0, 1)]
+    train = pd.DataFrame(likes, columns=["user_id", "item_id", "rating"]).assign(timestamp=0)
+    return items, pd.DataFrame(kg, columns=["head_id", "relation_id", "tail_id"]), train
+
+
+def test_a_source_whose_links_match_what_is_liked_together_is_kept() -> None:
+    items, kg, train = _franchises(scrambled=False)
+    cfg, verdict, lifts = judge_source(KGConfig(), items, kg, train)
+    assert (cfg, verdict) == (KGConfig(), "kept")
+    assert lifts["film.film.directed_by"][0] > 10  # every relation judged under its own id
+    assert set(lifts) == {"film.film.directed_by", "film.film.genre"}
+
+
+def test_a_source_whose_links_point_at_other_films_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    items, kg, train = _franchises(scrambled=True)
+    cfg, verdict, lifts = judge_source(KGConfig(), items, kg, train)
+    assert verdict == "left out" and cfg == KGConfig(include_freebase=False)
+    assert max(lift for lift, _ in lifts.values()) < KGConfig().freebase_min_lift
+    assert "240 triples are left out" in caplog.text and "film.film.directed_by" in caplog.text
+    kept, verdict, _ = judge_source(KGConfig(freebase_min_lift=0), items, kg, train)  # the check switched off
+    assert (kept, verdict) == (KGConfig(freebase_min_lift=0), "kept")
+
+
+def test_a_source_too_small_to_judge_or_switched_off_is_kept_unjudged(data: tuple[Dataset, Split]) -> None:
+    dataset, split = data
+    cfg, verdict, lifts = judge_source(KGConfig(), dataset.items, dataset.kg, split.train)
+    assert (cfg, verdict, lifts) == (KGConfig(), "kept (not judged)", {})  # no two items share a KG value
+    assert judge_source(KGConfig(include_freebase=False), dataset.items, dataset.kg, split.train)[1:] == ("off", {})
+    assert judge_source(KGConfig(), dataset.items, dataset.kg.iloc[:0], split.train)[1:] == ("none", {})
+
+
+@pytest.mark.slow
+def test_the_bundled_movielens_kg_is_left_out(tmp_path: Path) -> None:
+    """The shipped ml-100k.link points items at other films: no relation's linked items are liked
+    together more than random ones (measured 0.75-1.20), so its triples do not enter the graph."""
+    snapshot = extract(ExtractConfig(), tmp_path / "ml-100k").out_dir
+    dataset, split = Dataset.load(snapshot), Split.load(snapshot)
+    cfg, verdict, lifts = judge_source(KGConfig(), dataset.items, dataset.kg, split.train)
+    assert verdict == "left out" and not cfg.include_freebase
+    judged = {r: lift for r, (lift, pairs) in lifts.items() if pairs >= 50}
+    assert {"film.film.directed_by", "film.film.genre", "film.film.actor"} <= set(judged)
+    assert max(judged.values()) < 1.5
+
+
 # ---------------------------------------------------------------- demographic_nodes
 @pytest.mark.parametrize(
     ("profile", "expected"),
@@ -192,7 +249,9 @@ def test_kg_embed_metrics_are_finite_ranking_scores(embedded: tuple[StageResult,
     assert m["n_entities"] == len(pd.read_parquet(result.path("entities")))
     assert m["n_triples"] == len(pd.read_parquet(result.path("triples")))
     assert 1 <= m["epochs_trained"] <= 2 and math.isfinite(m["final_loss"])
-    assert result.info == {"model": "DistMult", "dim": 4}
+    assert result.info == {"model": "DistMult", "dim": 4, "source_triples": "kept (not judged)"}
+    assert m["source_triples"] == 6 and "source_link_lift" not in m  # conftest's KG, too small to judge
+    assert read_json(result.path("link_lifts")) == {}
     assert StageResult.load(result.out_dir) == result
 
 
