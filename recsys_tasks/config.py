@@ -113,7 +113,7 @@ class FinetuneConfig:
     # histories (False: every pair sees all of the user's earlier items, up to max_history)
     inputs: tuple[str, ...] = ("text", "kg", "demographics")
     truncate_histories: bool = True
-    # after training: items without an ID served by a ridge map from their text, genres and year to a warm item's vector
+    # after training: items without an ID served by a kernel ridge map from their text, genres and year to a warm item's vector
     # (`content_map`; False: by the content towers), and the model's scores fused with a demographic
     # popularity prior and EASE (lambda ease_lambda; 0: no EASE), weighted per history length on the
     # fusion users (`fusion_user_frac`; `fusion`; False: the model alone)

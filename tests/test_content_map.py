@@ -1,4 +1,4 @@
-"""The content-to-collaborative map on synthetic data with a known linear answer."""
+"""The content-to-collaborative map on synthetic data with a known answer."""
 
 from __future__ import annotations
 
@@ -7,30 +7,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import RidgeCV
 
-from recsys_tasks.content_map import ContentMap
+from recsys_tasks.content_map import ALPHAS, ContentMap
 
 
-def _linear(n: int = 200, text_dim: int = 12, dim: int = 3, noise: float = 0.0, seed: int = 0):
+def _smooth(n: int = 300, text_dim: int = 6, dim: int = 3, noise: float = 0.0, seed: int = 0):
+    """Unit text vectors (as the encoder's) and a target that is a smooth, not a linear, function of them."""
     rng = np.random.default_rng(seed)
-    text = rng.normal(size=(n, text_dim)).astype(np.float32)
-    true = rng.normal(size=(text_dim, dim + 1))
-    target = text @ true + 0.5 + noise * rng.normal(size=(n, dim + 1))
-    return text, target[:, :dim], target[:, dim], true
+    text = rng.normal(size=(n, text_dim))
+    text = (text / np.linalg.norm(text, axis=1, keepdims=True)).astype(np.float32)
+    directions = rng.normal(size=(text_dim, dim + 1))
+    directions /= np.linalg.norm(directions, axis=0)  # one unit direction per output: sin(3 u·x) bends twice
+    target = np.sin(3 * text @ directions) + 0.5 + noise * rng.normal(size=(n, dim + 1))
+    return text, target[:, :dim], target[:, dim]
 
 
-def test_a_linear_relation_is_recovered_for_new_items() -> None:
-    text, vecs, bias, true = _linear()
-    content_map = ContentMap.fit(text[:150], vecs[:150], bias[:150])
-    new_vecs, new_bias = content_map(text[150:])  # items it was not fit on
-    np.testing.assert_allclose(new_vecs, vecs[150:], atol=0.05)
-    np.testing.assert_allclose(new_bias, bias[150:], atol=0.05)
-    assert content_map.weights.shape == (13, 4) and content_map.text_dim == 12
+def test_a_smooth_relation_is_recovered_for_new_items() -> None:
+    text, vecs, bias = _smooth()
+    content_map = ContentMap.fit(text[:250], vecs[:250], bias[:250])
+    new_vecs, new_bias = content_map(text[250:])  # items it was not fit on
+    error = np.abs(np.hstack([new_vecs, new_bias[:, None]]) - np.hstack([vecs, bias[:, None]])[250:]).mean()
+    linear = RidgeCV(alphas=ALPHAS).fit(text[:250], np.hstack([vecs, bias[:, None]])[:250])
+    linear_error = np.abs(linear.predict(text[250:]) - np.hstack([vecs, bias[:, None]])[250:]).mean()
+    assert error < 0.1 < 0.15 < linear_error  # what a linear map of the same inputs cannot fit
+    assert content_map.landmarks.shape == (250, 6) and content_map.weights.shape == (251, 4)
+    assert content_map.text_dim == 6 and content_map.gamma > 0
 
 
 def test_the_penalty_is_chosen_by_cross_validation() -> None:
-    clean = ContentMap.fit(*_linear()[:3])
-    noisy = ContentMap.fit(*_linear(n=40, text_dim=30, noise=3.0)[:3])
+    clean = ContentMap.fit(*_smooth())
+    noisy = ContentMap.fit(*_smooth(n=60, noise=2.0))
     assert clean.alpha < noisy.alpha  # little to shrink vs. noise to shrink away
 
 
@@ -56,7 +63,7 @@ def test_catalog_fields_carry_what_the_text_does_not() -> None:
     assert np.abs(predicted - bias[200:]).mean() < 0.35 < np.abs(guessed - bias[200:]).mean()
     # a year the map has not seen (later than any) and a genre it does not know are still mapped
     later = pd.DataFrame({"genres": ["Western|Comedy"], "year": [2030]})
-    np.testing.assert_allclose(with_fields(text[:1], later)[1], 3.0, atol=0.6)
+    np.testing.assert_allclose(with_fields(np.zeros((1, 8), np.float32), later)[1], 3.0, atol=0.6)
 
 
 def test_a_map_with_catalog_fields_needs_the_rows() -> None:
@@ -80,16 +87,37 @@ def test_it_saves_and_loads(tmp_path: Path) -> None:
     assert ContentMap.load(tmp_path / "elsewhere") is None  # a bundle saved before maps existed
 
 
-def test_a_map_saved_before_catalog_fields_maps_text_alone(tmp_path: Path) -> None:
-    content_map = ContentMap.fit(*_linear()[:3])
-    np.savez(tmp_path / "content_map.npz", weights=content_map.weights, alpha=np.float64(content_map.alpha))
+def test_a_map_saved_before_the_kernel_or_the_catalog_fields_maps_linearly(tmp_path: Path) -> None:
+    text, _, _, items = _catalog_driven()
+    weights = np.random.default_rng(3).normal(size=(8 + 1, 3)).astype(np.float32)  # text alone, no landmarks
+    np.savez(tmp_path / "content_map.npz", weights=weights, alpha=np.float64(1.0))
     loaded = ContentMap.load(tmp_path)
-    assert loaded.genres == () and loaded.year_edges == () and loaded.text_dim == 12
-    text = _linear()[0]
-    np.testing.assert_array_equal(loaded(text)[0], content_map(text)[0])
+    assert loaded.genres == () and loaded.year_edges == () and loaded.landmarks is None and loaded.text_dim == 8
+    vecs, bias = loaded(text)
+    np.testing.assert_allclose(np.hstack([vecs, bias[:, None]]), text @ weights[:-1] + weights[-1], atol=1e-5)
+    fitted = ContentMap.fit(text, np.zeros((len(text), 2)), np.zeros(len(text)), items)  # its fields, then linear
+    n_inputs = fitted.landmarks.shape[1]
+    linear = np.random.default_rng(4).normal(size=(n_inputs + 1, 3)).astype(np.float32)
+    np.savez(tmp_path / "content_map.npz", weights=linear, alpha=np.float64(1.0),
+             genres=np.array(fitted.genres), year_edges=np.array(fitted.year_edges))
+    loaded = ContentMap.load(tmp_path)
+    assert loaded.landmarks is None and loaded.text_dim == 8 and loaded.genres == fitted.genres
+    assert loaded(text, items)[0].shape == (len(text), 2)
 
 
 def test_too_few_trained_items_is_an_error_that_says_so() -> None:
-    text, vecs, bias, _ = _linear(n=2)
+    text, vecs, bias = _smooth(n=2)
     with pytest.raises(ValueError, match="2 trained item"):
         ContentMap.fit(text, vecs, bias)
+
+
+def test_many_items_are_mapped_in_chunks_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys_tasks.content_map as content_map_module
+
+    text, vecs, bias = _smooth()
+    content_map = ContentMap.fit(text, vecs, bias)
+    whole = content_map(text)
+    monkeypatch.setattr(content_map_module, "CHUNK_ROWS", 7)  # 300 rows: 42 full chunks and a short one
+    chunked = content_map(text)
+    np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], atol=1e-6)
