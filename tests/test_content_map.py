@@ -121,3 +121,17 @@ def test_many_items_are_mapped_in_chunks_as_one(monkeypatch: pytest.MonkeyPatch)
     chunked = content_map(text)
     np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)
     np.testing.assert_allclose(chunked[1], whole[1], atol=1e-6)
+
+
+def test_the_float32_kernel_is_scikit_learns() -> None:
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    from recsys_tasks.content_map import _rbf
+
+    rng = np.random.default_rng(5)
+    x, landmarks = rng.normal(size=(50, 9)).astype(np.float32), rng.normal(size=(20, 9)).astype(np.float32)
+    ours = _rbf(x, landmarks, 0.3)
+    assert ours.dtype == np.float32 and ours.shape == (50, 20)
+    np.testing.assert_allclose(ours, rbf_kernel(x.astype(np.float64), landmarks.astype(np.float64), gamma=0.3),
+                               atol=1e-6)
+    assert np.allclose(_rbf(landmarks, landmarks, 0.3).diagonal(), 1.0, atol=1e-6)  # no negative distance
