@@ -119,6 +119,7 @@ class Recommender:
         # instead of being encoded here and remembered for ever.
         self.sentence_encoder: Callable[[list[str]], np.ndarray] | None = None
         self._n_bundle_items = len(self.item_ids)  # rows the KG stage knew; later rows were added
+        self._text_center: np.ndarray | None = None  # `_profile_columns`
         linked = bundle.catalog["entity_id"].fillna("").astype(str) if "entity_id" in bundle.catalog else []
         self._entity_rows = {e: i for i, e in enumerate(linked) if e}  # KG entity -> the trained item linked to it
         self._vocab = {k: {v: i + 1 for i, v in enumerate(self.meta["vocab"][k])} for k in ("gender", "age", "occupation")}
@@ -158,6 +159,7 @@ class Recommender:
 
         self.item_vecs, self.item_bias = self._item_vectors_of(self.bundle.item_content, self.bundle.catalog)
         self._arrays = None
+        self._new_text = None  # `_profile_columns`
         self._tower = UserTower(self.model) if self.device.type == "cpu" else None  # the weights may have changed
 
     def _item_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -195,9 +197,59 @@ class Recommender:
 
             with torch.inference_mode():
                 scores = (torch.as_tensor(users, device=self.device) @ self.item_vecs.T + self.item_bias).float().cpu().numpy()
+        profile = self._profile_columns()
+        if profile is not None:  # items without an ID: how close their text is to what the user liked
+            cols, text = profile
+            scores[:, cols] += self.text_profiles(histories) @ text.T
         if fused and self.fusion is not None:
             self.fusion.add(scores, queries, seen, self._fusion_keys(queries), self._named_genres(queries))
         return scores
+
+    def text_profiles(self, histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(b, text_dim) float32: per `_history_rows` the unit mean text vector of the items rated at or
+        above the positive threshold (zeros where there are none)."""
+        text_dim, threshold = int(self.meta["text_dim"]), float(self.meta.get("positive_threshold", 4.0))
+        out = np.zeros((len(histories), text_dim), np.float32)
+        for q_i, (rows, ratings) in enumerate(histories):
+            liked = rows[ratings >= threshold]
+            if len(liked):
+                mean = self.bundle.item_content[liked, :text_dim].mean(0)
+                norm = float(np.linalg.norm(mean))
+                if norm > 0:
+                    out[q_i] = mean / norm
+        return out
+
+    def _profile_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(the catalog rows without an ID, their text vectors less the bundle catalog's mean, times the
+        content map's ``profile_weight``) until the catalog changes; None where the map has no such term.
+        The mean is the bundle's (added items do not move it: an index holding these rows stays right)."""
+        content_map = self.bundle.content_map
+        if content_map is None or not content_map.profile_weight:
+            return None
+        if self._new_text is None:
+            text = self.bundle.item_content[:, :int(self.meta["text_dim"])]
+            if self._text_center is None:
+                self._text_center = text[:self._n_bundle_items].mean(0)
+            cols = np.flatnonzero(self.bundle.catalog["id_row"].to_numpy() >= int(self.meta["n_id_items"]))
+            self._new_text = (cols, (content_map.profile_weight * (text[cols] - self._text_center)).astype(np.float32))
+        return self._new_text
+
+    def index_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, biases) of catalog ``rows`` for a vector index (`recommend_with_index`): the item
+        vectors, beside them the content map's profile term of the rows without an ID (0 for the others)
+        where it has one: queried with `text_profiles` beside the user vectors, the index scores it too."""
+        vecs, bias = self._item_arrays()
+        rows = np.asarray(rows, np.int64)
+        profile = self._profile_columns()
+        if profile is None:
+            return vecs[rows], bias[rows]
+        cols, text = profile
+        position = np.full(len(self.item_ids), -1, np.int64)
+        position[cols] = np.arange(len(cols))
+        at = position[rows]
+        extra = np.zeros((len(rows), text.shape[1]), np.float32)
+        extra[at >= 0] = text[at[at >= 0]]
+        return np.hstack([vecs[rows], extra]), bias[rows]
 
     def _named_genres(self, queries: Sequence[Query]) -> list[set[str]] | None:
         """Per query the genres its stated taste names (the fusion's taste term), None where it has no such term."""
@@ -441,7 +493,7 @@ class Recommender:
                 self.item_vecs, self.item_bias = torch.cat([self.item_vecs, vecs]), torch.cat([self.item_bias, bias])
                 self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
                 self.item_ids = self.item_ids + added
-        self._arrays = None
+        self._arrays = self._new_text = None
         if added:
             self._known_rows.clear()
         if self.fusion is not None:  # rows added, or a known item's genres changed
@@ -490,9 +542,10 @@ class Recommender:
                    for r, q in zip(requests, queries)]
         sizes = [int(r.get("k") or k) for r in requests]
         free = [i for i, r in enumerate(requests) if r.get("candidates") is None]
+        searched = users if self._profile_columns() is None else np.hstack([users, self.text_profiles(histories)])
         found = {}
         if free:
-            scores, rows = index.search(users[free], max(sizes[i] + len(blocked[i]) for i in free))
+            scores, rows = index.search(searched[free], max(sizes[i] + len(blocked[i]) for i in free))
             found = dict(zip(free, zip(scores, rows)))
         vecs, bias = self._item_arrays()
         fused = None  # (b, len(id_cols)): the fusion's terms of the rows with an ID
@@ -516,7 +569,8 @@ class Recommender:
                 if unknown:
                     raise UnknownIdError("candidates", unknown)
                 rows = np.array(sorted({self.item_row[c] for c in request["candidates"]} - blocked[i]), np.int64)
-                exact = vecs[rows] @ users[i] + bias[rows]
+                candidate_vecs, candidate_bias = self.index_arrays(rows)
+                exact = candidate_vecs @ searched[i] + candidate_bias
                 if fused is not None:
                     at = id_position[rows]
                     exact[at >= 0] += fused[i][at[at >= 0]]

@@ -238,9 +238,7 @@ class ModelHolder:
             if not faiss_available():
                 log.warning("%d items but faiss is not installed: every request scores the whole catalog", n)
             elif len(rows):  # (none left to index: the exact product serves)
-                index = ItemIndex(recommender.item_vecs[rows].float().cpu().numpy(),
-                                  recommender.item_bias[rows].float().cpu().numpy(),
-                                  IndexConfig(nprobe=self.settings.index_nprobe), rows)
+                index = ItemIndex(*recommender.index_arrays(rows), IndexConfig(nprobe=self.settings.index_nprobe), rows)
         return Served(recommender, self.settings.model_name, str(recommender.meta.get("model_version", "")),
                       uri, time.time(), index)
 
@@ -251,8 +249,7 @@ class ModelHolder:
         if served.index is not None:
             rows = np.array([recommender.item_row[r["item_id"]] for r in report], np.int64)
             rows = np.intersect1d(rows, recommender.indexed_rows())
-            served.index.upsert(rows, recommender.item_vecs[rows].float().cpu().numpy(),
-                                recommender.item_bias[rows].float().cpu().numpy())
+            served.index.upsert(rows, *recommender.index_arrays(rows))
         return report
 
     def _replay(self, served: Served, entries: list[dict[str, Any]]) -> None:

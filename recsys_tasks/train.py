@@ -8,8 +8,9 @@ Loss: softmax cross-entropy over all training items; AdamW; early stopping on ps
 validation users (held out of training) by NDCG@20; then (``id_epochs``) the item IDs alone go
 on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
 Last, the trained model is completed for serving: items without an ID get the content map's
-vectors (`content_map`), and the scores are fused with a popularity prior and EASE, the weights
-chosen on a second group of held-out users, the fusion users (`fusion`).
+vectors (`content_map`), with its weight of the text similarity to a user's liked items chosen on
+pseudo-new items (`_profile_weight`), and the scores are fused with a popularity prior and EASE,
+the weights chosen on a second group of held-out users, the fusion users (`fusion`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .split import Split
 log = logging.getLogger(__name__)
 VALIDATION_SUPPORT = (0, 10)  # what training early-stops on
 FUSION_SUPPORT = (0, 5, 10, 20)  # what the fusion is tuned on (with the warm part)
+PROFILE_GRID = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the content map's profile weights tried (`_profile_weight`)
+PSEUDO_NEW_FOLDS = 5
 WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
 
 
@@ -132,8 +135,12 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
                      keep_current=True)
     # 3. serving's completions: new items from their text, and the fusion
+    map_report: dict[str, float] = {}
     if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
-        rec.set_content_map(_content_map(rec))
+        content_map = _content_map(rec)
+        held_out = split.train[split.train["user_id"].isin(val_users | fusion_users)]
+        weight, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg.seed)
+        rec.set_content_map(dataclasses.replace(content_map, profile_weight=weight))
     fusion_report: dict[str, float] = {}
     if cfg.fusion:
         tuners = fusion_users or val_users  # none of its own: the early-stopping users
@@ -145,7 +152,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
                "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
                "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users)),
                "n_fusion_users": float(len(fusion_users)),
-               **fusion_report}
+               **map_report, **fusion_report}
     with atomic_dir(out_dir) as tmp:
         bundle_dir = tmp / "bundle"
         bundle_dir.mkdir()
@@ -309,6 +316,50 @@ def _content_map(rec: Recommender):
                                  rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained])
     log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
     return content_map
+
+
+def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, seed: int
+                    ) -> tuple[float, dict[str, float]]:
+    """The content map's ``profile_weight`` by grid search (`PROFILE_GRID`) on pseudo-new items: the
+    trained items in `PSEUDO_NEW_FOLDS` seeded folds, each fold mapped by a map fit on the other folds
+    and ranked among itself for the users of ``held`` (held out of training) from their history less
+    the fold, as the cold-item slice ranks new items; by NDCG@20. (0.0, report) with nothing to rank."""
+    catalog, n_id, text_dim = rec.bundle.catalog, int(rec.meta["n_id_items"]), int(rec.meta["text_dim"])
+    trained = np.flatnonzero(catalog["id_row"].to_numpy() < n_id)
+    vecs, bias = rec._item_arrays()
+    text = rec.bundle.item_content[:, :text_dim]
+    center = text.mean(0)  # as serving centres it (`Recommender._profile_columns`)
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    histories = {u: history_of(g) for u, g in held.groupby("user_id", sort=True)}
+    ndcg: dict[float, list[np.ndarray]] = {w: [] for w in PROFILE_GRID}
+    for fold in np.array_split(np.random.default_rng(seed).permutation(trained), PSEUDO_NEW_FOLDS):
+        position = np.full(len(catalog), -1, np.int64)
+        position[fold] = np.arange(len(fold))
+        queries, positives = [], []
+        for user, history in histories.items():
+            liked = np.unique([position[rec.item_row[i]] for i, r, _ in history
+                               if r >= threshold and position[rec.item_row[i]] >= 0])
+            if len(liked) and len(fold) > 1:
+                queries.append(Query(user, profiles[user], tuple(h for h in history if position[rec.item_row[h[0]]] < 0)))
+                positives.append(liked)
+        if not queries:
+            continue
+        rest = trained[position[trained] < 0]
+        fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest])
+        fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
+        rows = [rec._history_rows(q) for q in queries]
+        base = rec._user_vectors(queries, rows) @ fold_vecs.T + fold_bias
+        similarity = rec.text_profiles(rows) @ (text[fold] - center).T
+        for w in PROFILE_GRID:
+            ndcg[w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
+                                           with_auc=False)["ndcg"])
+    means = {w: float(np.nanmean(np.concatenate(v))) for w, v in ndcg.items() if v}
+    if not means:
+        return 0.0, {}
+    best = max(means, key=lambda w: (means[w], -w))
+    log.info("content map profile weight (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g)",
+             PSEUDO_NEW_FOLDS, means[0.0], means[best], best)
+    return best, {"content_profile_weight": best, "pseudo_new_ndcg_map": means[0.0], "pseudo_new_ndcg": means[best]}
 
 
 def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],

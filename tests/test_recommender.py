@@ -6,6 +6,7 @@ Known from the tiny data and the default split: user 3's training history is ite
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -306,7 +307,7 @@ class _ExactIndex:
 
     def __init__(self, rec: Recommender):
         self.rows = rec.indexed_rows()  # what ItemIndex is built over (serving's `_served`)
-        self.vecs, self.bias = rec.item_vecs[self.rows].float().numpy(), rec.item_bias[self.rows].float().numpy()
+        self.vecs, self.bias = rec.index_arrays(self.rows)
 
     def search(self, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         scores = users @ self.vecs.T + self.bias
@@ -387,6 +388,52 @@ def test_a_stated_genre_raises_its_items_with_an_id_in_both_paths(bundle_dir: Pa
     np.testing.assert_allclose(added, expected, atol=1e-5)
     requests = [{"request_id": "t", "profile": PROFILE, "text": "I like comedy, but not horror", "k": 10}]
     _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
+
+
+# ---------------------------------------------------------------- the content map's profile term
+def _with_profile(bundle_dir: Path, weight: float) -> Recommender:
+    rec = Recommender.load(bundle_dir)
+    rec.set_content_map(dataclasses.replace(rec.bundle.content_map, profile_weight=weight))
+    return rec
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ungated")
+def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_paths(bundle_dir: Path) -> None:
+    rec, plain = _with_profile(bundle_dir, 2.0), _with_profile(bundle_dir, 0.0)
+    liked, disliked = ("1", "3", "5"), ("6",)
+    history = tuple((i, 5.0, 880_000_000 + n) for n, i in enumerate(liked)) + (("6", 2.0, 880_000_010),)
+    query = Query("u", PROFILE, history)
+    added = rec.score([query])[0] - plain.score([query])[0]
+    text_dim = rec.meta["text_dim"]
+    text = rec.bundle.item_content[:, :text_dim]
+    mean = text[[rec.item_row[i] for i in liked]].mean(0)  # the item rated 2 is not liked: left out
+    new = rec.bundle.catalog["id_row"].to_numpy() >= rec.meta["n_id_items"]
+    expected = np.where(new, 2.0 * (text - text.mean(0)) @ (mean / np.linalg.norm(mean)), 0.0)
+    assert new.sum() == 3 and np.abs(expected[new]).min() > 0
+    np.testing.assert_allclose(added, expected, atol=1e-4)
+    nothing_liked = Query("u", PROFILE, tuple((i, 2.0, 0) for i in disliked))
+    np.testing.assert_allclose(rec.score([nothing_liked]), plain.score([nothing_liked]), atol=1e-6)
+    requests = [{"request_id": "h", "history": [{"item_id": i, "rating": r} for i, r, _ in history], "k": 15},
+                {"request_id": "c", "history": [{"item_id": "1", "rating": 5}], "candidates": ["2", "4", "9", "13"]},
+                {"request_id": "known", "user_id": "3", "k": 10}]
+    _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
+    assert rec.recommend(requests)[0] != plain.recommend(requests)[0]
+
+
+@pytest.mark.slow
+def test_an_added_item_gets_the_profile_term_against_the_bundle_mean(bundle_dir: Path) -> None:
+    rec, plain = _with_profile(bundle_dir, 2.0), _with_profile(bundle_dir, 0.0)
+    query = Query("u", PROFILE, (("1", 5.0, 0),))
+    text = rec.bundle.item_content[:, :rec.meta["text_dim"]].copy()
+    liked, center = text[rec.item_row["1"]], text.mean(0)
+    before = rec.score([query])[0] - plain.score([query])[0]
+    for r in (rec, plain):  # a new item with the liked item's own text
+        r.upsert_items([{"item_id": "twin", "title": "Movie 1 again", "genres": "Drama"}], liked[None, :])
+    after = rec.score([query])[0] - plain.score([query])[0]
+    np.testing.assert_allclose(after[:len(before)], before, atol=1e-5)  # the mean stays the bundle's
+    expected = 2.0 * (liked / np.linalg.norm(liked)) @ (liked - center)
+    assert after[rec.item_row["twin"]] == pytest.approx(expected, abs=1e-4) and expected > 0
 
 
 @pytest.mark.slow

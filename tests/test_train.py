@@ -19,8 +19,9 @@ import torch
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
+from recsys_tasks.content_map import ContentMap
 from recsys_tasks.split import Split
-from recsys_tasks.train import finetune
+from recsys_tasks.train import PROFILE_GRID, finetune
 
 TINY_KG = KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
                    device="cpu")
@@ -89,6 +90,9 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
     assert 0.0 <= m["val_ndcg"] <= 1.0 and any(v == pytest.approx(m["val_ndcg"]) for v in kept)
     assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
     assert m["n_validation_users"] == 3 and m["n_fusion_users"] == 1 and m["n_train_pairs"] == 8
+    assert m["content_profile_weight"] in PROFILE_GRID  # chosen on pseudo-new items, and what the bundle serves
+    assert ContentMap.load(trained.path("bundle")).profile_weight == m["content_profile_weight"]
+    assert m["pseudo_new_ndcg"] >= m["pseudo_new_ndcg_map"]
 
 
 @pytest.mark.slow
