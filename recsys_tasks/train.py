@@ -335,6 +335,9 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
     for fold in np.array_split(np.random.default_rng(seed).permutation(trained), PSEUDO_NEW_FOLDS):
         position = np.full(len(catalog), -1, np.int64)
         position[fold] = np.arange(len(fold))
+        rest = trained[position[trained] < 0]
+        if len(rest) < ContentMap.MIN_ITEMS:  # too few left to fit the fold's map
+            continue
         queries, positives = [], []
         for user, history in histories.items():
             liked = np.unique([position[rec.item_row[i]] for i, r, _ in history
@@ -344,7 +347,6 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
                 positives.append(liked)
         if not queries:
             continue
-        rest = trained[position[trained] < 0]
         fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest])
         fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
         rows = [rec._history_rows(q) for q in queries]

@@ -96,6 +96,21 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
 
 
 @pytest.mark.slow
+def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
+        trained: StageResult, stages: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys_tasks.train as train_module
+    from recsys_tasks.dataset import Dataset
+    from recsys_tasks.recommender import Recommender
+
+    rec, split = Recommender.load(trained.path("bundle")), Split.load(stages["snapshot"])
+    dataset = Dataset.load(stages["snapshot"])
+    weight, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
+    assert weight in PROFILE_GRID and set(report) == {"content_profile_weight", "pseudo_new_ndcg_map", "pseudo_new_ndcg"}
+    monkeypatch.setattr(train_module, "PSEUDO_NEW_FOLDS", 1)  # one fold: every trained item, none left to fit on
+    assert train_module._profile_weight(rec, dataset, split.train, 4.0, 0) == (0.0, {})
+
+
+@pytest.mark.slow
 def test_only_training_items_get_an_id_row(trained: StageResult, stages: dict[str, Path]) -> None:
     """Guards cold-item leakage: an item without training interactions must be served by content alone."""
     bundle = trained.path("bundle")
