@@ -119,7 +119,6 @@ class Recommender:
         # instead of being encoded here and remembered for ever.
         self.sentence_encoder: Callable[[list[str]], np.ndarray] | None = None
         self._n_bundle_items = len(self.item_ids)  # rows the KG stage knew; later rows were added
-        self._text_center: np.ndarray | None = None  # `_profile_columns`
         linked = bundle.catalog["entity_id"].fillna("").astype(str) if "entity_id" in bundle.catalog else []
         self._entity_rows = {e: i for i, e in enumerate(linked) if e}  # KG entity -> the trained item linked to it
         self._vocab = {k: {v: i + 1 for i, v in enumerate(self.meta["vocab"][k])} for k in ("gender", "age", "occupation")}
@@ -205,7 +204,7 @@ class Recommender:
             self.fusion.add(scores, queries, seen, self._fusion_keys(queries), self._named_genres(queries))
         return scores
 
-    def text_profiles(self, histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def liked_text(self, histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """(b, text_dim) float32: per `_history_rows` the unit mean text vector of the items rated at or
         above the positive threshold (zeros where there are none)."""
         text_dim, threshold = int(self.meta["text_dim"]), float(self.meta.get("positive_threshold", 4.0))
@@ -219,19 +218,20 @@ class Recommender:
                     out[q_i] = mean / norm
         return out
 
+    def text_profiles(self, histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(b, k): `liked_text` in the content map's profile basis (a map with a profile term)."""
+        return self.liked_text(histories) @ self.bundle.content_map.profile_basis.T
+
     def _profile_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(the catalog rows without an ID, their text vectors less the bundle catalog's mean, times the
-        content map's ``profile_weight``) until the catalog changes; None where the map has no such term.
-        The mean is the bundle's (added items do not move it: an index holding these rows stays right)."""
+        """(the catalog rows without an ID, ``profile_weight`` times their text in the content map's
+        profile basis) until the catalog changes; None where the map has no profile term."""
         content_map = self.bundle.content_map
-        if content_map is None or not content_map.profile_weight:
+        if content_map is None or not content_map.has_profile:
             return None
         if self._new_text is None:
-            text = self.bundle.item_content[:, :int(self.meta["text_dim"])]
-            if self._text_center is None:
-                self._text_center = text[:self._n_bundle_items].mean(0)
             cols = np.flatnonzero(self.bundle.catalog["id_row"].to_numpy() >= int(self.meta["n_id_items"]))
-            self._new_text = (cols, (content_map.profile_weight * (text[cols] - self._text_center)).astype(np.float32))
+            text = self.bundle.item_content[cols, :int(self.meta["text_dim"])]
+            self._new_text = (cols, (content_map.profile_weight * content_map.profile(text)).astype(np.float32))
         return self._new_text
 
     def index_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,12 +243,11 @@ class Recommender:
         profile = self._profile_columns()
         if profile is None:
             return vecs[rows], bias[rows]
-        cols, text = profile
-        position = np.full(len(self.item_ids), -1, np.int64)
-        position[cols] = np.arange(len(cols))
-        at = position[rows]
+        cols, text = profile  # cols ascending: each row's place among them by binary search
+        at = np.minimum(np.searchsorted(cols, rows), max(len(cols) - 1, 0))
+        hit = cols[at] == rows if len(cols) else np.zeros(len(rows), bool)
         extra = np.zeros((len(rows), text.shape[1]), np.float32)
-        extra[at >= 0] = text[at[at >= 0]]
+        extra[hit] = text[at[hit]]
         return np.hstack([vecs[rows], extra]), bias[rows]
 
     def _named_genres(self, queries: Sequence[Query]) -> list[set[str]] | None:

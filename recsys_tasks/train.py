@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 VALIDATION_SUPPORT = (0, 10)  # what training early-stops on
 FUSION_SUPPORT = (0, 5, 10, 20)  # what the fusion is tuned on (with the warm part)
 PROFILE_GRID = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the content map's profile weights tried (`_profile_weight`)
+PROFILE_DIMS = (16, 32, 64)  # ... and principal directions of the text (a vector index carries as many more per item)
 PSEUDO_NEW_FOLDS = 5
 WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
 
@@ -139,8 +140,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
         content_map = _content_map(rec)
         held_out = split.train[split.train["user_id"].isin(val_users | fusion_users)]
-        weight, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg.seed)
-        rec.set_content_map(dataclasses.replace(content_map, profile_weight=weight))
+        weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg.seed)
+        rec.set_content_map(content_map.with_profile(weight, basis, center))
     fusion_report: dict[str, float] = {}
     if cfg.fusion:
         tuners = fusion_users or val_users  # none of its own: the early-stopping users
@@ -319,19 +320,23 @@ def _content_map(rec: Recommender):
 
 
 def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, seed: int
-                    ) -> tuple[float, dict[str, float]]:
-    """The content map's ``profile_weight`` by grid search (`PROFILE_GRID`) on pseudo-new items: the
+                    ) -> tuple[float, np.ndarray, np.ndarray, dict[str, float]]:
+    """The content map's profile term by grid search on pseudo-new items: its weight (`PROFILE_GRID`)
+    and how many principal directions of the trained items' text it is taken in (`PROFILE_DIMS`). The
     trained items in `PSEUDO_NEW_FOLDS` seeded folds, each fold mapped by a map fit on the other folds
     and ranked among itself for the users of ``held`` (held out of training) from their history less
-    the fold, as the cold-item slice ranks new items; by NDCG@20. (0.0, report) with nothing to rank."""
+    the fold, as the cold-item slice ranks new items; by NDCG@20. (weight, basis (k, text_dim),
+    centre, report); weight 0 with nothing to rank."""
     catalog, n_id, text_dim = rec.bundle.catalog, int(rec.meta["n_id_items"]), int(rec.meta["text_dim"])
     trained = np.flatnonzero(catalog["id_row"].to_numpy() < n_id)
     vecs, bias = rec._item_arrays()
     text = rec.bundle.item_content[:, :text_dim]
-    center = text.mean(0)  # as serving centres it (`Recommender._profile_columns`)
+    center = text[trained].mean(0)
+    directions = np.linalg.svd(text[trained] - center, full_matrices=False)[2]  # principal, strongest first
+    dims = [k for k in PROFILE_DIMS if k <= len(directions)] or [len(directions)]
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     histories = {u: history_of(g) for u, g in held.groupby("user_id", sort=True)}
-    ndcg: dict[float, list[np.ndarray]] = {w: [] for w in PROFILE_GRID}
+    ndcg: dict[tuple[int, float], list[np.ndarray]] = {(k, w): [] for k in dims for w in PROFILE_GRID}
     for fold in np.array_split(np.random.default_rng(seed).permutation(trained), PSEUDO_NEW_FOLDS):
         position = np.full(len(catalog), -1, np.int64)
         position[fold] = np.arange(len(fold))
@@ -351,17 +356,20 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
         fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
         rows = [rec._history_rows(q) for q in queries]
         base = rec._user_vectors(queries, rows) @ fold_vecs.T + fold_bias
-        similarity = rec.text_profiles(rows) @ (text[fold] - center).T
-        for w in PROFILE_GRID:
-            ndcg[w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
-                                           with_auc=False)["ndcg"])
-    means = {w: float(np.nanmean(np.concatenate(v))) for w, v in ndcg.items() if v}
+        liked_text, fold_text = rec.liked_text(rows), text[fold] - center
+        for k in dims:
+            similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
+            for w in PROFILE_GRID:
+                ndcg[k, w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
+                                                  with_auc=False)["ndcg"])
+    means = {key: float(np.nanmean(np.concatenate(v))) for key, v in ndcg.items() if v}
     if not means:
-        return 0.0, {}
-    best = max(means, key=lambda w: (means[w], -w))
-    log.info("content map profile weight (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g)",
-             PSEUDO_NEW_FOLDS, means[0.0], means[best], best)
-    return best, {"content_profile_weight": best, "pseudo_new_ndcg_map": means[0.0], "pseudo_new_ndcg": means[best]}
+        return 0.0, directions[:dims[0]], center, {}
+    k, weight = max(means, key=lambda key: (means[key], -key[1], -key[0]))
+    log.info("content map profile term (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g, %d directions)",
+             PSEUDO_NEW_FOLDS, means[dims[0], 0.0], means[k, weight], weight, k)
+    return weight, directions[:k], center, {"content_profile_weight": weight, "content_profile_dims": float(k),
+                                            "pseudo_new_ndcg_map": means[dims[0], 0.0], "pseudo_new_ndcg": means[k, weight]}
 
 
 def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],

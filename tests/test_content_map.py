@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +77,16 @@ def test_a_map_with_catalog_fields_needs_the_rows() -> None:
 
 def test_it_saves_and_loads(tmp_path: Path) -> None:
     text, vecs, bias, items = _catalog_driven()
-    content_map = dataclasses.replace(ContentMap.fit(text, vecs, bias, items), profile_weight=8.0)
+    basis, center = np.linalg.qr(np.random.default_rng(2).normal(size=(8, 3)))[0].T, text.mean(0)
+    content_map = ContentMap.fit(text, vecs, bias, items).with_profile(8.0, basis, center)
     content_map.save(tmp_path)
     loaded = ContentMap.load(tmp_path)
     np.testing.assert_array_equal(loaded.weights, content_map.weights)
     np.testing.assert_array_equal(loaded.landmarks, content_map.landmarks)
     assert (loaded.alpha, loaded.genres, loaded.year_edges, loaded.gamma, loaded.profile_weight) == (
         content_map.alpha, content_map.genres, content_map.year_edges, content_map.gamma, 8.0)
+    assert loaded.has_profile and loaded.profile(text).shape == (len(text), 3)
+    np.testing.assert_allclose(loaded.profile(text), (text - center) @ basis.T, atol=1e-6)
     np.testing.assert_array_equal(loaded(text, items)[1], content_map(text, items)[1])
     assert ContentMap.load(tmp_path / "elsewhere") is None  # a bundle saved before maps existed
 
@@ -95,7 +97,7 @@ def test_a_map_saved_before_the_kernel_or_the_catalog_fields_maps_linearly(tmp_p
     np.savez(tmp_path / "content_map.npz", weights=weights, alpha=np.float64(1.0))
     loaded = ContentMap.load(tmp_path)
     assert loaded.genres == () and loaded.year_edges == () and loaded.landmarks is None and loaded.text_dim == 8
-    assert loaded.profile_weight == 0.0  # saved before the profile term: none
+    assert loaded.profile_weight == 0.0 and not loaded.has_profile  # saved before the profile term: none
     vecs, bias = loaded(text)
     np.testing.assert_allclose(np.hstack([vecs, bias[:, None]]), text @ weights[:-1] + weights[-1], atol=1e-5)
     fitted = ContentMap.fit(text, np.zeros((len(text), 2)), np.zeros(len(text)), items)  # its fields, then linear

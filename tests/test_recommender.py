@@ -6,7 +6,6 @@ Known from the tiny data and the default split: user 3's training history is ite
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -393,7 +392,8 @@ def test_a_stated_genre_raises_its_items_with_an_id_in_both_paths(bundle_dir: Pa
 # ---------------------------------------------------------------- the content map's profile term
 def _with_profile(bundle_dir: Path, weight: float) -> Recommender:
     rec = Recommender.load(bundle_dir)
-    rec.set_content_map(dataclasses.replace(rec.bundle.content_map, profile_weight=weight))
+    content_map = rec.bundle.content_map  # finetune stores the basis and centre it chose, whatever the weight
+    rec.set_content_map(content_map.with_profile(weight, content_map.profile_basis, content_map.profile_center))
     return rec
 
 
@@ -405,11 +405,13 @@ def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_pat
     history = tuple((i, 5.0, 880_000_000 + n) for n, i in enumerate(liked)) + (("6", 2.0, 880_000_010),)
     query = Query("u", PROFILE, history)
     added = rec.score([query])[0] - plain.score([query])[0]
-    text_dim = rec.meta["text_dim"]
+    text_dim, content_map = rec.meta["text_dim"], rec.bundle.content_map
+    basis, center = content_map.profile_basis, content_map.profile_center
+    assert basis.shape[1] == text_dim and np.allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-5)
     text = rec.bundle.item_content[:, :text_dim]
     mean = text[[rec.item_row[i] for i in liked]].mean(0)  # the item rated 2 is not liked: left out
     new = rec.bundle.catalog["id_row"].to_numpy() >= rec.meta["n_id_items"]
-    expected = np.where(new, 2.0 * (text - text.mean(0)) @ (mean / np.linalg.norm(mean)), 0.0)
+    expected = np.where(new, 2.0 * ((text - center) @ basis.T) @ (basis @ (mean / np.linalg.norm(mean))), 0.0)
     assert new.sum() == 3 and np.abs(expected[new]).min() > 0
     np.testing.assert_allclose(added, expected, atol=1e-4)
     nothing_liked = Query("u", PROFILE, tuple((i, 2.0, 0) for i in disliked))
@@ -422,17 +424,17 @@ def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_pat
 
 
 @pytest.mark.slow
-def test_an_added_item_gets_the_profile_term_against_the_bundle_mean(bundle_dir: Path) -> None:
+def test_an_added_item_gets_the_profile_term_around_the_trained_items_mean(bundle_dir: Path) -> None:
     rec, plain = _with_profile(bundle_dir, 2.0), _with_profile(bundle_dir, 0.0)
     query = Query("u", PROFILE, (("1", 5.0, 0),))
     text = rec.bundle.item_content[:, :rec.meta["text_dim"]].copy()
-    liked, center = text[rec.item_row["1"]], text.mean(0)
+    liked, basis, center = text[rec.item_row["1"]], rec.bundle.content_map.profile_basis, rec.bundle.content_map.profile_center
     before = rec.score([query])[0] - plain.score([query])[0]
     for r in (rec, plain):  # a new item with the liked item's own text
         r.upsert_items([{"item_id": "twin", "title": "Movie 1 again", "genres": "Drama"}], liked[None, :])
     after = rec.score([query])[0] - plain.score([query])[0]
-    np.testing.assert_allclose(after[:len(before)], before, atol=1e-5)  # the mean stays the bundle's
-    expected = 2.0 * (liked / np.linalg.norm(liked)) @ (liked - center)
+    np.testing.assert_allclose(after[:len(before)], before, atol=1e-5)  # the centre and basis are the map's
+    expected = 2.0 * (basis @ (liked / np.linalg.norm(liked))) @ (basis @ (liked - center))
     assert after[rec.item_row["twin"]] == pytest.approx(expected, abs=1e-4) and expected > 0
 
 

@@ -104,10 +104,13 @@ def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
 
     rec, split = Recommender.load(trained.path("bundle")), Split.load(stages["snapshot"])
     dataset = Dataset.load(stages["snapshot"])
-    weight, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
-    assert weight in PROFILE_GRID and set(report) == {"content_profile_weight", "pseudo_new_ndcg_map", "pseudo_new_ndcg"}
+    weight, basis, center, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
+    assert weight in PROFILE_GRID and set(report) == {"content_profile_weight", "content_profile_dims",
+                                                      "pseudo_new_ndcg_map", "pseudo_new_ndcg"}
+    assert basis.shape == (report["content_profile_dims"], rec.meta["text_dim"]) and center.shape == (rec.meta["text_dim"],)
     monkeypatch.setattr(train_module, "PSEUDO_NEW_FOLDS", 1)  # one fold: every trained item, none left to fit on
-    assert train_module._profile_weight(rec, dataset, split.train, 4.0, 0) == (0.0, {})
+    weight, _, _, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
+    assert (weight, report) == (0.0, {})
 
 
 @pytest.mark.slow
