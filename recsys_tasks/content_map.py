@@ -32,7 +32,7 @@ dimensions: 0.230 and 0.760, and a 1M-item index 7 times as wide; closing note o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -124,8 +124,6 @@ class ContentMap:
 
     def with_profile(self, weight: float, basis: np.ndarray, center: np.ndarray) -> "ContentMap":
         """This map with a profile term: ``weight``, over the rows of ``basis`` (k, text_dim), around ``center``."""
-        from dataclasses import replace
-
         return replace(self, profile_weight=float(weight), profile_basis=np.asarray(basis, np.float32),
                        profile_center=np.asarray(center, np.float32))
 
