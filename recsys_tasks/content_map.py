@@ -113,14 +113,11 @@ class ContentMap:
 
     def save(self, directory: Path) -> None:
         kernel = {} if self.landmarks is None else {"landmarks": self.landmarks, "gamma": np.float64(self.gamma)}
+        profile = {} if self.profile_basis is None or self.profile_center is None else {
+            "profile_basis": self.profile_basis, "profile_center": self.profile_center}
         np.savez(directory / FILE, weights=self.weights, alpha=np.float64(self.alpha),
                  genres=np.array(self.genres, dtype=str), year_edges=np.array(self.year_edges, np.float64),
-                 profile_weight=np.float64(self.profile_weight), **kernel, **self._profile_arrays())
-
-    def _profile_arrays(self) -> dict[str, np.ndarray]:
-        if self.profile_basis is None or self.profile_center is None:
-            return {}
-        return {"profile_basis": self.profile_basis, "profile_center": self.profile_center}
+                 profile_weight=np.float64(self.profile_weight), **kernel, **profile)
 
     def with_profile(self, weight: float, basis: np.ndarray, center: np.ndarray) -> "ContentMap":
         """This map with a profile term: ``weight``, over the rows of ``basis`` (k, text_dim), around ``center``."""

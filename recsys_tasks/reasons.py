@@ -43,7 +43,7 @@ from .queries import Query
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RELATIONS", "Explainer", "describe_segment", "display_title", "item_links", "reason_links",
+__all__ = ["RELATIONS", "Explainer", "describe_segment", "display_title", "item_links", "liked", "reason_links",
            "relation_lift", "segment_popularity"]
 
 SIMILAR_MIN = 0.9  # centred cosine of item vectors: "similar to" before the weaker kinds (~top 5% of pairs)
@@ -224,6 +224,12 @@ def relation_lift(links: pd.DataFrame, items: Sequence[str], entities: Sequence[
         lift = float(pairs.mean() / base.mean()) if len(pairs) and len(base) and base.mean() > 0 else float("nan")
         out[str(relation)] = (lift, int(len(pairs)))
     return out
+
+
+def liked(ratings: np.ndarray, threshold: float) -> np.ndarray:
+    """Which history items count as liked: rated at or above ``threshold``, or not rated (0: a click)."""
+    ratings = np.asarray(ratings)
+    return (ratings <= 0) | (ratings >= threshold)
 
 
 def segment_key(values: Mapping[str, str]) -> tuple[str, ...]:
@@ -433,9 +439,9 @@ class Explainer:
         """
         self._sync(vecs)
         top_rows = top.tolist()
-        liked = (ratings <= 0) | (ratings >= self.threshold)
-        cited = history[liked].tolist()
-        disliked = history[~liked]
+        is_liked = liked(ratings, self.threshold)
+        cited = history[is_liked].tolist()
+        disliked = history[~is_liked]
         kg: dict[int, tuple[int, str]] = {}
         best: list[int] = []
         best_sim: list[float] = []

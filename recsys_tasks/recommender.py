@@ -29,7 +29,7 @@ from .artifacts import read_json, write_json
 from .content_map import ContentMap
 from .dataset import age_band
 from .queries import Query, profile_of
-from .reasons import Explainer
+from .reasons import Explainer, liked
 from .text import profile_text
 
 
@@ -205,14 +205,15 @@ class Recommender:
         return scores
 
     def liked_text(self, histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """(b, text_dim) float32: per `_history_rows` the unit mean text vector of the items rated at or
-        above the positive threshold (zeros where there are none)."""
+        """(b, text_dim) float32: per `_history_rows` the unit mean text vector of the items it liked
+        (`reasons.liked`, as the reasons cite them: rated at or above the positive threshold, or a
+        click without a rating; zeros where there are none)."""
         text_dim, threshold = int(self.meta["text_dim"]), float(self.meta.get("positive_threshold", 4.0))
         out = np.zeros((len(histories), text_dim), np.float32)
         for q_i, (rows, ratings) in enumerate(histories):
-            liked = rows[ratings >= threshold]
-            if len(liked):
-                mean = self.bundle.item_content[liked, :text_dim].mean(0)
+            chosen = rows[liked(ratings, threshold)]
+            if len(chosen):
+                mean = self.bundle.item_content[chosen, :text_dim].mean(0)
                 norm = float(np.linalg.norm(mean))
                 if norm > 0:
                     out[q_i] = mean / norm

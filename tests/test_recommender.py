@@ -416,6 +416,8 @@ def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_pat
     np.testing.assert_allclose(added, expected, atol=1e-4)
     nothing_liked = Query("u", PROFILE, tuple((i, 2.0, 0) for i in disliked))
     np.testing.assert_allclose(rec.score([nothing_liked]), plain.score([nothing_liked]), atol=1e-6)
+    clicks = Query("u", PROFILE, tuple((i, 0.0, 0) for i in liked))  # no ratings: liked, as the reasons take them
+    np.testing.assert_allclose(rec.score([clicks])[0] - plain.score([clicks])[0], expected, atol=1e-4)
     requests = [{"request_id": "h", "history": [{"item_id": i, "rating": r} for i, r, _ in history], "k": 15},
                 {"request_id": "c", "history": [{"item_id": "1", "rating": 5}], "candidates": ["2", "4", "9", "13"]},
                 {"request_id": "known", "user_id": "3", "k": 10}]
