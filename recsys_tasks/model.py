@@ -9,7 +9,10 @@ User tower: ``u = h(demographics ⊕ KG(demographic values) ⊕ text(profile) �
 ⊕ pool(v_history) ⊕ log(1+|history|)) + g(|history|)·pool(v_history)``, so it serves 0
 interactions (profile, perhaps a sentence) up to a long history with one set of weights; the
 direct path (FISM) scores an item by its similarity to the history, with a learned gate ``g``
-of the history's length (a few items are weak evidence, a long history strong).
+of the history's length (a few items are weak evidence, a long history strong). ``pool`` is a
+weighted mean: a liked item weighs 1, one rated below the positive threshold a learned ``w``
+(``exp`` of a scalar that starts at 0, so at 1): how much a disliked item still says about what
+the user will like.
 
 Score: ``s(u, i) = u · v_i + b_i`` (a popularity-like prior is ``b_i``).
 """
@@ -62,6 +65,7 @@ class HybridModel(nn.Module):
         user_in = 3 * spec.demo_dim + spec.kg_dim + 2 * spec.text_dim + 1 + d + 1
         self.user = nn.Sequential(nn.Linear(user_in, h), nn.GELU(), nn.Dropout(0.1), nn.Linear(h, d))
         self.history_gate = nn.Linear(1, 1)  # FISM-style path, gated by history length (short = weak)
+        self.disliked_log_weight = nn.Parameter(torch.zeros(()))  # a disliked history item's log weight in the pool
         on = {name: float(name in spec.inputs) for name in ("text", "kg", "demographics")}
         self._on = on
         mask = torch.cat([torch.full((spec.text_dim,), on["text"]), torch.full((spec.kg_dim,), on["kg"])])
@@ -80,14 +84,19 @@ class HybridModel(nn.Module):
 
     def users(self, demo: torch.Tensor, kg_demo: torch.Tensor, profile_text: torch.Tensor,
               taste_text: torch.Tensor, has_taste: torch.Tensor, history: torch.Tensor,
-              history_mask: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+              history_mask: torch.Tensor, item_vecs: torch.Tensor, history_liked: torch.Tensor | None = None
+              ) -> torch.Tensor:
         """User vectors (b, d).
 
         demo (b, 3) int: gender, age band, occupation rows (0 = unknown);
-        history (b, L) int rows into ``item_vecs``; history_mask (b, L) float, 1 where real.
+        history (b, L) int rows into ``item_vecs``; history_mask (b, L) float, 1 where real;
+        history_liked (b, L) float, 1 where liked (None: every item).
         """
         n = history_mask.sum(1, keepdim=True)
-        pooled = (item_vecs[history] * history_mask.unsqueeze(-1)).sum(1) / n.clamp(min=1.0)
+        weight = history_mask
+        if history_liked is not None:
+            weight = history_mask * (history_liked + (1.0 - history_liked) * self.disliked_log_weight.exp())
+        pooled = (item_vecs[history] * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True).clamp(min=1e-6)
         on = self._on
         demographics = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2])], 1)
         has_taste = has_taste * on["text"]
@@ -114,16 +123,22 @@ class UserTower:
         first, last = model.user[0], model.user[3]
         self.w1, self.b1, self.w2, self.b2 = array(first.weight).T.copy(), array(first.bias), array(last.weight).T.copy(), array(last.bias)
         self.gate_w, self.gate_b = float(model.history_gate.weight.item()), float(model.history_gate.bias.item())
+        self.disliked_weight = np.float32(np.exp(model.disliked_log_weight.item()))
         self.on = dict(model._on)
 
     def __call__(self, demo: np.ndarray, kg_demo: np.ndarray, profile_text: np.ndarray, taste_text: np.ndarray,
-                 has_taste: np.ndarray, history: np.ndarray, history_mask: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
+                 has_taste: np.ndarray, history: np.ndarray, history_mask: np.ndarray, item_vecs: np.ndarray,
+                 history_liked: np.ndarray | None = None) -> np.ndarray:
         """User vectors (b, d) float32; the arguments as `HybridModel.users`'s, as arrays."""
         from scipy.special import erf
 
         on = self.on
         n = history_mask.sum(1, keepdims=True, dtype=np.float32)
-        pooled = np.einsum("bl,bld->bd", history_mask, item_vecs[history]) / np.maximum(n, 1.0)
+        weight = history_mask
+        if history_liked is not None:
+            weight = history_mask * (history_liked + (1.0 - history_liked) * self.disliked_weight)
+        pooled = (np.einsum("bl,bld->bd", weight, item_vecs[history])
+                  / np.maximum(weight.sum(1, keepdims=True, dtype=np.float32), np.float32(1e-6)))
         demographics = np.concatenate([self.gender[demo[:, 0]], self.age[demo[:, 1]], self.occupation[demo[:, 2]]], 1)
         has_taste = has_taste * on["text"]
         log_n = np.log1p(n)
@@ -145,5 +160,7 @@ def load_model(path, device: str = "cpu") -> HybridModel:
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     spec = checkpoint["spec"]
     model = HybridModel(ModelSpec(**{**spec, "inputs": tuple(spec.get("inputs", ModelSpec.inputs))}))
-    model.load_state_dict(checkpoint["state_dict"])
+    # saved before the disliked items' weight: 0 (a weight of 1), the plain mean they were trained with
+    state = {"disliked_log_weight": torch.zeros(()), **checkpoint["state_dict"]}
+    model.load_state_dict(state)
     return model.to(device).eval()

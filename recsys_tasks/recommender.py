@@ -268,21 +268,24 @@ class Recommender:
         `model.UserTower`, elsewhere by the module itself."""
         max_hist = int(self.meta["max_history"])
         hist = np.full((len(queries), max(1, max_hist)), 0, dtype=np.int64)
-        mask = np.zeros(hist.shape, dtype=np.float32)
-        for q_i, (rows, _) in enumerate(histories):
+        mask, is_liked = np.zeros(hist.shape, dtype=np.float32), np.zeros(hist.shape, dtype=np.float32)
+        threshold = float(self.meta.get("positive_threshold", 4.0))
+        for q_i, (rows, ratings) in enumerate(histories):
             hist[q_i, :len(rows)], mask[q_i, :len(rows)] = rows, 1.0
+            is_liked[q_i, :len(rows)] = liked(ratings, threshold)
         demo = np.array([self.demographic_rows(q.profile) for q in queries], dtype=np.int64)
         kg = np.stack([self.kg_demo_vector(q.profile) for q in queries])
         profile = self.text_vectors([profile_text(q.profile) for q in queries])
         has_taste = np.array([1.0 if q.text else 0.0 for q in queries], dtype=np.float32)
         taste = self.text_vectors([q.text or "" for q in queries]) * has_taste[:, None]
         if self._tower is not None:
-            return self._tower(demo, kg, profile, taste, has_taste, hist, mask, self._item_arrays()[0])
+            return self._tower(demo, kg, profile, taste, has_taste, hist, mask, self._item_arrays()[0], is_liked)
         import torch
 
         t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         with torch.inference_mode():
-            users = self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs)
+            users = self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs,
+                                     t(is_liked))
         return users.float().cpu().numpy()
 
     def _rows_of(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

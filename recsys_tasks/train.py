@@ -31,7 +31,7 @@ from .dataset import AGE_BANDS, Dataset
 from .kg import demographic_nodes, item_node, load_entity_embeddings
 from .metrics import ranking_metrics
 from .queries import Query, history_of, profile_of
-from .reasons import reason_links
+from .reasons import liked as liked_mask, reason_links
 from .recommender import Bundle, Recommender
 from .report import curves_chart
 from .slices import stated_taste
@@ -44,6 +44,11 @@ PROFILE_GRID = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the content map's profile wei
 PROFILE_DIMS = (16, 32, 64)  # ... and principal directions of the text (a vector index carries as many more per item)
 PSEUDO_NEW_FOLDS = 5
 WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
+# the fusion's warm queries: each fusion user cut at 50%, 65% and 80% of its history, the first two kept
+# only past 20 items, so the long-history buckets (21-40, over 40 items), where only the warm queries fall,
+# are tuned on 2-3 times the queries (one cut: 13-32 per bucket, and their weights swung between runs that
+# differed in little else) and the cold-start buckets on what they were
+FUSION_WARM = (0.5, 0.65, WARM_HISTORY)
 
 
 def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
@@ -101,7 +106,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
                 keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
                 item_vecs, item_bias = model.items(content, id_rows, keep)
                 history_vecs, _ = model.items(content, id_rows)
-                users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs)
+                users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs,
+                                    history_liked=torch.as_tensor(batch.liked, device=device))
                 logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
                 loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
                 optimizer.zero_grad(set_to_none=True)
@@ -152,7 +158,7 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
                "train_seconds": seconds,
                "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
                "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users)),
-               "n_fusion_users": float(len(fusion_users)),
+               "n_fusion_users": float(len(fusion_users)), "disliked_weight": float(model.disliked_log_weight.detach().exp()),
                **map_report, **fusion_report}
     with atomic_dir(out_dir) as tmp:
         bundle_dir = tmp / "bundle"
@@ -202,8 +208,9 @@ def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: s
 
 
 class _Batch:
-    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray):
-        self.inputs, self.targets = inputs, targets
+    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray,
+                 liked: np.ndarray):
+        self.inputs, self.targets, self.liked = inputs, targets, liked  # liked: (b, L) 1 where a history item is
         self.users, self.positions = users, positions  # which user, and where the target is in their sequence
 
 
@@ -225,6 +232,8 @@ class _Batches:
         ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
         position = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
         self.history = [np.array([row[i] for i in g["item_id"]]) for _, g in ordered.groupby("user_id", sort=True)]
+        self.liked = [liked_mask(g["rating"].to_numpy(), threshold).astype(np.float32)  # as serving tells them (`reasons.liked`)
+                      for _, g in ordered.groupby("user_id", sort=True)]
         self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
         self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
         from .text import profile_text
@@ -248,7 +257,7 @@ class _Batches:
             idx = order[start:start + size]
             users, targets, positions = self.pairs_user[idx], self.pairs_item[idx], self.pairs_position[idx]
             hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
-            mask = np.zeros(hist.shape, np.float32)
+            mask, is_liked = np.zeros(hist.shape, np.float32), np.zeros(hist.shape, np.float32)
             lengths = self.rng.integers(1, max_hist + 1, len(idx))
             lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
             recent = self.rng.random(len(idx)) < 0.5
@@ -257,11 +266,12 @@ class _Batches:
             for b, (u, p) in enumerate(zip(users, positions)):
                 n = min(int(lengths[b]), int(p))
                 if n:
-                    hist[b, :n] = self.history[u][p - n:p] if recent[b] else self.history[u][:n]
+                    part = slice(p - n, p) if recent[b] else slice(0, n)
+                    hist[b, :n], is_liked[b, :n] = self.history[u][part], self.liked[u][part]
                     mask[b, :n] = 1.0
             text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
             yield _Batch((self.demo[users], self.kg[users], self.profile[users], self.taste[users], text_on,
-                          hist, mask), targets, users, positions)
+                          hist, mask), targets, users, positions, is_liked)
 
 
 def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
@@ -275,22 +285,38 @@ def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: n
 
 
 def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float,
-                        supports: tuple[int, ...] = VALIDATION_SUPPORT):
+                        supports: tuple[int, ...] = VALIDATION_SUPPORT, warm: tuple[float, ...] = (WARM_HISTORY,)):
     """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
-    later positives as targets) and the same users as warm ones ("warm": the first 80% as history)."""
+    later positives as targets) and the same users as warm ones ("warm": the first 80% as history;
+    ``warm``: the fractions of the history to cut at, "warm_50" for 0.5)."""
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     out = []
-    for name in [f"at_{k}" for k in supports] + ["warm"]:
+    cuts = {f"at_{k}": k for k in supports} | {("warm" if f == WARM_HISTORY else f"warm_{round(f * 100)}"): f for f in warm}
+    for name, cut in cuts.items():
         queries, positives = [], []
         for user, group in held.groupby("user_id", sort=True):
             history = history_of(group)
-            k = int(name[3:]) if name.startswith("at_") else int(len(history) * WARM_HISTORY)
+            k = cut if name.startswith("at_") else int(len(history) * cut)
             seen = {i for i, _, _ in history[:k]}
             later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold and i not in seen]
             if later:
                 queries.append(Query(user, profiles[user], history[:k]))
                 positives.append(np.array(later))
         out.append((name, queries, positives))
+    return out
+
+
+def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
+    """`_validation_queries` at `FUSION_SUPPORT` and the `FUSION_WARM` cuts, the extra cuts ("warm_50",
+    "warm_65") only where they leave more than 20 items: the fusion's tuning queries."""
+    from .fusion import EDGES
+
+    out = []
+    for name, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT, FUSION_WARM):
+        if name.startswith("warm_"):
+            kept = [q_i for q_i, q in enumerate(queries) if len(q.history) > EDGES[2]]
+            queries, targets = [queries[q_i] for q_i in kept], [targets[q_i] for q_i in kept]
+        out.append((name, queries, targets))
     return out
 
 
@@ -390,7 +416,7 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
     fusion = Fusion.from_meta(fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}), ease, catalog,
                               rec.bundle.histories, rec.bundle.users, n_id, threshold)
     base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
-    for _, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT):
+    for _, queries, targets in _fusion_queries(rec, dataset, held, threshold):
         if not queries:
             continue
         seen = [rec._item_rows(q.history_items) for q in queries]

@@ -111,6 +111,43 @@ def test_taste_text_counts_only_where_has_taste(model: HybridModel, content: tor
     assert not torch.allclose(model.users(*inputs, vecs)[0], before[0])
 
 
+def _liked(batch: int = 3, length: int = 5) -> torch.Tensor:
+    liked = torch.ones(batch, length)
+    liked[0, 1:3] = 0.0  # user 0 disliked two of its five items
+    return liked
+
+
+def test_a_disliked_history_item_weighs_the_learned_weight(model: HybridModel, content: torch.Tensor) -> None:
+    vecs, _ = model.items(content, ID_ROWS)
+    inputs = list(_user_inputs())
+    other = list(inputs)
+    other[5] = inputs[5].clone()
+    other[5][0, 1:3] = (other[5][0, 1:3] + 1) % N_ITEMS  # other items where user 0 disliked
+    with torch.no_grad():
+        torch.testing.assert_close(model.users(*inputs, vecs, history_liked=_liked()), model.users(*inputs, vecs))  # w = 1
+        assert not torch.allclose(model.users(*other, vecs, history_liked=_liked())[0],
+                                  model.users(*inputs, vecs, history_liked=_liked())[0])
+        model.disliked_log_weight.fill_(-40.0)  # w ~ 0: user 0's pool is its liked items alone
+        torch.testing.assert_close(model.users(*other, vecs, history_liked=_liked()),
+                                   model.users(*inputs, vecs, history_liked=_liked()))
+        changed = model.users(*inputs, vecs, history_liked=_liked())
+    assert not torch.allclose(changed[0], model.users(*inputs, vecs)[0])  # and not the plain mean
+    torch.testing.assert_close(changed[1:], model.users(*inputs, vecs)[1:])  # users 1, 2 liked all they have
+
+
+def test_a_checkpoint_without_the_disliked_weight_pools_the_plain_mean(model: HybridModel, content: torch.Tensor,
+                                                                       tmp_path: Path) -> None:
+    """Bundles saved before the weight: every history item weighs 1, as they were trained."""
+    state = {k: v for k, v in model.state_dict().items() if k != "disliked_log_weight"}
+    torch.save({"spec": model.spec.to_dict(), "state_dict": state}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.disliked_log_weight.item() == 0.0
+    vecs, _ = model.items(content, ID_ROWS)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.users(*_user_inputs(), vecs, history_liked=_liked()),
+                                   model.users(*_user_inputs(), vecs))
+
+
 def test_save_and_load_give_identical_outputs(model: HybridModel, content: torch.Tensor, tmp_path: Path) -> None:
     with torch.no_grad():  # move the weights away from their initial values first
         for p in model.parameters():
@@ -190,7 +227,7 @@ def test_the_numpy_user_tower_computes_what_the_module_does(inputs: tuple[str, .
         for p in model.parameters():  # away from the initialisation: every weight matters
             p.add_(torch.randn_like(p) * 0.3)
         item_vecs, _ = model.items(content, ID_ROWS)
-        expected = model.users(*_user_inputs(), item_vecs).numpy()
-    got = UserTower(model)(*[a.numpy() for a in _user_inputs()], item_vecs.numpy())
+        expected = model.users(*_user_inputs(), item_vecs, history_liked=_liked()).numpy()
+    got = UserTower(model)(*[a.numpy() for a in _user_inputs()], item_vecs.numpy(), _liked().numpy())
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

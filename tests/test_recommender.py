@@ -91,6 +91,27 @@ def test_history_and_text_change_the_scores(rec: Recommender) -> None:
     assert not np.allclose(bare, with_history) and not np.allclose(bare, with_text)
 
 
+def test_a_disliked_history_item_weighs_the_models_learned_weight_in_both_towers(bundle_dir: Path) -> None:
+    """A history item rated below the positive threshold is pooled with the model's weight, an
+    unrated click as a liked item; the NumPy tower (CPU serving) and the module agree."""
+    rec = Recommender.load(bundle_dir)
+    liked, mixed, clicks = (Query("u", PROFILE, tuple((i, r, 880_000_000 + n) for n, (i, r) in enumerate(h)))
+                            for h in ([("1", 5.0), ("4", 4.0), ("8", 5.0)], [("1", 5.0), ("4", 1.0), ("8", 5.0)],
+                                      [("1", 0.0), ("4", 0.0), ("8", 0.0)]))
+    with torch.no_grad():
+        rec.model.disliked_log_weight.fill_(0.0)  # a weight of 1: the ratings do not matter
+    rec.refresh()
+    np.testing.assert_allclose(rec.score([mixed], fused=False), rec.score([liked], fused=False), atol=1e-6)
+    with torch.no_grad():
+        rec.model.disliked_log_weight.fill_(-3.0)
+    rec.refresh()
+    numpy_tower = rec.score([liked, mixed, clicks], fused=False)
+    assert not np.allclose(numpy_tower[1], numpy_tower[0], atol=1e-4)
+    np.testing.assert_allclose(numpy_tower[2], numpy_tower[0], atol=1e-6)  # clicks count as liked
+    rec._tower = None  # the module's own arithmetic, as on a GPU
+    np.testing.assert_allclose(rec.score([liked, mixed, clicks], fused=False), numpy_tower, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_a_cold_item_is_scored_by_its_content_alone(rec: Recommender) -> None:
     catalog = rec.bundle.catalog

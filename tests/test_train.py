@@ -254,7 +254,8 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
     ordered = split.train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     sequences = [[rec.item_row[i] for i in g["item_id"]] for _, g in ordered.groupby("user_id", sort=True)]
-    lengths = []
+    ratings = [g["rating"].tolist() for _, g in ordered.groupby("user_id", sort=True)]
+    lengths, flags = [], []
     for _ in range(5):
         for batch in batches.epoch():
             hist, mask = batch.inputs[5], batch.inputs[6]
@@ -264,8 +265,14 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
                 assert n <= min(3, position) and (mask[b, :n] == 1).all() and (mask[b, n:] == 0).all()
                 history = list(hist[b, :n])
                 assert history in (sequence[:n], sequence[position - n:position])
+                start = 0 if history == sequence[:n] else position - n
+                # each history item flagged liked as its rating says (>= 4 here), padding not
+                expected = [1.0 if r >= 4.0 else 0.0 for r in ratings[user][start:start + n]]
+                assert list(batch.liked[b, :n]) == expected and not batch.liked[b, n:].any()
                 lengths.append(n)
+                flags.extend(expected)
     assert max(lengths) == 3 and 0 in lengths
+    assert 0.0 in flags and 1.0 in flags  # both kinds were drawn
 
 
 def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
@@ -286,3 +293,23 @@ def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult
             n = int(mask[b].sum())
             assert n == min(3, position)
             assert list(hist[b, :n]) == sequences[user][position - n:position]
+
+
+def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
+    """The fusion's queries: the first 0/5/10/20 items and 80% of every history, and 50% and 65%
+    only of histories they leave more than 20 items of (the long-history buckets)."""
+    from types import SimpleNamespace
+
+    from recsys_tasks.train import _fusion_queries
+
+    items = [str(i) for i in range(200)]
+    rows = [("long", items[i], 5.0, 1000 + i) for i in range(60)] + [("short", items[100 + i], 5.0, 1000 + i) for i in range(30)]
+    held = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    users = pd.DataFrame({"user_id": ["long", "short"], "age": [30, 40], "gender": ["F", "M"],
+                          "occupation": ["writer", "other"], "zip_code": ["", ""]})
+    rec = SimpleNamespace(item_row={item: row for row, item in enumerate(items)})
+    found = {name: sorted((q.user_id, len(q.history)) for q in queries)
+             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0)}
+    assert found == {"at_0": [("long", 0), ("short", 0)], "at_5": [("long", 5), ("short", 5)],
+                     "at_10": [("long", 10), ("short", 10)], "at_20": [("long", 20), ("short", 20)],
+                     "warm_50": [("long", 30)], "warm_65": [("long", 39)], "warm": [("long", 48), ("short", 24)]}
