@@ -35,7 +35,7 @@ ABLATIONS = {
     "without text": ["finetune.inputs=kg,demographics"],
     "without demographics": ["finetune.inputs=text,kg"],
     "without cold-start training": ["finetune.id_dropout=0", "finetune.empty_history_prob=0",
-                                    "finetune.truncate_histories=false"],
+                                    "finetune.truncate_histories=false", "finetune.profile_dropout=0"],
     "without fusion": ["finetune.fusion=false"],
     "without content map": ["finetune.content_map=false"],
 }

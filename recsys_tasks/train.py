@@ -270,8 +270,11 @@ class _Batches:
                     hist[b, :n], is_liked[b, :n] = self.history[u][part], self.liked[u][part]
                     mask[b, :n] = 1.0
             text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
-            yield _Batch((self.demo[users], self.kg[users], self.profile[users], self.taste[users], text_on,
-                          hist, mask), targets, users, positions, is_liked)
+            demo, kg, profile = self.demo[users], self.kg[users], self.profile[users]
+            if self.cfg.profile_dropout > 0:  # the profile hidden from some users with a history: lean on the history
+                hidden = (mask[:, 0] > 0) & (self.rng.random(len(idx)) < self.cfg.profile_dropout)
+                demo[hidden], kg[hidden], profile[hidden] = 0, 0.0, 0.0
+            yield _Batch((demo, kg, profile, self.taste[users], text_on, hist, mask), targets, users, positions, is_liked)
 
 
 def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator

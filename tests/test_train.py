@@ -275,6 +275,37 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     assert 0.0 in flags and 1.0 in flags  # both kinds were drawn
 
 
+def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(trained: StageResult,
+                                                                          stages: dict[str, Path]) -> None:
+    """``profile_dropout``: some training users with a history get no demographics, KG-demographic or
+    profile-text input (the history must carry them); a profile-only user always keeps its profile."""
+    from recsys_tasks.dataset import Dataset
+    from recsys_tasks.recommender import Recommender
+    from recsys_tasks.train import _Batches
+
+    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    rec = Recommender.load(trained.path("bundle"))
+    cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.3, profile_dropout=0.5)
+    batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
+    hidden, kept_with_history = 0, 0
+    for _ in range(5):
+        for batch in batches.epoch():
+            demo, kg, profile, mask = batch.inputs[0], batch.inputs[1], batch.inputs[2], batch.inputs[6]
+            for b, user in enumerate(batch.users):
+                blank = not demo[b].any() and not kg[b].any() and not profile[b].any()
+                if blank:
+                    assert mask[b].sum() > 0  # only a user with a history loses its profile
+                    hidden += 1
+                else:
+                    np.testing.assert_array_equal(demo[b], batches.demo[user])
+                    np.testing.assert_array_equal(profile[b], batches.profile[user])
+                    kept_with_history += int(mask[b].sum() > 0)
+    assert hidden and kept_with_history  # both happen at 0.5
+    fresh = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
+    for stored, again in ((batches.demo, fresh.demo), (batches.kg, fresh.kg), (batches.profile, fresh.profile)):
+        np.testing.assert_array_equal(stored, again)  # what was hidden was a batch's copy
+
+
 def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
     """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
     from recsys_tasks.dataset import Dataset
