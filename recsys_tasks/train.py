@@ -231,9 +231,10 @@ class _Batches:
         profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
         ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
         position = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
-        self.history = [np.array([row[i] for i in g["item_id"]]) for _, g in ordered.groupby("user_id", sort=True)]
-        self.liked = [liked_mask(g["rating"].to_numpy(), threshold).astype(np.float32)  # as serving tells them (`reasons.liked`)
-                      for _, g in ordered.groupby("user_id", sort=True)]
+        groups = [g for _, g in ordered.groupby("user_id", sort=True)]
+        self.history = [np.array([row[i] for i in g["item_id"]]) for g in groups]
+        # which history items are liked, as serving tells them (`reasons.liked`)
+        self.liked = [liked_mask(g["rating"].to_numpy(), threshold).astype(np.float32) for g in groups]
         self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
         self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
         from .text import profile_text
