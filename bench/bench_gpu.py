@@ -48,7 +48,7 @@ def synthetic_texts(n: int, tokenizer, seed: int = 0) -> list[str]:
 def bench_text(model: str, n: int, batch: int, threads: list[int]) -> dict[str, float]:
     import torch
 
-    from recsys_tasks.text import TextEncoder
+    from recsys_tasks.text.encoder import TextEncoder
 
     encoder = TextEncoder(model, device="auto")
     cuda = encoder.device.type == "cuda"
@@ -95,7 +95,7 @@ def bench_text(model: str, n: int, batch: int, threads: list[int]) -> dict[str, 
 
 def bench_finetune(stages: Path, epochs: int, devices: list[str]) -> dict[str, dict[str, float]]:
     from recsys_tasks.config import PipelineConfig
-    from recsys_tasks.train import finetune
+    from recsys_tasks.model.finetune import finetune
 
     out = {}
     for device in devices:

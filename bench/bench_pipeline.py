@@ -21,19 +21,19 @@ from pathlib import Path
 
 TARGET_SECONDS = 300.0
 STAGES = {
-    "extract": "from recsys_tasks.extract import extract; extract(cfg.extract, base / 'extract')",
-    "kg_embed": "from recsys_tasks.kg import kg_embed; kg_embed(cfg.kg, base / 'extract', base / 'kg_embed', "
+    "extract": "from recsys_tasks.data.extract import extract; extract(cfg.extract, base / 'extract')",
+    "kg_embed": "from recsys_tasks.kg.embed import kg_embed; kg_embed(cfg.kg, base / 'extract', base / 'kg_embed', "
                 "cfg.extract.positive_threshold)",
-    "text_embed": "from recsys_tasks.text import text_embed; text_embed(cfg.text, base / 'extract', base / 'text_embed')",
-    "finetune": "from recsys_tasks.train import finetune; finetune(cfg.finetune, base / 'extract', base / 'kg_embed', "
+    "text_embed": "from recsys_tasks.text.embed import text_embed; text_embed(cfg.text, base / 'extract', base / 'text_embed')",
+    "finetune": "from recsys_tasks.model.finetune import finetune; finetune(cfg.finetune, base / 'extract', base / 'kg_embed', "
                 "base / 'text_embed', base / 'finetune', cfg.text.model, cfg.extract.positive_threshold)",
-    "evaluate": "from recsys_tasks.evaluate import evaluate; evaluate(cfg.evaluate, base / 'extract', "
+    "evaluate": "from recsys_tasks.evaluation.evaluate import evaluate; evaluate(cfg.evaluate, base / 'extract', "
                 "base / 'text_embed', base / 'finetune' / 'bundle', base / 'evaluate', cfg.extract.positive_threshold)",
-    "register": "from recsys_tasks.registry import register; from recsys_tasks.artifacts import StageResult; "
+    "register": "from recsys_tasks.registry.store import register; from recsys_tasks.artifacts import StageResult; "
                 "r = {s: StageResult.load(base / s) for s in ('extract', 'kg_embed', 'text_embed', 'finetune', "
                 "'evaluate')}; register(cfg, r, run_name='bench')",
-    "baseline_als": "import time; from recsys_tasks.dataset import Dataset; from recsys_tasks.split import Split; "
-                    "from recsys_tasks.baselines import ALSFoldIn; from recsys_tasks.slices import build_slices; "
+    "baseline_als": "import time; from recsys_tasks.data.dataset import Dataset; from recsys_tasks.data.split import Split; "
+                    "from recsys_tasks.evaluation.baselines import ALSFoldIn; from recsys_tasks.protocol.slices import build_slices; "
                     "d, s = Dataset.load(base / 'extract'), Split.load(base / 'extract'); "
                     "m = ALSFoldIn(d.items['item_id'].tolist(), s.train, cfg.evaluate.als_factors, "
                     "cfg.evaluate.als_iterations, cfg.evaluate.als_regularization, cfg.evaluate.seed); "

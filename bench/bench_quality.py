@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from recsys_tasks.config import PipelineConfig
-from recsys_tasks.evaluate import evaluate
-from recsys_tasks.evaluation import MODEL, RATIO, summary_table, to_markdown
-from recsys_tasks.extract import extract
-from recsys_tasks.kg import kg_embed
-from recsys_tasks.text import text_embed
-from recsys_tasks.train import finetune
+from recsys_tasks.evaluation.evaluate import evaluate
+from recsys_tasks.evaluation.table import MODEL, RATIO, summary_table, to_markdown
+from recsys_tasks.data.extract import extract
+from recsys_tasks.kg.embed import kg_embed
+from recsys_tasks.text.embed import text_embed
+from recsys_tasks.model.finetune import finetune
 
 
 ABLATIONS = {

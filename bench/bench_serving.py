@@ -60,7 +60,7 @@ def _serve_bare(workdir: str, port: int) -> None:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
-    from recsys_tasks.registry import load_recommender
+    from recsys_tasks.registry.store import load_recommender
 
     rec = load_recommender()
     vecs, bias = rec.item_vecs.float().numpy(), rec.item_bias.float().numpy()
@@ -86,9 +86,9 @@ def _serve_synthetic(workdir: str, port: int, n_items: int, index: str) -> None:
     import torch
     import uvicorn
 
-    from recsys_tasks.recommender import Bundle, Recommender
-    from recsys_tasks.registry import load_recommender
-    from recsys_tasks.serving import ModelHolder, ServeSettings, create_app
+    from recsys_tasks.model.recommender import Bundle, Recommender
+    from recsys_tasks.registry.store import load_recommender
+    from recsys_tasks.serving.app import ModelHolder, ServeSettings, create_app
 
     rec = load_recommender()
     bundle = rec.bundle
@@ -330,7 +330,7 @@ def _request_maker(users: list[str], items: list[str], text: bool, seed: int = 0
 def _catalog(workdir: Path) -> tuple[list[str], list[str]]:
     import pandas as pd
 
-    from recsys_tasks.registry import load_recommender
+    from recsys_tasks.registry.store import load_recommender
 
     rec = load_recommender()
     return sorted(pd.unique(rec.bundle.histories["user_id"]).tolist())[:500], rec.item_ids
@@ -368,7 +368,7 @@ def main() -> None:
     if args.serve == "synthetic":
         return _serve_synthetic(str(workdir), args.port, args.items, args.index)
 
-    from recsys_tasks.registry import alias_version
+    from recsys_tasks.registry.store import alias_version
 
     if alias_version(os.environ.get("RECSYS_MODEL_NAME", "recsys-cold-start")) is None:
         if not args.train:

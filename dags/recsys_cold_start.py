@@ -27,10 +27,13 @@ model** opens the registered model in the MLflow UI.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+from recsys_tasks.stages import STAGES
 
 GPU_QUEUE = os.environ.get("RECSYS_GPU_QUEUE", "gpu")
 
@@ -49,8 +52,6 @@ def _setup() -> tuple:
 def _resolve_source(extract_cfg):
     """``sql:<conn id>`` names an Airflow connection: its SQLAlchemy URI is used for this call only,
     so the resolved config written to disk and MLflow keeps the id, never the credentials."""
-    import dataclasses
-
     from airflow.sdk import BaseHook
 
     if not extract_cfg.source.startswith("sql:"):
@@ -114,60 +115,34 @@ def _resolve_source(extract_cfg):
     },
 )
 def recsys_cold_start():
-    @task
-    def extract() -> dict:
-        from recsys_tasks.extract import extract
+    tasks: dict = {}
+    for stage in STAGES:  # recsys_tasks.stages declares the graph; each task is one stage
+        tasks[stage.name] = _stage_task(stage)(**{name: tasks[name] for name in stage.needs})
 
-        cfg, base = _setup()
-        return extract(_resolve_source(cfg.extract), base / "extract").to_dict()
 
-    @task
-    def kg_embed(snapshot: dict) -> dict:
-        from recsys_tasks.kg import kg_embed
+def _stage_task(stage):
+    """A task that runs ``stage`` on the upstream results it is handed (XCom dicts: paths, ids, metrics)."""
 
-        cfg, base = _setup()
-        return kg_embed(cfg.kg, snapshot["out_dir"], base / "kg_embed", cfg.extract.positive_threshold).to_dict()
-
-    @task(queue=GPU_QUEUE)
-    def text_embed(snapshot: dict) -> dict:
-        from recsys_tasks.text import text_embed
-
-        cfg, base = _setup()
-        return text_embed(cfg.text, snapshot["out_dir"], base / "text_embed").to_dict()
-
-    @task(queue=GPU_QUEUE)
-    def finetune(snapshot: dict, kg: dict, text: dict) -> dict:
-        from recsys_tasks.train import finetune
-
-        cfg, base = _setup()
-        return finetune(cfg.finetune, snapshot["out_dir"], kg["out_dir"], text["out_dir"], base / "finetune",
-                        cfg.text.model, cfg.extract.positive_threshold).to_dict()
-
-    @task
-    def evaluate(snapshot: dict, text: dict, model: dict) -> dict:
-        from recsys_tasks.evaluate import evaluate
-
-        cfg, base = _setup()
-        return evaluate(cfg.evaluate, snapshot["out_dir"], text["out_dir"], model["artifacts"]["bundle"],
-                        base / "evaluate", cfg.extract.positive_threshold).to_dict()
-
-    @task
-    def register(snapshot: dict, kg: dict, text: dict, model: dict, evaluation: dict) -> dict:
+    @task(task_id=stage.name, doc_md=stage.doc, **({"queue": GPU_QUEUE} if stage.gpu else {}))
+    def run(**upstream: dict) -> dict:
         from recsys_tasks.artifacts import StageResult
-        from recsys_tasks.pipeline import summarize
-        from recsys_tasks.registry import register
+        from recsys_tasks.stages import RunContext, run_stage
 
         cfg, base = _setup()
-        stages = ("extract", "kg_embed", "text_embed", "finetune", "evaluate")
-        results = {s: StageResult.from_dict(r) for s, r in zip(stages, (snapshot, kg, text, model, evaluation))}
-        registered = register(cfg, results, run_name=get_current_context()["run_id"])
-        summary = summarize(get_current_context()["run_id"], base, results, registered)
+        if stage.name == "extract":
+            cfg = dataclasses.replace(cfg, extract=_resolve_source(cfg.extract))
+        run_id = get_current_context()["run_id"]
+        inputs = {name: StageResult.from_dict(result) for name, result in upstream.items()}
+        result = run_stage(stage, RunContext(cfg, run_id, base), inputs)
+        if stage.name != "register":
+            return result.to_dict()
+        from recsys_tasks.pipeline import summarize
+
+        seconds = {name: r.info.get("seconds") for name, r in inputs.items()} | {"register": result.info["seconds"]}
+        summary = summarize(run_id, base, inputs, result.info, seconds)
         return {k: v for k, v in summary.items() if k not in ("table", "metrics")}
 
-    snapshot = extract()
-    kg, text = kg_embed(snapshot), text_embed(snapshot)
-    model = finetune(snapshot, kg, text)
-    register(snapshot, kg, text, model, evaluate(snapshot, text, model))
+    return run
 
 
 dag_object = recsys_cold_start()

@@ -1,5 +1,5 @@
 """Airflow glue for the model report: a FastAPI app mounted in the API server under ``/recsys`` and
-the UI entries that point at it and at MLflow. The report itself is `recsys_tasks.model_report`.
+the UI entries that point at it and at MLflow. The report itself is `recsys_tasks.report.model_report`.
 
 - ``/recsys/models/<name>``: the champion and challenger of a registered model (HTML), for anyone
   the auth manager lets read the DAG ``recsys_cold_start``; without a session, the login page.
@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from airflow.plugins_manager import AirflowPlugin
 
 from recsys_tasks.config import RegistryConfig
-from recsys_tasks.model_report import load_report, mlflow_ui_url, render_html
+from recsys_tasks.report.model_report import load_report, mlflow_ui_url, render_html
 
 log = logging.getLogger(__name__)
 DAG_ID = "recsys_cold_start"

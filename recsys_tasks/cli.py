@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, PipelineConfig
+from recsys_tasks.config import ConfigError, PipelineConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import NO_HOLDOUT, run_pipeline
+    from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
 
     cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
     cfg = cfg.with_overrides({"extract.source": args.data})
@@ -48,8 +48,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .registry import load_recommender
-    from .requests import read_requests
+    from recsys_tasks.registry.store import load_recommender
+    from recsys_tasks.model.requests import read_requests
 
     requests = read_requests(args.requests)
     recommender = load_recommender(args.model, args.model_name)
@@ -62,7 +62,7 @@ def _recommend(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .serving import ServeSettings, create_app
+    from recsys_tasks.serving.app import ServeSettings, create_app
 
     settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name,
                                       poll_seconds=args.poll_seconds, default_k=args.k,

@@ -1,20 +1,20 @@
 """The whole workflow in-process (``recsys run``), and the glue both it and the DAG share:
-per-run directories and the mapping from the trigger form's params to `PipelineConfig`.
+run ids and directories, and the mapping from the trigger form's params to `PipelineConfig`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from .artifacts import StageResult, write_json
-from .config import PipelineConfig, tracking_uri, workdir
+from recsys_tasks.artifacts import StageResult, write_json
+from recsys_tasks.config import PipelineConfig, tracking_uri, workdir
 
 log = logging.getLogger(__name__)
 
@@ -60,38 +60,25 @@ def write_resolved_config(cfg: PipelineConfig, directory: Path) -> Path:
     return path
 
 
+def new_run_id(prefix: str = "cli") -> str:
+    """``<prefix>_<UTC time>_<random>``: two runs started in the same second never share a directory."""
+    return f"{prefix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+
+
 def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """extract -> kg_embed + text_embed -> finetune -> evaluate -> register; a JSON-able summary."""
-    from .evaluate import evaluate
-    from .extract import extract
-    from .kg import kg_embed
-    from .registry import register
-    from .text import text_embed
-    from .train import finetune
+    """Every stage of `stages.STAGES` in order, in-process; a JSON-able summary."""
+    from recsys_tasks.stages import STAGES, RunContext, run_stage
 
-    run_id = run_id or "cli_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    base = run_dir(run_id, root)
-    seconds: dict[str, float] = {}
+    run_id = run_id or new_run_id()
+    ctx = RunContext(cfg, run_id, run_dir(run_id, root), tracking_uri(root))  # root's store, not the CWD's
     results: dict[str, StageResult] = {}
-
-    def timed(name: str, fn, *args, **kwargs) -> StageResult:
-        start = time.perf_counter()
-        results[name] = fn(*args, **kwargs)
-        seconds[name] = round(time.perf_counter() - start, 2)
-        return results[name]
-
-    threshold = cfg.extract.positive_threshold
-    ex = timed("extract", extract, cfg.extract, base / "extract")  # validates first: bad data writes no run dir
-    write_resolved_config(cfg, base)
-    kg = timed("kg_embed", kg_embed, cfg.kg, ex.out_dir, base / "kg_embed", threshold)
-    tx = timed("text_embed", text_embed, cfg.text, ex.out_dir, base / "text_embed")
-    ft = timed("finetune", finetune, cfg.finetune, ex.out_dir, kg.out_dir, tx.out_dir, base / "finetune",
-               cfg.text.model, threshold)
-    timed("evaluate", evaluate, cfg.evaluate, ex.out_dir, tx.out_dir, ft.artifacts["bundle"], base / "evaluate", threshold)
-    start = time.perf_counter()
-    registered = register(cfg, results, run_name=run_id, uri=tracking_uri(root))  # root's store, not the CWD's
-    seconds["register"] = round(time.perf_counter() - start, 2)
-    return summarize(run_id, base, results, registered, seconds)
+    for stage in STAGES:
+        results[stage.name] = run_stage(stage, ctx, results)
+        if stage.name == "extract":  # validated first: bad data writes no run directory
+            write_resolved_config(cfg, ctx.run_dir)
+    registered = results.pop("register")
+    return summarize(run_id, ctx.run_dir, results, registered.info,
+                     {name: r.info["seconds"] for name, r in {**results, "register": registered}.items()})
 
 
 def summarize(run_id: str, base: Path, results: Mapping[str, StageResult], registered: Mapping[str, Any],

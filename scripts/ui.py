@@ -121,7 +121,7 @@ def _wait(stack: Stack, what: str, url: str, timeout: float, names: tuple[str, .
 
 
 def _champion(model_name: str) -> str | None:
-    from recsys_tasks.registry import alias_version
+    from recsys_tasks.registry.store import alias_version
 
     try:
         return alias_version(model_name)

@@ -202,7 +202,7 @@ def write_variant_fixture() -> Callable[..., Path]:
 def tiny_snapshot(tiny_recbole_dir: Path, tmp_path: Path) -> Any:
     """``extract`` on the tiny RecBole data with the default config (seed 42, 20/20/20 split)."""
     from recsys_tasks.config import ExtractConfig
-    from recsys_tasks.extract import extract
+    from recsys_tasks.data.extract import extract
 
     return extract(ExtractConfig(source=str(tiny_recbole_dir)), tmp_path / "snapshot")
 

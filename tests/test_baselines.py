@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tasks.baselines import (
+from recsys_tasks.evaluation.baselines import (
     ALSFoldIn, DemographicPopularity, GenrePopularity, GenreProfile, ItemKNN, Popularity, RandomScorer,
     TextProfile, baselines_for, parse_genres,
 )
 from recsys_tasks.config import EvaluateConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.queries import Query, Scorer
-from recsys_tasks.split import Split
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.protocol.queries import Query, Scorer
+from recsys_tasks.data.split import Split
 
 ITEMS = ["a", "b", "c", "d"]
 

@@ -119,8 +119,7 @@ def test_recommend_prints_the_reason_of_each_item(trained: Trained, tmp_path: Pa
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Items 3 and 4 of the tiny KG share a director: with 3 in the history, 4 is explained by it
     (the tiny model's vectors are noise: their agreement, which a KG link needs, is not asked here)."""
-    from recsys_tasks import reasons
-
+    from recsys_tasks.explain import reasons
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
     requests = _requests(tmp_path / "r.jsonl", {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}],
                                                 "candidates": ["4"]})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import RidgeCV
 
-from recsys_tasks.content_map import ALPHAS, ContentMap
+from recsys_tasks.model.content_map import ALPHAS, ContentMap
 
 
 def _smooth(n: int = 300, text_dim: int = 6, dim: int = 3, noise: float = 0.0, seed: int = 0):
@@ -117,7 +117,7 @@ def test_too_few_trained_items_is_an_error_that_says_so() -> None:
 
 
 def test_many_items_are_mapped_in_chunks_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    import recsys_tasks.content_map as content_map_module
+    import recsys_tasks.model.content_map as content_map_module
 
     text, vecs, bias = _smooth()
     content_map = ContentMap.fit(text, vecs, bias)
@@ -131,7 +131,7 @@ def test_many_items_are_mapped_in_chunks_as_one(monkeypatch: pytest.MonkeyPatch)
 def test_the_float32_kernel_is_scikit_learns() -> None:
     from sklearn.metrics.pairwise import rbf_kernel
 
-    from recsys_tasks.content_map import _rbf
+    from recsys_tasks.model.content_map import _rbf
 
     rng = np.random.default_rng(5)
     x, landmarks = rng.normal(size=(50, 9)).astype(np.float32), rng.normal(size=(20, 9)).astype(np.float32)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.dataset import Dataset, age_band
-from recsys_tasks.sources import load_source
-from recsys_tasks.validate import validate
+from recsys_tasks.data.dataset import Dataset, age_band
+from recsys_tasks.data.sources import load_source
+from recsys_tasks.data.validate import validate
 
 
 @pytest.fixture

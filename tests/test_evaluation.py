@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from recsys_tasks.evaluation import evaluate_slices, flat_metrics, mlflow_safe, summary_table, to_markdown
-from recsys_tasks.queries import Query
-from recsys_tasks.slices import Slice
+from recsys_tasks.evaluation.table import evaluate_slices, flat_metrics, mlflow_safe, summary_table, to_markdown
+from recsys_tasks.protocol.queries import Query
+from recsys_tasks.protocol.slices import Slice
 
 PROFILE = {"age": None, "gender": "", "occupation": "", "zip_code": ""}
 
@@ -136,12 +136,12 @@ def test_mlflow_safe_names_pass_mlflows_rule(frame) -> None:
 @pytest.mark.slow
 def test_baselines_on_the_real_snapshot(tmp_path) -> None:
     """ML-100K end to end: the protocol holds on real data and the baselines behave as expected."""
-    from recsys_tasks.baselines import baselines_for
+    from recsys_tasks.evaluation.baselines import baselines_for
     from recsys_tasks.config import EvaluateConfig, ExtractConfig
-    from recsys_tasks.dataset import Dataset
-    from recsys_tasks.extract import extract
-    from recsys_tasks.slices import build_slices
-    from recsys_tasks.split import Split
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.data.extract import extract
+    from recsys_tasks.protocol.slices import build_slices
+    from recsys_tasks.data.split import Split
 
     extract(ExtractConfig(), tmp_path / "extract")
     dataset, split = Dataset.load(tmp_path / "extract"), Split.load(tmp_path / "extract")

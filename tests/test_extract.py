@@ -11,10 +11,10 @@ import pytest
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.extract import extract
-from recsys_tasks.sources import DataValidationError
-from recsys_tasks.split import PARTS, Split
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.extract import extract
+from recsys_tasks.data.sources import DataValidationError
+from recsys_tasks.data.split import PARTS, Split
 
 Variant = Callable[..., Path]
 

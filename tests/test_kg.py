@@ -17,10 +17,11 @@ import pytest
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, KGConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.extract import extract
-from recsys_tasks.kg import build_triples, demographic_nodes, judge_source, kg_embed, load_entity_embeddings
-from recsys_tasks.split import Split
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.extract import extract
+from recsys_tasks.kg.embed import build_triples, judge_source, kg_embed, load_entity_embeddings
+from recsys_tasks.kg.nodes import demographic_nodes
+from recsys_tasks.data.split import Split
 
 TINY_KG = dict(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu")
 COLD_USERS, COLD_ITEMS = {"1", "5"}, {"2", "9", "13"}

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from recsys_tasks.metrics import auc, ndcg_at_k, ranking_metrics, recall_at_k, relevance_matrix, top_k
+from recsys_tasks.protocol.metrics import auc, ndcg_at_k, ranking_metrics, recall_at_k, relevance_matrix, top_k
 
 
 def _log2(x: float) -> float:

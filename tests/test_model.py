@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_tasks.model import HybridModel, ModelSpec, load_model, save_model
+from recsys_tasks.model.hybrid import HybridModel, ModelSpec, load_model, save_model
 
 SPEC = ModelSpec(content_dim=6, text_dim=4, kg_dim=2, n_id_items=4, n_genders=2, n_ages=7, n_occupations=3,
                  dim=4, hidden=8, demo_dim=2)
@@ -219,7 +219,7 @@ def test_a_checkpoint_without_inputs_loads_with_every_input(model: HybridModel, 
 def test_the_numpy_user_tower_computes_what_the_module_does(inputs: tuple[str, ...], content: torch.Tensor) -> None:
     from dataclasses import replace
 
-    from recsys_tasks.model import UserTower
+    from recsys_tasks.model.hybrid import UserTower
 
     torch.manual_seed(3)
     model = HybridModel(replace(SPEC, inputs=inputs)).eval()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys_tasks.evaluation import flat_metrics, mlflow_safe
-from recsys_tasks.model_report import (ModelReport, SliceScores, VersionReport, chart_svg,
+from recsys_tasks.evaluation.table import flat_metrics, mlflow_safe
+from recsys_tasks.report.model_report import (ModelReport, SliceScores, VersionReport, chart_svg,
                                        load_report, mlflow_ui_url, render_html, slice_scores)
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_tasks import onnx_text
-from recsys_tasks.onnx_text import OnnxExportError, OnnxTextEncoder, sentence_encoder
-from recsys_tasks.text import TextEncoder
+from recsys_tasks.text import onnx as onnx_text
+from recsys_tasks.text.onnx import OnnxExportError, OnnxTextEncoder, sentence_encoder
+from recsys_tasks.text.encoder import TextEncoder
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_a_damaged_graph_is_exported_again(onnx_encoder: OnnxTextEncoder, torch_
                                            tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     damaged = tmp_path / onnx_encoder.path.name
     damaged.write_bytes(onnx_encoder.path.read_bytes()[: 1 << 20])  # a cut-off copy
-    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):
         encoder = OnnxTextEncoder(torch_encoder, tmp_path)
     assert "exporting the text encoder again" in caplog.text and "cannot load" in caplog.text
     assert damaged.stat().st_size == onnx_encoder.path.stat().st_size
@@ -73,7 +73,7 @@ def test_a_graph_that_disagrees_with_pytorch_is_not_served(onnx_encoder: OnnxTex
     os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)
     monkeypatch.setattr(onnx_text, "TOLERANCE", -1.0)  # nothing agrees
     monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: None)
-    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):
         encoder = sentence_encoder("packaged", "onnx", tmp_path)
     assert isinstance(encoder, TextEncoder)
     assert "differs from PyTorch" in caplog.text and "serving with PyTorch, not ONNX Runtime" in caplog.text
@@ -85,7 +85,7 @@ def test_a_model_that_cannot_be_exported_is_served_by_pytorch(tmp_path: Path, mo
         raise OnnxExportError("torch.onnx.export failed for 'packaged': UnsupportedOperatorError: aten::frobnicate")
 
     monkeypatch.setattr(onnx_text, "_export", fail)
-    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):
         encoder = sentence_encoder("packaged", "onnx", tmp_path)
     assert isinstance(encoder, TextEncoder) and getattr(encoder, "runtime", "torch") == "torch"
     assert "aten::frobnicate" in caplog.text
@@ -129,7 +129,7 @@ def test_an_int8_graph_below_the_cosine_floor_is_not_served(onnx_encoder: OnnxTe
                                                             caplog: pytest.LogCaptureFixture) -> None:
     os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)
     monkeypatch.setattr(onnx_text, "INT8_MIN_COSINE", 1.01)  # nothing reaches it
-    with caplog.at_level(logging.WARNING, logger="recsys_tasks.onnx_text"):
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):
         encoder = sentence_encoder("packaged", "onnx-int8", tmp_path)
     assert isinstance(encoder, TextEncoder)
     assert "is at cosine" in caplog.text and "serving with PyTorch, not ONNX Runtime" in caplog.text

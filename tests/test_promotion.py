@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from recsys_tasks.promotion import Decision, decide
+from recsys_tasks.registry.promotion import Decision, decide
 
 PRIMARY = "cold_mean_ndcg"
 COLD_USER, COLD_ITEM = "cold-user_at_0/ndcg/model", "cold-item/ndcg/model"

@@ -1,4 +1,4 @@
-"""Reasons (`recsys_tasks.reasons`) on a hand-made catalog whose right answers are known.
+"""Reasons (`recsys_tasks.explain.reasons`) on a hand-made catalog whose right answers are known.
 
 Eight items, six trained (rows 0-5) and two new (rows 6, 7); item vectors in 3-d and text
 vectors in 2-d chosen so each cosine is known; KG links: Alien and Blade Runner share a director,
@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.queries import Query
-from recsys_tasks.reasons import (
+from recsys_tasks.protocol.queries import Query
+from recsys_tasks.explain.reasons import (
     MIN_PAIRS, RELATION_LIFT, Explainer, describe_segment, display_title, item_links, quote, reason_links,
     relation_lift, segment_popularity,
 )
-from recsys_tasks.sources import load_source
-from recsys_tasks.validate import validate
+from recsys_tasks.data.sources import load_source
+from recsys_tasks.data.validate import validate
 
 TITLES = ["Alien", "Blade Runner", "Titanic", "Godfather, The", "Fargo", "Heat", "Nova", "Moonshot"]
 GENRES = ["Horror|Sci-Fi", "Sci-Fi", "Drama|Romance", "Crime|Drama", "Comedy|Crime", "Action|Crime", "Sci-Fi",
@@ -284,8 +284,7 @@ def test_a_bundle_without_links_or_liked_items_still_explains() -> None:
 def test_kept_unit_vectors_give_the_vectors_and_reasons_computed_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """A catalog up to `UNIT_ROWS` keeps every centred unit vector; a bigger one centres a request's
     rows when asked: the same numbers, so the same reasons."""
-    from recsys_tasks import reasons
-
+    from recsys_tasks.explain import reasons
     users, histories = _users_and_histories()
     make = lambda: Explainer(_catalog(), CONTENT, histories, users, _links(), N_ID, text_dim=2, top_n=2,  # noqa: E731
                              top_n_overall=2, min_group=3, taste_z=0.9)

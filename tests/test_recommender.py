@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
-from recsys_tasks.queries import Query
-from recsys_tasks.recommender import Recommender, UnknownIdError
+from recsys_tasks.protocol.queries import Query
+from recsys_tasks.model.recommender import Recommender, UnknownIdError
 
 MAX_HISTORY = 5
 N_ITEMS = 15
@@ -28,10 +28,10 @@ TASTE = "I like Action and Drama movies."
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
                ) -> Iterator[Path]:
     """Every stage once on the tiny data; the finetune bundle folder."""
-    from recsys_tasks.extract import extract
-    from recsys_tasks.kg import kg_embed
-    from recsys_tasks.text import text_embed
-    from recsys_tasks.train import finetune
+    from recsys_tasks.data.extract import extract
+    from recsys_tasks.kg.embed import kg_embed
+    from recsys_tasks.text.embed import text_embed
+    from recsys_tasks.model.finetune import finetune
 
     root = tmp_path_factory.mktemp("recommender")
     with pytest.MonkeyPatch.context() as mp:
@@ -263,8 +263,7 @@ def ungated(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tiny model's vectors are two epochs of noise, so whether two items are "similar" is
     chance: the kinds of reason that need the model's agreement are let through here (their gates
     are tested in test_reasons.py), and the tests check the path from the data to the answer."""
-    from recsys_tasks import reasons
-
+    from recsys_tasks.explain import reasons
     monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
 
@@ -546,8 +545,8 @@ def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_di
 
 @pytest.mark.slow
 def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys_tasks import content_map
-    from recsys_tasks.train import _content_map
+    from recsys_tasks.model import content_map
+    from recsys_tasks.model.finetune import _content_map
 
     rec = Recommender.load(bundle_dir)
     # the map refit at the grid's smallest penalty: the tiny bundle's own cross-validated one may be the
@@ -568,7 +567,7 @@ def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path, 
 
 
 def test_scores_are_rounded_as_python_rounds_them() -> None:
-    from recsys_tasks.recommender import _round6
+    from recsys_tasks.model.recommender import _round6
 
     scores = np.random.default_rng(0).normal(0, 4, 200_000).astype(np.float32)
     scores[:6] = [0.0, -0.0, 2.5e-7, -5e-7, 1234.5678, 1e-9]
@@ -579,7 +578,7 @@ def test_scores_are_rounded_as_python_rounds_them() -> None:
 
 @pytest.mark.slow
 def test_kg_demo_vectors_are_the_mean_of_the_known_values_shared_read_only(rec: Recommender) -> None:
-    from recsys_tasks.kg import demographic_nodes
+    from recsys_tasks.kg.nodes import demographic_nodes
 
     vector = rec.kg_demo_vector(PROFILE)
     expected = np.mean([rec.bundle.kg_demo[n] for n in demographic_nodes(PROFILE) if n in rec.bundle.kg_demo], axis=0)

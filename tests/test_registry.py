@@ -27,11 +27,11 @@ from mlflow import MlflowClient
 
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig
-from recsys_tasks.evaluate import evaluate
-from recsys_tasks.evaluation import mlflow_safe
-from recsys_tasks.model_report import load_report
+from recsys_tasks.evaluation.evaluate import evaluate
+from recsys_tasks.evaluation.table import mlflow_safe
+from recsys_tasks.report.model_report import load_report
 from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
-from recsys_tasks.registry import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
+from recsys_tasks.registry.store import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
 from tiny_pipeline import TINY_PIPELINE
 
 pytestmark = pytest.mark.slow  # four real pipeline runs (~30 s in all); CI runs them anyway

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from recsys_tasks.report import curves_chart, slice_chart
+from recsys_tasks.plots import curves_chart, slice_chart
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

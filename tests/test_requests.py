@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from recsys_tasks.requests import MAX_HISTORY, MAX_K, MAX_TEXT, RequestError, parse_requests, read_requests
+from recsys_tasks.model.requests import MAX_HISTORY, MAX_K, MAX_TEXT, RequestError, parse_requests, read_requests
 
 FULL = {"request_id": "full", "user_id": "3", "profile": {"age": 24, "gender": "F", "occupation": "student",
                                                           "zip_code": "02139"},

@@ -1,4 +1,4 @@
-"""The HTTP API (`recsys_tasks.serving`) on a real registry: every endpoint, every bad input,
+"""The HTTP API (`recsys_tasks.serving.app`) on a real registry: every endpoint, every bad input,
 items added over HTTP, the hot swap of the champion under load, a real uvicorn process, and
 ``mlflow models serve`` on the same registered model.
 
@@ -31,9 +31,9 @@ from mlflow import MlflowClient
 
 from recsys_tasks.config import PipelineConfig
 from recsys_tasks.pipeline import run_pipeline
-from recsys_tasks.registry import CHAMPION, load_recommender
-from recsys_tasks.requests import MAX_HISTORY, MAX_K, MAX_TEXT
-from recsys_tasks.serving import ModelHolder, ServeSettings, _Batcher, create_app
+from recsys_tasks.registry.store import CHAMPION, load_recommender
+from recsys_tasks.model.requests import MAX_HISTORY, MAX_K, MAX_TEXT
+from recsys_tasks.serving.app import ModelHolder, ServeSettings, _Batcher, create_app
 
 pytestmark = pytest.mark.slow  # one real training run and real servers (~60 s in all)
 
@@ -339,8 +339,7 @@ NEW_ITEMS = [
 
 def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Trained, serve_root: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys_tasks import reasons
-
+    from recsys_tasks.explain import reasons
     # The tiny model's vectors are noise: reasons that need their agreement are let through here.
     monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
@@ -376,7 +375,8 @@ def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Tr
 
 
 def test_items_are_embedded_with_the_models_own_encoder_and_kg(trained: Trained, serve_root: Path) -> None:
-    from recsys_tasks.text import TextEncoder, item_text
+    from recsys_tasks.text.encoder import TextEncoder
+    from recsys_tasks.text.texts import item_text
 
     holder = ModelHolder(_settings(trained, serve_root))
     with TestClient(create_app(holder=holder)) as client:

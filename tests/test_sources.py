@@ -7,7 +7,8 @@ from typing import Callable
 
 import pytest
 
-from recsys_tasks.sources import REQUIRED, DataValidationError, RawTable, bundled_dir, load_source
+from recsys_tasks.data.sources import bundled_dir, load_source
+from recsys_tasks.data.tables import REQUIRED, DataValidationError, RawTable
 
 CANONICAL = {
     "interactions": ["user_id", "item_id", "rating", "timestamp"],

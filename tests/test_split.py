@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.split import PARTS, Split, make_split
+from recsys_tasks.data.split import PARTS, Split, make_split
 
 N_USERS, N_ITEMS, PER_USER = 50, 40, 10
 

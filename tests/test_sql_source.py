@@ -23,10 +23,10 @@ import sqlalchemy as sa
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.extract import extract
-from recsys_tasks.sources import DataValidationError, load_source
-from recsys_tasks.sql_source import ENV_URI, display_uri, is_sql_source, resolve_uri
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.extract import extract
+from recsys_tasks.data.sources import DataValidationError, load_source
+from recsys_tasks.data.sql import ENV_URI, display_uri, is_sql_source, resolve_uri
 
 PG_ADMIN = os.environ.get("RECSYS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "recsys_cold_start.py"

@@ -12,11 +12,11 @@ import pytest
 
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import DEFAULT_TEXT_MODEL, ExtractConfig, TextConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.extract import extract
-from recsys_tasks.text import (
-    TextEncoder, item_text, profile_text, resolve_model, taste_sentence, taste_sentences, text_embed,
-)
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.extract import extract
+from recsys_tasks.text.embed import text_embed
+from recsys_tasks.text.encoder import TextEncoder, resolve_model
+from recsys_tasks.text.texts import item_text, profile_text, taste_sentence, taste_sentences
 
 DIM = 384  # all-MiniLM-L6-v2's hidden size
 

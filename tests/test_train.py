@@ -19,9 +19,9 @@ import torch
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
-from recsys_tasks.content_map import ContentMap
-from recsys_tasks.split import Split
-from recsys_tasks.train import PROFILE_GRID, finetune
+from recsys_tasks.model.content_map import ContentMap
+from recsys_tasks.data.split import Split
+from recsys_tasks.model.finetune import PROFILE_GRID, finetune
 
 TINY_KG = KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
                    device="cpu")
@@ -37,9 +37,9 @@ BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parque
 def stages(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
            ) -> Iterator[dict[str, Path]]:
     """Snapshot, KG and text stage outputs of the tiny data, built once for the module."""
-    from recsys_tasks.extract import extract
-    from recsys_tasks.kg import kg_embed
-    from recsys_tasks.text import text_embed
+    from recsys_tasks.data.extract import extract
+    from recsys_tasks.kg.embed import kg_embed
+    from recsys_tasks.text.embed import text_embed
 
     root = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as mp:
@@ -98,9 +98,9 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
 @pytest.mark.slow
 def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
         trained: StageResult, stages: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import recsys_tasks.train as train_module
-    from recsys_tasks.dataset import Dataset
-    from recsys_tasks.recommender import Recommender
+    import recsys_tasks.model.finetune as train_module
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.recommender import Recommender
 
     rec, split = Recommender.load(trained.path("bundle")), Split.load(stages["snapshot"])
     dataset = Dataset.load(stages["snapshot"])
@@ -244,9 +244,9 @@ def test_a_failed_rerun_leaves_the_previous_output_intact(trained: StageResult, 
 def test_training_histories_are_earlier_items_of_the_same_user(trained: StageResult, stages: dict[str, Path]) -> None:
     """Cold-start simulation: a history is the user's first n items or the n just before the
     target (n <= max_history, sometimes 0), never the target or anything after it."""
-    from recsys_tasks.dataset import Dataset
-    from recsys_tasks.recommender import Recommender
-    from recsys_tasks.train import _Batches
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.recommender import Recommender
+    from recsys_tasks.model.finetune import _Batches
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -279,9 +279,9 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(traine
                                                                           stages: dict[str, Path]) -> None:
     """``profile_dropout``: some training users with a history get no demographics, KG-demographic or
     profile-text input (the history must carry them); a profile-only user always keeps its profile."""
-    from recsys_tasks.dataset import Dataset
-    from recsys_tasks.recommender import Recommender
-    from recsys_tasks.train import _Batches
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.recommender import Recommender
+    from recsys_tasks.model.finetune import _Batches
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -308,9 +308,9 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(traine
 
 def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
     """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
-    from recsys_tasks.dataset import Dataset
-    from recsys_tasks.recommender import Recommender
-    from recsys_tasks.train import _Batches
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.recommender import Recommender
+    from recsys_tasks.model.finetune import _Batches
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -331,7 +331,7 @@ def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
     only of histories they leave more than 20 items of (the long-history buckets)."""
     from types import SimpleNamespace
 
-    from recsys_tasks.train import _fusion_queries
+    from recsys_tasks.model.finetune import _fusion_queries
 
     items = [str(i) for i in range(200)]
     rows = [("long", items[i], 5.0, 1000 + i) for i in range(60)] + [("short", items[100 + i], 5.0, 1000 + i) for i in range(30)]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.dataset import Dataset
-from recsys_tasks.sources import DataValidationError, load_source
-from recsys_tasks.validate import validate
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.sources import DataValidationError, load_source
+from recsys_tasks.data.validate import validate
 
 Variant = Callable[..., Path]
 

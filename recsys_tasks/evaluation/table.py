@@ -1,0 +1,159 @@
+"""Score every slice with its baselines and the model; tabulate and flatten the results.
+
+One row per (slice, ranker) in a DataFrame is the single source for the report table
+(`summary_table` / `to_markdown`) and for the tracked scalars (`flat_metrics`), so the
+numbers logged and the numbers shown can never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys_tasks.protocol.metrics import ranking_metrics
+from recsys_tasks.protocol.queries import Scorer
+from recsys_tasks.protocol.slices import Slice
+
+__all__ = ["evaluate_slices", "flat_metrics", "mlflow_safe", "summary_table", "to_markdown"]
+
+log = logging.getLogger(__name__)
+
+MODEL = "model"
+RATIO = "model / best baseline"
+
+
+def evaluate_slices(slices: Sequence[Slice], scorers: Mapping[str, Scorer], model: Scorer | None = None,
+                    k: int = 20, chunk_size: int = 256) -> pd.DataFrame:
+    """One row per (slice, ranker): users, ndcg@k, recall@k, auc (cold-item only), seconds.
+
+    Each slice is scored by the baselines it names that ``scorers`` holds, then by ``model``;
+    queries go in chunks of ``chunk_size`` so memory stays at chunk x n_items.
+    """
+    rows = []
+    for s in slices:
+        missing = [name for name in s.baselines if name not in scorers]
+        if missing:
+            log.warning("slice %s: no scorer for baseline(s) %s", s.name, ", ".join(missing))
+        rankers = [(name, scorers[name], "baseline") for name in s.baselines if name in scorers]
+        if model is not None:
+            rankers.append((MODEL, model, MODEL))
+        for name, scorer, kind in rankers:
+            start = time.perf_counter()
+            values = _score_slice(s, scorer, k, chunk_size, with_auc=s.name == "cold-item")
+            rows.append({"slice": s.name, "ranker": name, "kind": kind, "users": s.n_users,
+                         f"ndcg@{k}": _mean(values["ndcg"]), f"recall@{k}": _mean(values["recall"]),
+                         "auc": _mean(values["auc"]) if "auc" in values else math.nan,
+                         "seconds": time.perf_counter() - start})
+            log.info("%s / %s: ndcg@%d=%.4f", s.name, name, k, rows[-1][f"ndcg@{k}"])
+    columns = ["slice", "ranker", "kind", "users", f"ndcg@{k}", f"recall@{k}", "auc", "seconds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The protocol's report: slice | users | each baseline's NDCG@k | model | model / best baseline."""
+    ndcg = _metric_column(frame, "ndcg")
+    slices = list(dict.fromkeys(frame["slice"]))
+    baselines = list(dict.fromkeys(frame.loc[frame["kind"] == "baseline", "ranker"]))
+    wide = frame.pivot_table(index="slice", columns="ranker", values=ndcg, aggfunc="first", sort=False)
+    wide = wide.reindex(index=slices, columns=baselines + ([MODEL] if MODEL in set(frame["ranker"]) else []))
+    table = pd.DataFrame({"slice": slices, "users": frame.groupby("slice", sort=False)["users"].first()
+                          .reindex(slices).to_numpy()})
+    for column in wide.columns:
+        table[column] = wide[column].to_numpy()
+    if MODEL in table:
+        best = table[baselines].max(axis=1, skipna=True).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table[RATIO] = table[MODEL].to_numpy() / best
+    return table
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub Markdown table (no tabulate): scores to ``digits`` places, ratios as 1.23x."""
+    header = [str(c) for c in table.columns]
+    body = [[_cell(value, column, digits) for column, value in zip(table.columns, row)]
+            for row in table.itertuples(index=False)]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if n else (":" + "-" * (w + 1)) for w, n in zip(widths, numeric)) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in body)]) + "\n"
+
+
+def flat_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """Scalars for tracking: "<slice>/<ndcg|recall|auc>/<ranker|best_baseline>", "<slice>/users",
+    and "cold_mean_ndcg" (mean model NDCG over the cold slices) with its best-baseline twin."""
+    columns = {"ndcg": _metric_column(frame, "ndcg"), "recall": _metric_column(frame, "recall"), "auc": "auc"}
+    out: dict[str, float] = {}
+    best_ndcg: dict[str, float] = {}
+    for name, rows in frame.groupby("slice", sort=False):
+        out[f"{name}/users"] = float(rows["users"].iloc[0])
+        baselines = rows[rows["kind"] == "baseline"]
+        for metric, column in columns.items():
+            for ranker, value in zip(rows["ranker"], rows[column]):
+                if not pd.isna(value):
+                    out[f"{name}/{metric}/{ranker}"] = float(value)
+            if baselines[column].notna().any():
+                out[f"{name}/{metric}/best_baseline"] = float(baselines[column].max())
+        best_ndcg[name] = out.get(f"{name}/ndcg/best_baseline", math.nan)
+    cold = [name for name in dict.fromkeys(frame["slice"]) if str(name).startswith("cold-")]
+    model_cold = [out[f"{name}/ndcg/{MODEL}"] for name in cold if f"{name}/ndcg/{MODEL}" in out]
+    if cold and len(model_cold) == len(cold):
+        out["cold_mean_ndcg"] = float(np.mean(model_cold))
+    if cold and all(not math.isnan(best_ndcg[name]) for name in cold):
+        out["cold_mean_ndcg/best_baseline"] = float(np.mean([best_ndcg[name] for name in cold]))
+    return out
+
+
+def mlflow_safe(key: str) -> str:
+    """A metric key MLflow accepts ("@" -> "_at_", "+" -> "_plus_", other odd characters -> "_")."""
+    key = key.replace("@", "_at_").replace("+", "_plus_")
+    return re.sub(r"[^0-9A-Za-z_\-. :/]", "_", key)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bool) -> dict[str, np.ndarray]:
+    """Per-query metrics of one ranker on one slice, scoring ``chunk_size`` queries at a time."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, s.n_users, chunk_size):
+        queries, candidates, positives = s.rows(start, start + chunk_size)
+        scores = np.asarray(scorer.score(queries))
+        n_items = s.candidates.shape[-1]
+        if scores.shape != (len(queries), n_items):
+            raise ValueError(f"{getattr(scorer, 'name', scorer)!s} returned scores of shape {scores.shape} "
+                             f"for {len(queries)} queries x {n_items} items")
+        if np.isnan(scores).any():
+            raise ValueError(f"{getattr(scorer, 'name', scorer)!s} returned NaN scores on slice {s.name}")
+        for key, values in ranking_metrics(scores, candidates, positives, k, with_auc=with_auc).items():
+            parts.setdefault(key, []).append(values)
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def _mean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _metric_column(frame: pd.DataFrame, metric: str) -> str:
+    matches = [c for c in frame.columns if str(c).startswith(f"{metric}@")]
+    if len(matches) != 1:
+        raise ValueError(f"expected one {metric}@k column, found {matches}")
+    return matches[0]
+
+
+def _cell(value: Any, column: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if column == RATIO:
+        return f"{value:.2f}x"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)

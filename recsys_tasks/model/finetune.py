@@ -1,0 +1,488 @@
+"""Stage 4, finetune: start from the text and KG representations, fit the hybrid on interactions.
+
+Transfer learning in the DropoutNet/MeLU spirit: the item tower starts from frozen BERT and
+PyKEEN features, so a new item is ranked by content alone; training hides item IDs at random
+(``id_dropout``) and gives each user a random 0..``max_history`` subset of their history, and
+sometimes a stated-taste sentence, so the weights learn to serve every cold-start case.
+Loss: softmax cross-entropy over all training items; AdamW; early stopping on pseudo-cold
+validation users (held out of training) by NDCG@20; then (``id_epochs``) the item IDs alone go
+on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
+Last, the trained model is completed for serving: items without an ID get the content map's
+vectors (`content_map`), with its weight of the text similarity to a user's liked items chosen on
+pseudo-new items (`_profile_weight`), and the scores are fused with a popularity prior and EASE,
+the weights chosen on a second group of held-out users, the fusion users (`fusion`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from recsys_tasks.artifacts import StageResult, atomic_dir, finish, read_json
+from recsys_tasks.config import FinetuneConfig
+from recsys_tasks.model.content_map import ContentMap
+from recsys_tasks.data.dataset import AGE_BANDS, Dataset
+from recsys_tasks.kg.embed import load_entity_embeddings
+from recsys_tasks.kg.nodes import demographic_nodes, item_node
+from recsys_tasks.protocol.metrics import ranking_metrics
+from recsys_tasks.protocol.queries import Query, history_of, profile_of
+from recsys_tasks.explain.reasons import liked as liked_mask, reason_links
+from recsys_tasks.model.recommender import Bundle, Recommender
+from recsys_tasks.plots import curves_chart
+from recsys_tasks.protocol.slices import stated_taste
+from recsys_tasks.data.split import Split
+
+log = logging.getLogger(__name__)
+VALIDATION_SUPPORT = (0, 10)  # what training early-stops on
+FUSION_SUPPORT = (0, 5, 10, 20)  # what the fusion is tuned on (with the warm part)
+PROFILE_GRID = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the content map's profile weights tried (`_profile_weight`)
+PROFILE_DIMS = (16, 32, 64)  # ... and principal directions of the text (a vector index carries as many more per item)
+PSEUDO_NEW_FOLDS = 5
+WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
+# the fusion's warm queries: each fusion user cut at 50%, 65% and 80% of its history, the first two kept
+# only past 20 items, so the long-history buckets (21-40, over 40 items), where only the warm queries fall,
+# are tuned on 2-3 times the queries (one cut: 13-32 per bucket, and their weights swung between runs that
+# differed in little else) and the cold-start buckets on what they were
+FUSION_WARM = (0.5, 0.65, WARM_HISTORY)
+
+
+def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
+             out_dir: str | Path, text_model: str, positive_threshold: float = 4.0) -> StageResult:
+    """Train the hybrid model and write its bundle (see `recommender`) plus training curves."""
+    import torch
+
+    from recsys_tasks.model.hybrid import HybridModel, ModelSpec, save_model
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dataset, split = Dataset.load(snapshot_dir), Split.load(snapshot_dir)
+    bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history, positive_threshold)
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    train = split.train
+    if train.empty:
+        raise ValueError("finetune: the split's training part is empty; nothing to learn from")
+    val_users, fusion_users = _held_out_users(train, cfg.validation_user_frac, cfg.fusion_user_frac if cfg.fusion else 0.0,
+                                              rng)
+    fit = train[~train["user_id"].isin(val_users | fusion_users)]
+
+    spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
+                     kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
+                     n_genders=len(bundle.meta["vocab"]["gender"]), n_ages=len(bundle.meta["vocab"]["age"]),
+                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden,
+                     inputs=tuple(cfg.inputs))
+    model = HybridModel(spec).to(device)
+    rec = Recommender(bundle, model, device.type)
+    batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
+    validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold)
+
+    id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
+    towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
+    id_lr = cfg.id_learning_rate or cfg.learning_rate
+    content = torch.as_tensor(bundle.item_content, device=device)
+    id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(copy=True), device=device)
+    trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)
+    curves: list[dict[str, float]] = []
+    start = time.perf_counter()
+
+    def train(optimizer, epochs: int, score: Callable[[dict[str, float]], float],
+              keep_current: bool = False) -> dict[str, float]:
+        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept,
+        its validation returned (``keep_current``: the model as it is competes too, so training can
+        only improve the score)."""
+        best, best_val, best_state, bad_epochs = -1.0, {}, None, 0
+        if keep_current:
+            best_val = _validate(rec, validation)
+            best, best_state = score(best_val), {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for _ in range(epochs):
+            model.train()
+            losses = []
+            for batch in batches.epoch():
+                # IDs are hidden only on the scored side: a history is pooled from items as serving sees them.
+                keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
+                item_vecs, item_bias = model.items(content, id_rows, keep)
+                history_vecs, _ = model.items(content, id_rows)
+                users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs,
+                                    history_liked=torch.as_tensor(batch.liked, device=device))
+                logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
+                loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            model.eval()
+            rec.refresh()
+            val = _validate(rec, validation)
+            curves.append({"epoch": len(curves) + 1, "loss": float(np.mean(losses)), **val})
+            log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
+            if score(val) > best + 1e-4 or best_state is None:
+                best, best_val, bad_epochs = score(val), val, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        rec.refresh()
+        return best_val
+
+    # 1. everything, early-stopped on the pseudo-cold users (what the towers must serve)
+    kept = train(torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": id_lr}], lr=cfg.learning_rate,
+                                   weight_decay=cfg.weight_decay), cfg.epochs, lambda val: val["val_ndcg"])
+    stage_one = len(curves)
+    # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
+    # validation together improve
+    if cfg.id_epochs and any(queries for _, queries, _ in validation):
+        both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
+        kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
+                     keep_current=True)
+    # 3. serving's completions: new items from their text, and the fusion
+    map_report: dict[str, float] = {}
+    if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
+        content_map = _content_map(rec)
+        held_out = split.train[split.train["user_id"].isin(val_users | fusion_users)]
+        weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg.seed)
+        rec.set_content_map(content_map.with_profile(weight, basis, center))
+    fusion_report: dict[str, float] = {}
+    if cfg.fusion:
+        tuners = fusion_users or val_users  # none of its own: the early-stopping users
+        held = split.train[split.train["user_id"].isin(tuners)]
+        fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
+    seconds = time.perf_counter() - start
+    metrics = {"val_ndcg": kept["val_ndcg"], "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
+               "train_seconds": seconds,
+               "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
+               "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users)),
+               "n_fusion_users": float(len(fusion_users)), "disliked_weight": float(model.disliked_log_weight.detach().exp()),
+               **map_report, **fusion_report}
+    with atomic_dir(out_dir) as tmp:
+        bundle_dir = tmp / "bundle"
+        bundle_dir.mkdir()
+        bundle.meta["finetune"] = {**cfg.__dict__, "device": device.type}
+        bundle.save(bundle_dir)
+        save_model(model, bundle_dir / "model.pt")
+        pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False)
+        curves_chart(pd.DataFrame(curves), tmp / "curves.png")
+        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv"), "curves_chart": str(tmp / "curves.png")}
+        log.info("finetune: %s", metrics)
+        return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
+
+
+def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: str | Path, text_model: str,
+                 max_history: int, positive_threshold: float = 4.0) -> Bundle:
+    """Join the snapshot with the KG and text stages' outputs into serving-ready arrays (and the
+    items' shared KG links, which reasons name)."""
+    entity_row, entity_vecs = load_entity_embeddings(kg_dir)
+    entity_vecs = _unit_rows(entity_vecs)
+    kg_dim = entity_vecs.shape[1]
+    text_items = np.load(Path(text_dir) / "items.npy")
+    texts = read_json(Path(text_dir) / "texts.json")
+    kg_items = np.stack([entity_vecs[entity_row[item_node(i)]] if item_node(i) in entity_row
+                         else np.zeros(kg_dim, np.float32) for i in dataset.items["item_id"]])
+    trained = set(split.train["item_id"])
+    catalog = dataset.items.copy()
+    is_trained = catalog["item_id"].isin(trained).to_numpy()
+    id_row = np.full(len(catalog), int(is_trained.sum()), dtype=np.int64)  # "no ID" row last
+    id_row[is_trained] = np.arange(int(is_trained.sum()))
+    catalog["id_row"] = id_row
+    users = dataset.users
+    vocab = {"gender": sorted(set(users["gender"]) - {""}), "age": list(AGE_BANDS),
+             "occupation": sorted(set(users["occupation"]) - {""})}
+    demo_labels = {n for p in users.to_dict("records") for n in demographic_nodes(p)}
+    kg_demo = {n: entity_vecs[entity_row[n]] for n in demo_labels if n in entity_row}
+    sentences = list(dict.fromkeys(texts["users"] + texts["tastes"]))
+    user_vecs, taste_vecs = np.load(Path(text_dir) / "users.npy"), np.load(Path(text_dir) / "tastes.npy")
+    lookup = dict(zip(texts["users"], user_vecs)) | dict(zip(texts["tastes"], taste_vecs))
+    meta = {"text_model": text_model, "kg_dim": int(kg_dim), "text_dim": int(text_items.shape[1]),
+            "n_id_items": int(is_trained.sum()), "vocab": vocab, "max_history": int(max_history),
+            "positive_threshold": float(positive_threshold)}
+    links, meta["relation_lift"] = reason_links(dataset.items, dataset.kg, split.train, positive_threshold)
+    return Bundle(catalog, np.hstack([text_items, kg_items]).astype(np.float32), users,
+                  split.train[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True),
+                  sentences, np.stack([lookup[s] for s in sentences]).astype(np.float32), kg_demo, meta, links)
+
+
+class _Batch:
+    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray,
+                 liked: np.ndarray):
+        self.inputs, self.targets, self.liked = inputs, targets, liked  # liked: (b, L) 1 where a history item is
+        self.users, self.positions = users, positions  # which user, and where the target is in their sequence
+
+
+class _Batches:
+    """(user, liked item) pairs, each with 0..max_history of the user's earlier items as history
+    and sometimes a taste sentence.
+
+    Half the histories are the user's first n items (as a new user's first clicks, the cold-user
+    slices), half the n items just before the target (as a returning user's recent items).
+    """
+
+    def __init__(self, rec: Recommender, train: pd.DataFrame, dataset: Dataset, cfg: FinetuneConfig,
+                 threshold: float, rng: np.random.Generator):
+        self.rec, self.cfg, self.rng = rec, cfg, rng
+        row = rec.item_row
+        users = sorted(train["user_id"].unique())
+        u_index = {u: i for i, u in enumerate(users)}
+        profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+        ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+        position = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
+        groups = [g for _, g in ordered.groupby("user_id", sort=True)]
+        self.history = [np.array([row[i] for i in g["item_id"]]) for g in groups]
+        # which history items are liked, as serving tells them (`reasons.liked`)
+        self.liked = [liked_mask(g["rating"].to_numpy(), threshold).astype(np.float32) for g in groups]
+        self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
+        self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
+        from recsys_tasks.text.texts import profile_text
+
+        self.profile = rec.text_vectors([profile_text(profiles[u]) for u in users])
+        genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
+        is_liked = (ordered["rating"] >= threshold).to_numpy()
+        liked = ordered[is_liked]
+        tastes = [stated_taste([genres[i] for i in liked.loc[liked["user_id"] == u, "item_id"]]) or "" for u in users]
+        self.taste = rec.text_vectors(tastes)
+        self.has_taste = np.array([1.0 if t else 0.0 for t in tastes], dtype=np.float32)
+        self.pairs_user = liked["user_id"].map(u_index).to_numpy()
+        self.pairs_item = liked["item_id"].map(row).to_numpy()
+        self.pairs_position = position[is_liked]
+        self.n_pairs = len(liked)
+
+    def epoch(self):
+        order = self.rng.permutation(self.n_pairs)
+        size, max_hist = self.cfg.batch_size, self.cfg.max_history
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            users, targets, positions = self.pairs_user[idx], self.pairs_item[idx], self.pairs_position[idx]
+            hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
+            mask, is_liked = np.zeros(hist.shape, np.float32), np.zeros(hist.shape, np.float32)
+            lengths = self.rng.integers(1, max_hist + 1, len(idx))
+            lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
+            recent = self.rng.random(len(idx)) < 0.5
+            if not self.cfg.truncate_histories:  # ablation: every earlier item (up to max_history)
+                lengths, recent = np.where(lengths > 0, max_hist, 0), np.ones(len(idx), bool)
+            for b, (u, p) in enumerate(zip(users, positions)):
+                n = min(int(lengths[b]), int(p))
+                if n:
+                    part = slice(p - n, p) if recent[b] else slice(0, n)
+                    hist[b, :n], is_liked[b, :n] = self.history[u][part], self.liked[u][part]
+                    mask[b, :n] = 1.0
+            text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
+            demo, kg, profile = self.demo[users], self.kg[users], self.profile[users]
+            if self.cfg.profile_dropout > 0:  # the profile hidden from some users with a history: lean on the history
+                hidden = (mask[:, 0] > 0) & (self.rng.random(len(idx)) < self.cfg.profile_dropout)
+                demo[hidden], kg[hidden], profile[hidden] = 0, 0.0, 0.0
+            yield _Batch((demo, kg, profile, self.taste[users], text_on, hist, mask), targets, users, positions, is_liked)
+
+
+def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
+                    ) -> tuple[set[str], set[str]]:
+    """Two disjoint seeded samples of the training users, held out of training: the validation users
+    (early stopping) and the fusion's (its weights: users the early stopping did not choose the model on)."""
+    users = np.sort(train["user_id"].unique())
+    n, m = (int(round(len(users) * f)) if len(users) > 1 else 0 for f in (frac, fusion_frac))
+    drawn = rng.permutation(users).tolist()
+    return set(drawn[:n]), set(drawn[n:n + m])
+
+
+def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float,
+                        supports: tuple[int, ...] = VALIDATION_SUPPORT, warm: tuple[float, ...] = (WARM_HISTORY,)):
+    """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
+    later positives as targets) and the same users as warm ones ("warm": the first 80% as history;
+    ``warm``: the fractions of the history to cut at, "warm_50" for 0.5)."""
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    out = []
+    cuts = {f"at_{k}": k for k in supports} | {("warm" if f == WARM_HISTORY else f"warm_{round(f * 100)}"): f for f in warm}
+    for name, cut in cuts.items():
+        queries, positives = [], []
+        for user, group in held.groupby("user_id", sort=True):
+            history = history_of(group)
+            k = cut if name.startswith("at_") else int(len(history) * cut)
+            seen = {i for i, _, _ in history[:k]}
+            later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold and i not in seen]
+            if later:
+                queries.append(Query(user, profiles[user], history[:k]))
+                positives.append(np.array(later))
+        out.append((name, queries, positives))
+    return out
+
+
+def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
+    """`_validation_queries` at `FUSION_SUPPORT` and the `FUSION_WARM` cuts, the extra cuts ("warm_50",
+    "warm_65") only where they leave more than 20 items: the fusion's tuning queries."""
+    from recsys_tasks.model.fusion import EDGES
+
+    out = []
+    for name, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT, FUSION_WARM):
+        if name.startswith("warm_"):
+            kept = [q_i for q_i, q in enumerate(queries) if len(q.history) > EDGES[2]]
+            queries, targets = [queries[q_i] for q_i in kept], [targets[q_i] for q_i in kept]
+        out.append((name, queries, targets))
+    return out
+
+
+def _validate(rec: Recommender, validation) -> dict[str, float]:
+    """NDCG@20 per validation part; ``val_ndcg``, what finetune early-stops on: the cold parts' mean."""
+    result = {}
+    n_items = len(rec.item_ids)
+    for name, queries, positives in validation:
+        if not queries:
+            continue
+        scores = rec.score(queries)
+        candidates = _unseen(n_items, [rec._item_rows(q.history_items) for q in queries])
+        result[f"val_ndcg_{name}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
+    cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
+    result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
+    return result
+
+
+def _content_map(rec: Recommender):
+    """The (text, genres, year) -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
+    trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
+    text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
+    content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
+                                 rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained])
+    log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
+    return content_map
+
+
+def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, seed: int
+                    ) -> tuple[float, np.ndarray, np.ndarray, dict[str, float]]:
+    """The content map's profile term by grid search on pseudo-new items: its weight (`PROFILE_GRID`)
+    and how many principal directions of the trained items' text it is taken in (`PROFILE_DIMS`). The
+    trained items in `PSEUDO_NEW_FOLDS` seeded folds, each fold mapped by a map fit on the other folds
+    and ranked among itself for the users of ``held`` (held out of training) from their history less
+    the fold, as the cold-item slice ranks new items; by NDCG@20. (weight, basis (k, text_dim),
+    centre, report); weight 0 with nothing to rank."""
+    catalog, n_id, text_dim = rec.bundle.catalog, int(rec.meta["n_id_items"]), int(rec.meta["text_dim"])
+    trained = np.flatnonzero(catalog["id_row"].to_numpy() < n_id)
+    vecs, bias = rec._item_arrays()
+    text = rec.bundle.item_content[:, :text_dim]
+    center = text[trained].mean(0)
+    directions = np.linalg.svd(text[trained] - center, full_matrices=False)[2]  # principal, strongest first
+    dims = [k for k in PROFILE_DIMS if k <= len(directions)] or [len(directions)]
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    histories = {u: history_of(g) for u, g in held.groupby("user_id", sort=True)}
+    ndcg: dict[tuple[int, float], list[np.ndarray]] = {(k, w): [] for k in dims for w in PROFILE_GRID}
+    for fold in np.array_split(np.random.default_rng(seed).permutation(trained), PSEUDO_NEW_FOLDS):
+        position = np.full(len(catalog), -1, np.int64)
+        position[fold] = np.arange(len(fold))
+        rest = trained[position[trained] < 0]
+        if len(rest) < ContentMap.MIN_ITEMS:  # too few left to fit the fold's map
+            continue
+        queries, positives = [], []
+        for user, history in histories.items():
+            liked = np.unique([position[rec.item_row[i]] for i, r, _ in history
+                               if r >= threshold and position[rec.item_row[i]] >= 0])
+            if len(liked) and len(fold) > 1:
+                queries.append(Query(user, profiles[user], tuple(h for h in history if position[rec.item_row[h[0]]] < 0)))
+                positives.append(liked)
+        if not queries:
+            continue
+        fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest])
+        fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
+        rows = [rec._history_rows(q) for q in queries]
+        base = rec._user_vectors(queries, rows) @ fold_vecs.T + fold_bias
+        liked_text, fold_text = rec.liked_text(rows), text[fold] - center
+        for k in dims:
+            similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
+            for w in PROFILE_GRID:
+                ndcg[k, w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
+                                                  with_auc=False)["ndcg"])
+    means = {key: float(np.nanmean(np.concatenate(v))) for key, v in ndcg.items() if v}
+    if not means:
+        return 0.0, directions[:dims[0]], center, {}
+    k, weight = max(means, key=lambda key: (means[key], -key[1], -key[0]))
+    log.info("content map profile term (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g, %d directions)",
+             PSEUDO_NEW_FOLDS, means[dims[0], 0.0], means[k, weight], weight, k)
+    return weight, directions[:k], center, {"content_profile_weight": weight, "content_profile_dims": float(k),
+                                            "pseudo_new_ndcg_map": means[dims[0], 0.0], "pseudo_new_ndcg": means[k, weight]}
+
+
+def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],
+          cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
+    """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
+    EASE is counted on ``fit``, the prior on the bundle's histories less the ``excluded`` users, as
+    serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``."""
+    from recsys_tasks.model.fusion import (EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, tune_fusion,
+                         tune_taste)
+
+    catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
+    ease = None
+    if cfg.ease_lambda > 0 and n_id > EASE_MAX_ITEMS:
+        log.warning("fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS)
+    elif cfg.ease_lambda > 0:
+        ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda)
+    zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
+    fusion = Fusion.from_meta(fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}), ease, catalog,
+                              rec.bundle.histories, rec.bundle.users, n_id, threshold)
+    base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
+    for _, queries, targets in _fusion_queries(rec, dataset, held, threshold):
+        if not queries:
+            continue
+        seen = [rec._item_rows(q.history_items) for q in queries]
+        scores = rec.score(queries, fused=False)
+        p, e, n = fusion.terms(queries, seen)
+        base.append(scores)
+        priors.append(_placed(p, fusion.id_cols, scores.shape))
+        if e is not None:
+            eases.append(_placed(e, fusion.id_cols, scores.shape))
+        lengths.append(n)
+        candidates.append(_unseen(scores.shape[1], seen))
+        positives.extend(targets)
+    if not base:
+        return {}
+    weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
+                                  np.concatenate(lengths), np.vstack(candidates), positives)
+    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
+    stated = _stated_taste_queries(rec, dataset, held, threshold)
+    if stated[0]:
+        queries, targets = stated
+        boost = np.zeros((len(queries), len(rec.item_ids)), np.float32)
+        for q_i, q in enumerate(queries):
+            boost[q_i, rec.fusion.id_cols[rec.fusion.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
+        taste, report["taste"] = tune_taste(rec.score(queries), boost, np.ones(boost.shape, bool), targets)
+        weights = dataclasses.replace(weights, taste=taste)
+        rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
+    return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)
+            for key, v in part.items()}
+
+
+def _stated_taste_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float
+                          ) -> tuple[list[Query], list[np.ndarray]]:
+    """The held users as the protocol's stated-taste slice has its users: profile only, the sentence
+    naming the two genres they like most, every positive a target."""
+    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
+    genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
+    queries, targets = [], []
+    for user, group in held.groupby("user_id", sort=True):
+        liked = [i for i in group.loc[group["rating"] >= threshold, "item_id"] if i in rec.item_row]
+        text = stated_taste([genres[i] for i in liked])
+        if text:
+            queries.append(Query(user, profiles[user], (), text))
+            targets.append(np.unique([rec.item_row[i] for i in liked]))
+    return queries, targets
+
+
+def _unseen(n_items: int, seen: list[np.ndarray]) -> np.ndarray:
+    """Candidates (q, n_items) bool: every item but each query's own history rows."""
+    candidates = np.ones((len(seen), n_items), bool)
+    for q_i, rows in enumerate(seen):
+        candidates[q_i, rows] = False
+    return candidates
+
+
+def _placed(part: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``part`` (q, len(cols)) in a zero (q, n) array at columns ``cols``."""
+    out = np.zeros(shape, np.float32)
+    out[:, cols] = part
+    return out
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)

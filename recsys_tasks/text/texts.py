@@ -1,0 +1,47 @@
+"""The sentences the encoder reads: an item's text, a profile's, the protocol's stated taste.
+
+Pure string building (no model): serving, training and evaluation all phrase text the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import pandas as pd
+
+from recsys_tasks.data.dataset import age_band
+
+
+def item_text(item: dict) -> str:
+    """"Toy Story (1995). Genres: Animation, Children's, Comedy. <description>"."""
+    title = item.get("title") or item.get("item_id", "")
+    year = item.get("year")
+    head = f"{title} ({int(year)})" if year is not None and not pd.isna(year) else str(title)
+    genres = [g for g in str(item.get("genres") or "").split("|") if g]
+    parts = [head + "."]
+    if genres:
+        parts.append(f"Genres: {', '.join(genres)}.")
+    if item.get("description"):
+        parts.append(str(item["description"]))
+    return " ".join(parts)
+
+
+def profile_text(profile: dict) -> str:
+    """"A 25-34 year old female programmer." from whatever demographics are known."""
+    gender = {"M": "male", "F": "female"}.get(str(profile.get("gender") or "").upper(), "")
+    band = age_band(profile.get("age"))
+    age = {"unknown": "", "under 18": "teenage"}.get(band, f"{band} year old")
+    occupation = str(profile.get("occupation") or "person").replace("none", "person")
+    return f"A {' '.join(w for w in (age, gender, occupation) if w)}."
+
+
+def taste_sentence(genres: Sequence[str]) -> str:
+    """The protocol's stated-taste sentence: "I like G1 and G2 movies."."""
+    return f"I like {' and '.join(genres)} movies."
+
+
+def taste_sentences(genre_vocab: Sequence[str]) -> list[str]:
+    """Every one- and two-genre taste sentence, so training can simulate stated taste."""
+    vocab = sorted(genre_vocab)
+    return [taste_sentence([g]) for g in vocab] + [taste_sentence(list(p)) for p in itertools.combinations(vocab, 2)]
