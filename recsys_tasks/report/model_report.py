@@ -4,7 +4,8 @@ against the baselines of its own run, a chart of them, and the page that shows b
 What is read from MLflow comes through `registry.aliased_versions` (every MLflow call lives there);
 this module turns the logged metrics (``<slice>/<metric>/<ranker>``, see `evaluation.flat_metrics`)
 back into rows per slice, draws them as a self-contained SVG inside the page (so any registered
-version has its chart, whatever artifacts its run logged) and renders the HTML page of the Airflow plugin.
+version has its chart, whatever artifacts its run logged) and renders the HTML page of the Airflow plugin
+from the Jinja2 templates in ``templates/``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from html import escape
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
@@ -151,7 +153,16 @@ def mlflow_ui_url() -> str:
     return (url if url.startswith(("http://", "https://")) else "http://127.0.0.1:5000").rstrip("/")
 
 
-# ---------------------------------------------------------------- the chart
+# ---------------------------------------------------------------- the chart and the page
+@lru_cache(maxsize=1)
+def _templates():
+    """The Jinja2 templates beside this module, HTML/XML-escaped by default."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), undefined=StrictUndefined,
+                       autoescape=select_autoescape(("html.j2", "svg.j2")), trim_blocks=True, lstrip_blocks=True)
+
+
 def chart_svg(rows: Sequence[SliceScores], k: int = 20, title: str = "") -> str:
     """Horizontal grouped bars, one group per slice: each baseline (grey tones) and the model (blue), NDCG@k."""
     baselines = sorted({name for row in rows for name in row.baselines})
@@ -163,135 +174,35 @@ def chart_svg(rows: Sequence[SliceScores], k: int = 20, title: str = "") -> str:
     legend_rows = math.ceil((len(baselines) + 1) / 3)
     y = 52 + 18 * legend_rows
     scale = (right - left) / top
-    out: list[str] = []
-    for row in rows:
-        bars = [(name, value) for name, value in row.baselines.items()] + (
-            [("model", row.model)] if row.model is not None else [])
-        height = max(len(bars), 1) * (bar + gap)
-        out.append(f'<text x="{left - 10}" y="{y + height / 2 - 2:.1f}" text-anchor="end" class="slice">{escape(row.name)}</text>')
-        if row.users is not None:
-            out.append(f'<text x="{left - 10}" y="{y + height / 2 + 11:.1f}" text-anchor="end" class="users">'
-                       f'{row.users} users</text>')
-        for i, (name, value) in enumerate(bars):
-            by = y + i * (bar + gap)
-            w = max(value * scale, 0.5)
-            weight = ' font-weight="bold"' if name == "model" else ""
-            out.append(f'<rect x="{left}" y="{by}" width="{w:.1f}" height="{bar}" fill="{colors[name]}">'
-                       f'<title>{escape(row.name)} / {escape(name)}: {value:.4f}</title></rect>')
-            out.append(f'<text x="{left + w + 4:.1f}" y="{by + bar - 3}" class="value"{weight}>{value:.3f} {escape(name)}</text>')
-        if not bars:
-            out.append(f'<text x="{left + 4}" y="{y + bar - 3}" class="users">no scores</text>')
+    groups = []
+    for row in rows:  # bar geometry here; the markup in templates/chart.svg.j2
+        named = [*row.baselines.items(), *([("model", row.model)] if row.model is not None else [])]
+        height = max(len(named), 1) * (bar + gap)
+        bars = [{"name": name, "value": value, "color": colors[name], "y": y + i * (bar + gap),
+                 "width": max(value * scale, 0.5)} for i, (name, value) in enumerate(named)]
+        groups.append({"name": row.name, "users": row.users, "top": y, "middle": y + height / 2, "bars": bars})
         y += height + group_gap
-    axis_y = y
-    ticks = []
-    for i in range(int(round(top * 10)) + 1):
-        value = i / 10
-        x = left + value * scale
-        ticks.append(f'<line x1="{x:.1f}" y1="{52 + 18 * legend_rows - 6}" x2="{x:.1f}" y2="{axis_y}" class="grid"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" class="tick">{value:.1f}</text>')
-    legend = []
-    for i, name in enumerate([*baselines, "model"]):
-        lx, ly = left + (i % 3) * 165, 40 + (i // 3) * 18
-        legend.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{colors[name]}"/>'
-                      f'<text x="{lx + 14}" y="{ly}" class="legend">{escape(name)}</text>')
-    heading = escape(title or "model vs baselines")
-    empty = [] if rows else [f'<text x="{left}" y="{y + 10}" class="users">no evaluation metrics in this run</text>']
-    total = axis_y + 30
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" viewBox="0 0 {width} {total}" '
-            f'role="img" aria-label="{heading}: NDCG@{k} per slice, model vs baselines">'
-            '<style>text{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;fill:#1f2328}'
-            '.title{font-size:15px;font-weight:600}.slice{font-size:12px;font-weight:600}.users,.tick{font-size:10px;'
-            'fill:#656d76}.value,.legend{font-size:10px}.grid{stroke:#d0d7de;stroke-width:1}</style>'
-            f'<rect width="{width}" height="{total}" fill="#ffffff"/>'
-            f'<text x="12" y="22" class="title">{heading}: NDCG@{k} per slice</text>'
-            + "".join(legend) + "".join(ticks) + "".join(out) + "".join(empty) + "</svg>")
+    ticks = [{"x": left + i / 10 * scale, "value": i / 10} for i in range(int(round(top * 10)) + 1)]
+    legend = [{"name": name, "color": colors[name], "x": left + (i % 3) * 165, "y": 40 + (i // 3) * 18}
+              for i, name in enumerate([*baselines, "model"])]
+    return _templates().get_template("chart.svg.j2").render(
+        width=width, total=y + 30, left=left, bar_height=bar, heading=title or "model vs baselines", k=k,
+        groups=groups, ticks=ticks, legend=legend, axis_y=y, grid_top=52 + 18 * legend_rows - 6)
 
 
-# ---------------------------------------------------------------- the page
 def render_html(report: ModelReport, mlflow_url: str | None = None) -> str:
     """The plugin's page: each aliased version's card (scores, chart, links to MLflow) and, when both
     exist, the champion's and challenger's model scores per slice side by side."""
+    from markupsafe import Markup
+
     mlflow_url = (mlflow_url or mlflow_ui_url()).rstrip("/")
-    name = report.model_name
-    model_link = escape(f"{mlflow_url}/#/models/{quote(name, safe='')}")
-    parts = [f'<h1>{escape(name)}: champion and challenger</h1>',
-             f'<p class="links">Registered model in MLflow: <a href="{model_link}" target="_blank" rel="noopener">'
-             f'{model_link}</a></p>']
-    if not report.registered:
-        parts.append(f'<div class="empty"><h2>No model registered yet</h2><p>MLflow has no registered model named '
-                     f'<code>{escape(name)}</code>. Trigger the DAG <code>recsys_cold_start</code> (or run '
-                     '<code>make run</code>): its <code>register</code> task registers the model and sets the '
-                     '<code>champion</code> alias.</p></div>')
-    elif not report.versions:
-        parts.append(f'<div class="empty"><h2>No champion or challenger</h2><p><code>{escape(name)}</code> is '
-                     'registered, but neither alias is set on any version.</p></div>')
+    name = quote(report.model_name, safe="")
     champion, challenger = report.get("champion"), report.get("challenger")
-    if champion and challenger:
-        parts.append(_comparison(champion, challenger))
-    for version in report.versions:
-        parts.append(_card(version, name, mlflow_url))
-    if report.registered and champion and not challenger:
-        parts.append('<p class="note">No challenger: no candidate has lost to the champion yet.</p>')
-    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<title>{escape(name)}: champion and challenger</title><style>{_CSS}</style></head><body>'
-            + "".join(parts) + f"<script>{_OPEN_FROM_FRAME}</script></body></html>")
-
-
-def _card(v: VersionReport, name: str, mlflow_url: str) -> str:
-    version_link = escape(f"{mlflow_url}/#/models/{quote(name, safe='')}/versions/{quote(v.version)}")
-    run_link = escape(f"{mlflow_url}/#/experiments/{quote(v.experiment_id)}/runs/{quote(v.run_id)}")
-    primary = "" if v.primary is None else f"{v.primary:.4f}"
-    baseline = "" if v.primary_baseline is None else f" (best baselines: {v.primary_baseline:.4f})"
-    rows = "".join(
-        f'<tr><td>{escape(s.name)}</td><td class="n">{"" if s.users is None else s.users}</td>'
-        f'<td class="n"><b>{_num(s.model)}</b></td><td>{escape(s.best_baseline[0]) if s.best_baseline else ""}</td>'
-        f'<td class="n">{_num(s.best_baseline[1] if s.best_baseline else None)}</td>'
-        f'<td class="n">{"" if s.ratio is None else f"{s.ratio:.2f}x"}</td></tr>' for s in v.slices)
-    table = (f'<table><thead><tr><th>slice</th><th>users</th><th>model NDCG@{v.k}</th><th>best baseline</th>'
-             f'<th>its NDCG@{v.k}</th><th>model / best</th></tr></thead><tbody>{rows}</tbody></table>'
-             if v.slices else '<p class="note">This version was not evaluated (trained without holdout).</p>')
-    chart = chart_svg(v.slices, v.k, f"{v.alias} v{v.version}") if v.slices else ""
-    return (f'<section class="card {escape(v.alias)}"><h2><span class="alias">{escape(v.alias)}</span> '
-            f'version {escape(v.version)}</h2><dl>'
-            f'<dt>cold-start NDCG@{v.k} (mean of cold slices)</dt><dd><b>{primary}</b>{baseline}</dd>'
-            f'<dt>run</dt><dd>{escape(v.run_name)} <a href="{run_link}" target="_blank" rel="noopener">MLflow run</a> · '
-            f'<a href="{version_link}" target="_blank" rel="noopener">MLflow version</a></dd>'
-            f'<dt>registered</dt><dd>{escape(v.created)}</dd><dt>data source</dt><dd>{escape(v.source)}</dd>'
-            f'<dt>promotion decision</dt><dd>{escape(v.decision)}</dd></dl>{table}'
-            f'<div class="chart">{chart}</div></section>')
-
-
-def _comparison(champion: VersionReport, challenger: VersionReport) -> str:
-    theirs = {s.name: s.model for s in challenger.slices}
-    rows = []
-    for s in champion.slices:
-        other = theirs.get(s.name)
-        delta = "" if s.model is None or other is None else f"{other - s.model:+.4f}"
-        rows.append(f'<tr><td>{escape(s.name)}</td><td class="n">{_num(s.model)}</td><td class="n">{_num(other)}</td>'
-                    f'<td class="n">{delta}</td></tr>')
-    return (f'<section class="card"><h2>Model NDCG@{champion.k} per slice</h2><table><thead><tr><th>slice</th>'
-            f'<th>champion v{escape(champion.version)}</th><th>challenger v{escape(challenger.version)}</th>'
-            f'<th>challenger − champion</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-# Airflow shows the page in a sandboxed iframe that may not open tabs itself: a link meant for a new
-# tab is opened by the (same-origin) Airflow page around it; anywhere else the link works as usual.
-_OPEN_FROM_FRAME = ("document.addEventListener('click',function(e){var a=e.target.closest('a[target=_blank]');"
-                    "if(!a||window.top===window)return;try{var d=window.top.document,x=d.createElement('a');"
-                    "x.href=a.href;x.target='_blank';x.rel='noopener';d.body.appendChild(x);x.click();x.remove();"
-                    "e.preventDefault();}catch(err){}});")
-
-_CSS = ("body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#1f2328;background:#fff;"
-        "margin:16px 24px;font-size:14px}h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:0 0 8px}"
-        ".links,.note{color:#656d76}.card{border:1px solid #d0d7de;border-radius:8px;padding:12px 16px;margin:14px 0}"
-        ".card.champion{border-left:5px solid #1a7f37}.card.challenger{border-left:5px solid #bf8700}"
-        ".alias{text-transform:uppercase;font-size:12px;letter-spacing:.05em;padding:2px 6px;border-radius:4px;"
-        "background:#eef1f4}dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0 0 10px}"
-        "dt{color:#656d76}dd{margin:0}table{border-collapse:collapse;margin:6px 0 10px}th,td{padding:3px 10px;"
-        "border-bottom:1px solid #eaeef2;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-        ".empty{border:1px dashed #d0d7de;border-radius:8px;padding:12px 16px;margin:14px 0}a{color:#0969da}"
-        ".chart svg{max-width:100%;height:auto}")
+    cards = [{"version": v,
+              "version_link": f"{mlflow_url}/#/models/{name}/versions/{quote(v.version)}",
+              "run_link": f"{mlflow_url}/#/experiments/{quote(v.experiment_id)}/runs/{quote(v.run_id)}",
+              "chart": Markup(chart_svg(v.slices, v.k, f"{v.alias} v{v.version}") if v.slices else "")}
+             for v in report.versions]
+    return _templates().get_template("model_report.html.j2").render(
+        report=report, model_link=f"{mlflow_url}/#/models/{name}", champion=champion, challenger=challenger,
+        theirs={s.name: s.model for s in challenger.slices} if challenger else {}, cards=cards)
