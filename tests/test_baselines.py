@@ -81,6 +81,94 @@ def test_item_knn_recommends_the_co_occurring_item() -> None:
     assert not scores[1].any()
 
 
+def _exact_item_knn(item_ids: list[str], train: pd.DataFrame, histories: list[tuple[str, ...]]) -> np.ndarray:
+    """Item-kNN by hand, in float64: cosine of the items' binary user columns, an item not its own
+    neighbour, summed over each history."""
+    users = sorted(set(train["user_id"]))
+    matrix = np.zeros((len(users), len(item_ids)))
+    for user, item in zip(train["user_id"], train["item_id"]):
+        matrix[users.index(user), item_ids.index(item)] = 1.0
+    norms = np.linalg.norm(matrix, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.nan_to_num(matrix.T @ matrix / np.outer(norms, norms))
+    np.fill_diagonal(cosine, 0.0)
+    return np.array([[sum(cosine[item_ids.index(i), j] for i in h) for j in range(len(item_ids))] for h in histories])
+
+
+def test_item_knn_scores_and_ranks_as_the_exact_item_item_cosine() -> None:
+    """implicit's item-item model with every item a neighbour (the default) gives each item the sum
+    of its exact cosines with the history, so the same ranking as a dense computation by hand."""
+    items = [f"i{j}" for j in range(12)]
+    rng = np.random.default_rng(5)
+    rows = [(f"u{u}", items[j], 1 + int(rng.integers(5))) for u in range(30)
+            for j in sorted(set(rng.choice(12, int(rng.integers(1, 7)), p=np.linspace(2, 1, 12) / 18).tolist()))]
+    train = _train(rows)
+    histories = [("i0",), ("i1", "i5"), ("i3", "i4", "i9"), ()]
+    scores = ItemKNN(items, train).score([_query(items=h) for h in histories])
+    exact = _exact_item_knn(items, train, histories)
+    np.testing.assert_allclose(scores, exact, atol=1e-6)
+    for got, want in zip(scores, exact):  # best first, ties (equal to 1e-6) by catalog order
+        assert np.lexsort((np.arange(12), -np.round(got, 6))).tolist() == np.lexsort(
+            (np.arange(12), -np.round(want, 6))).tolist()
+
+
+def test_item_knn_with_k_neighbours_keeps_each_items_k_most_similar() -> None:
+    """a's neighbours by cosine: b (1.0), then c (1/2), then d (1/√6): with one neighbour, a history
+    of a scores b only."""
+    train = _train([("u1", "a", 5), ("u1", "b", 5), ("u2", "a", 5), ("u2", "b", 5), ("u2", "c", 5), ("u3", "c", 5),
+                    ("u1", "d", 5), ("u4", "d", 5), ("u5", "d", 5)])
+    full = ItemKNN(ITEMS, train).score([_query(items=("a",))])[0]
+    one = ItemKNN(ITEMS, train, neighbours=1).score([_query(items=("a",))])[0]
+    assert full[0] == 0.0 and full[1] == pytest.approx(1.0) and full[2] == pytest.approx(0.5)
+    assert full[3] == pytest.approx(1 / 6 ** 0.5)
+    assert one.tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0])
+
+
+def test_item_knn_refuses_fewer_than_one_neighbour() -> None:
+    with pytest.raises(ValueError, match="neighbours must be at least 1"):
+        ItemKNN(ITEMS, _train([("u1", "a", 5)]), neighbours=0)
+
+
+# ---------------------------------------------------------------- demographic popularity (`model.popularity`)
+def test_demographic_popularity_is_the_same_object_for_the_baseline_and_the_model() -> None:
+    from recsys_tasks.model import popularity
+    assert DemographicPopularity is popularity.DemographicPopularity
+    assert EvaluateConfig().demographic_min_group == popularity.MIN_GROUP
+
+
+def test_most_liked_lists_known_segments_with_enough_users_most_liked_first(demographic) -> None:
+    """Doctors (3 F, 25-34) liked b; the lawyer c; 5 M engineers a; unknown values name no segment."""
+    users, train = demographic
+    users = pd.concat([users, pd.DataFrame({"user_id": ["x1", "x2", "x3"], "age": pd.array([None] * 3, dtype="Int64"),
+                                            "gender": [""] * 3, "occupation": ["doctor"] * 3, "zip_code": ""})])
+    train = pd.concat([train, _train([("x1", "d", 5), ("x2", "d", 5), ("x3", "d", 4)])])
+    popular = DemographicPopularity(ITEMS, train, users, min_group=3).most_liked(
+        [("gender", "age", "occupation"), ("gender",), ("occupation",)], top_n=1)
+    assert popular[()] == ["a", "b", "d", "c"]  # 5, 3 and 3 (ties by id), 1
+    assert popular[("gender=F", "age=25-34", "occupation=doctor")] == ["b"]
+    assert popular[("gender=M", "age=35-44", "occupation=engineer")] == ["a"]
+    assert popular[("occupation=doctor",)] == ["b"]  # 6 doctors: b and d 3 each, b first by id
+    assert ("gender=F",) in popular and ("gender=",) not in popular
+    assert not any("lawyer" in "".join(k) for k in popular)  # a group of one
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"min_group": -1}, "min_group must be 0 or more"),
+    ({"item_ids": ["a", "b", "a"]}, "item_ids holds duplicates"),
+])
+def test_demographic_popularity_refuses_bad_arguments(demographic, kwargs: dict, error: str) -> None:
+    users, train = demographic
+    arguments = {"item_ids": ITEMS, "train": train, "users": users} | kwargs
+    with pytest.raises(ValueError, match=error):
+        DemographicPopularity(**arguments)
+
+
+def test_demographic_popularity_refuses_an_unknown_attribute(demographic) -> None:
+    users, train = demographic
+    with pytest.raises(ValueError, match="unknown demographic attribute"):
+        DemographicPopularity(ITEMS, train, users).most_liked([("zip_code",)], top_n=1)
+
+
 @pytest.fixture(scope="module")
 def als() -> ALSFoldIn:
     # two blocks of taste: g users rate items 0-2, h users rate items 3-5; item 6 is never rated

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tasks.evaluation.baselines import DemographicPopularity
+from recsys_tasks.model.popularity import DemographicPopularity
 from recsys_tasks.model.fusion import (EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items,
                                  tune_fusion, tune_taste)
 from recsys_tasks.protocol.queries import Query

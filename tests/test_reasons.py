@@ -9,16 +9,19 @@ actor (a link the model's vectors contradict); 3 female students aged 18-24 like
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.protocol.queries import Query
-from recsys_tasks.explain.reasons import (
-    MIN_PAIRS, RELATION_LIFT, Explainer, describe_segment, display_title, item_links, quote, reason_links,
-    relation_lift, segment_popularity,
-)
+from recsys_tasks.explain import genres
+from recsys_tasks.explain.genres import GenreMatcher
+from recsys_tasks.explain.reasons import LEVELS, Explainer, describe_segment, display_title, quote
+from recsys_tasks.kg.links import MIN_PAIRS, RELATION_LIFT, item_links, reason_links, relation_lift
+from recsys_tasks.model.popularity import DemographicPopularity
 from recsys_tasks.data.sources import load_source
 from recsys_tasks.data.validate import validate
 
@@ -80,12 +83,22 @@ def _users_and_histories() -> tuple[pd.DataFrame, pd.DataFrame]:
     return users_frame, histories
 
 
-@pytest.fixture
-def explainer() -> Explainer:
+def _popular(histories: pd.DataFrame, users: pd.DataFrame, min_group: int = 3) -> dict:
+    """Each segment's 2 most liked items (segments of at least ``min_group`` training users), as a bundle's."""
+    items = _catalog()["item_id"].tolist()
+    return DemographicPopularity(items, histories, users, 4.0, min_group).most_liked(LEVELS, top_n=2)
+
+
+def _make_explainer() -> Explainer:
     users, histories = _users_and_histories()
     # Eight items cannot make a standard score of 2.5: the taste threshold is lowered to 0.9.
-    return Explainer(_catalog(), CONTENT, histories, users, _links(), N_ID, text_dim=2, top_n=2, top_n_overall=2,
-                     min_group=3, taste_z=0.9)
+    return Explainer(_catalog(), CONTENT, _links(), _popular(histories, users), N_ID, text_dim=2, top_n_overall=2,
+                     taste_z=0.9)
+
+
+@pytest.fixture
+def explainer() -> Explainer:
+    return _make_explainer()
 
 
 def _explain(explainer: Explainer, top: list[int], history: list[int] = (), ratings: list[float] | None = None,
@@ -142,12 +155,12 @@ def test_a_relation_whose_links_are_not_liked_together_is_left_out(caplog: pytes
 
 def test_segment_popularity_counts_positives_per_large_enough_segment() -> None:
     users, histories = _users_and_histories()
-    popular = segment_popularity(histories, users, threshold=4.0, top_n=2, min_group=3)
+    popular = _popular(histories, users, min_group=3)
     assert popular[()] == ["1", "4", "5"]  # 6 positives, then 3 and 3 (ties by id); "3" was rated 2
     assert popular[("gender=F", "age=18-24", "occupation=student")] == ["1", "4"]
     assert popular[("occupation=engineer",)] == ["1", "5"]
     assert ("gender=F",) in popular and ("age=35-44",) in popular
-    assert segment_popularity(histories, users, threshold=4.0, top_n=2, min_group=4).keys() == {()}  # groups of 3
+    assert _popular(histories, users, min_group=4).keys() == {()}  # groups of 3
 
 
 # ---------------------------------------------------------------- words
@@ -272,7 +285,7 @@ def test_items_changed_or_added_later_are_explained_with_their_new_data(explaine
 
 def test_a_bundle_without_links_or_liked_items_still_explains() -> None:
     users, histories = _users_and_histories()
-    bare = Explainer(_catalog(), CONTENT, histories.iloc[:0], users, None, N_ID, text_dim=2)
+    bare = Explainer(_catalog(), CONTENT, None, _popular(histories.iloc[:0], users), N_ID, text_dim=2)
     query = Query("u", F_STUDENT, ())
     reasons = bare.explain(query, np.array([ALIEN]), np.array([5.0]), np.array([BLADE, NOVA]), VECS, CONTENT, None)
     assert reasons == ["similar to Alien", "similar to Alien"]  # no KG links: the model's vectors
@@ -285,9 +298,7 @@ def test_kept_unit_vectors_give_the_vectors_and_reasons_computed_per_request(mon
     """A catalog up to `UNIT_ROWS` keeps every centred unit vector; a bigger one centres a request's
     rows when asked: the same numbers, so the same reasons."""
     from recsys_tasks.explain import reasons
-    users, histories = _users_and_histories()
-    make = lambda: Explainer(_catalog(), CONTENT, histories, users, _links(), N_ID, text_dim=2, top_n=2,  # noqa: E731
-                             top_n_overall=2, min_group=3, taste_z=0.9)
+    make = _make_explainer
     calls = [dict(top=[BLADE, NOVA, GODFATHER, HEAT, ALIEN], history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi"),
              dict(top=[FARGO, TITANIC, NOVA, MOONSHOT], history=[HEAT, BLADE], ratings=[5.0, 2.0], profile=M_ENGINEER),
              dict(top=[NOVA, MOONSHOT, ALIEN], history=[], profile=F_STUDENT, text="slow films", taste=SPACE)]
@@ -308,3 +319,88 @@ def test_the_segment_named_is_the_finest_whose_most_liked_items_hold_the_item(ex
         expected = {row: next((w for w, rows in segments if row in rows), None) for row in range(len(TITLES))}
         words = explainer._segment_words(explainer._profile_key(profile))
         assert {row: words.get(row) for row in range(len(TITLES))} == expected
+
+
+# ---------------------------------------------------------------- stated genres (`explain.genres`)
+VOCAB = ["action", "animation", "children's", "comedy", "crime", "drama", "film-noir", "horror", "romance", "sci-fi",
+         "western"]
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("I love sci-fi and old film noir, but not horror", {"sci-fi": "sci-fi", "film-noir": "film noir"}),
+    ("Sci-Fi but no horror, please", {"sci-fi": "Sci-Fi"}),
+    ("I don't like comedy. Drama!", {"drama": "Drama"}),
+    ("no comedy except funny dramas", {"comedy": "funny", "drama": "dramas"}),
+    ("Don't show me Westerns: science fiction!", {"sci-fi": "science fiction"}),
+    ("I hate kids movies but love animated ones", {"animation": "animated"}),
+    ("not a fan of romance; romantic comedies are fine", {"romance": "romantic", "comedy": "comedies"}),
+    ("Dramas, crime, comedies and cartoons; never action",
+     {"drama": "Dramas", "crime": "crime", "comedy": "comedies", "animation": "cartoons"}),
+    ("Action! Not actionable. Film-noir without romance, but scifi",
+     {"action": "Action", "film-noir": "Film-noir", "sci-fi": "scifi"}),
+    ("nothing", {}), ("", {}), (None, {}),
+])
+def test_stated_genres_known_answers(text: str | None, named: dict[str, str]) -> None:
+    """What the clause-by-clause parser has always answered (each phrase as written, first named
+    first, negated ones left out): the one-pass parser answers the same."""
+    assert GenreMatcher(VOCAB).find(text) == named
+
+
+def _find_per_prefix(matcher: GenreMatcher, text: str) -> dict[str, str]:
+    """The former parser, as a reference: for each genre named, the whole text before it is split
+    into clauses again and its last clause searched for a negation (quadratic in the text)."""
+    found: dict[str, str] = {}
+    for match in matcher._pattern.finditer(text):
+        if genres._NEGATION.search(genres._CLAUSE.split(text[:match.start()])[-1]):
+            continue
+        found.setdefault(matcher.names[int(match.lastgroup[1:])], match.group(0))
+    return found
+
+
+def test_the_one_pass_parser_answers_as_the_per_prefix_one_on_random_texts() -> None:
+    """Random texts of genre names, aliases, negations, clause ends and near misses ("butter",
+    "nothing", "cannot"), joined with and without spaces: the same genres and phrases."""
+    words = ["sci-fi", "Sci Fi", "scifi", "science fiction", "film noir", "noir", "kids", "children's", "childrens",
+             "cartoon", "cartoons", "animated", "romantic", "funny", "comedy", "comedies", "drama", "dramas",
+             "western", "Westerns", "crime", "action", "horror", "but", "BUT", "except", "butter", "exception",
+             "not", "no", "nor", "never", "don't", "dont", "doesn't", "hate", "dislike", "without", "nothing", "cannot",
+             ".", ";", ":", "!", "?", ",", "'", "-", "(", ")", "I", "like"]
+    matcher = GenreMatcher(VOCAB)
+    rng = np.random.default_rng(7)
+    for _ in range(1500):
+        picked = rng.choice(words, rng.integers(1, 25))
+        text = "".join(w + str(rng.choice([" ", " ", " ", "", ",", "-"])) for w in picked)
+        assert matcher.find(text) == _find_per_prefix(matcher, text), text
+
+
+class _Scanned:
+    """A compiled pattern that counts the characters of every string it is run over."""
+
+    def __init__(self, pattern: re.Pattern):
+        self.pattern, self.chars = pattern, 0
+
+    def __getattr__(self, name: str):
+        method = getattr(self.pattern, name)
+        if not callable(method):
+            return method
+
+        def scan(string: str, *args, **kwargs):
+            self.chars += len(string)
+            return method(string, *args, **kwargs)
+        return scan
+
+
+def test_stated_genres_are_found_in_one_pass_over_a_long_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 10,000-character sentence naming a genre every few words: the clause and negation patterns,
+    and the genres', are each run over at most twice the text (the per-prefix parser ran the clause
+    splitter over every prefix before a genre: ~1,000 genres x 5,000 characters)."""
+    clause, negation = _Scanned(genres._CLAUSE), _Scanned(genres._NEGATION)
+    monkeypatch.setattr(genres, "_CLAUSE", clause)
+    monkeypatch.setattr(genres, "_NEGATION", negation)
+    matcher = GenreMatcher(VOCAB)
+    named = _Scanned(matcher._pattern)
+    matcher._pattern = named
+    text = ("I love sci-fi and drama, not horror; but comedies, never westerns. " * 200)[:10_000]
+    assert matcher.find(text) == {"sci-fi": "sci-fi", "drama": "drama", "comedy": "comedies"}
+    assert named.chars <= 2 * len(text)
+    assert 0 < clause.chars <= 2 * len(text) and 0 < negation.chars <= 2 * len(text)

@@ -108,7 +108,7 @@ def test_a_disliked_history_item_weighs_the_models_learned_weight_in_both_towers
     numpy_tower = rec.score([liked, mixed, clicks], fused=False)
     assert not np.allclose(numpy_tower[1], numpy_tower[0], atol=1e-4)
     np.testing.assert_allclose(numpy_tower[2], numpy_tower[0], atol=1e-6)  # clicks count as liked
-    rec._tower = None  # the module's own arithmetic, as on a GPU
+    rec.scoring.cpu_tower = None  # the module's own arithmetic, as on a GPU
     np.testing.assert_allclose(rec.score([liked, mixed, clicks], fused=False), numpy_tower, rtol=1e-5, atol=1e-6)
 
 
@@ -232,13 +232,14 @@ def test_a_batch_gives_the_same_answers_as_single_requests(rec: Recommender) -> 
 @pytest.mark.slow
 def test_an_unseen_sentence_is_encoded_once_and_cached(bundle_dir: Path) -> None:
     rec = Recommender.load(bundle_dir)  # a fresh one: its text cache holds only the bundle's sentences
-    assert rec._encoder is None
-    before = len(rec._text_row)
+    sentences = rec.sentences
+    assert sentences.encoder is None
+    before = len(sentences.row)
     known = {"request_id": "r", "user_id": "3", "text": TASTE}  # the profile and the taste are in the bundle
     rec.recommend([known])
-    assert len(rec._text_row) == before and rec._encoder is None
+    assert len(sentences.row) == before and sentences.encoder is None
 
-    encoder = rec._text_encoder()
+    encoder = sentences.text_encoder()
     calls: list[list[str]] = []
     encode = encoder.encode
 
@@ -249,11 +250,11 @@ def test_an_unseen_sentence_is_encoded_once_and_cached(bundle_dir: Path) -> None
     encoder.encode = counting_encode
     sentence = "I like slow films about space travel."
     first, = rec.recommend([{**known, "text": sentence}])
-    assert len(rec._text_row) == before + 1 and calls == [[sentence]]
-    assert rec._text_vectors.shape[0] == before + 1
-    np.testing.assert_allclose(rec._text_vectors[rec._text_row[sentence]], encode([sentence])[0], atol=1e-5)
+    assert len(sentences.row) == before + 1 and calls == [[sentence]]
+    assert sentences.matrix.shape[0] == before + 1
+    np.testing.assert_allclose(sentences.matrix[sentences.row[sentence]], encode([sentence])[0], atol=1e-5)
     second, = rec.recommend([{**known, "text": sentence}])
-    assert len(rec._text_row) == before + 1 and calls == [[sentence]]  # not encoded again
+    assert len(sentences.row) == before + 1 and calls == [[sentence]]  # not encoded again
     assert first == second
 
 
@@ -497,7 +498,7 @@ def _plain(rec: Recommender, request: dict, k: int = 20) -> dict:
     top = rows[np.argsort(-scores[rows], kind="stable")[:request.get("k") or k]]
     taste = rec.text_vectors([query.text])[0] if query.text else None
     vecs = rec.item_vecs.detach().numpy().copy()  # another array: the explainer centres it anew
-    reasons = rec.explainer.explain(query, *rec._history_rows(query), top, vecs, rec.bundle.item_content, taste)
+    reasons = rec.explainer.explain(query, *rec.requests.history_rows(query), top, vecs, rec.bundle.item_content, taste)
     return {"request_id": request["request_id"],
             "items": [{"item_id": rec.item_ids[i], "score": round(float(scores[i]), 6), "reason": r}
                       for i, r in zip(top, reasons)], "model_version": ""}
@@ -533,7 +534,8 @@ def test_a_batch_answers_as_each_request_the_plain_way(bundle_dir: Path) -> None
 def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_dir: Path) -> None:
     """A stored history may name an item the catalog lacks; once it is added, the user has seen it."""
     rec = Recommender.load(bundle_dir)
-    rec._histories["3"] = (*rec._histories["3"], ("n9", 5.0, 890_000_000))  # not in the catalog yet
+    known = rec.requests.histories
+    known["3"] = (*known["3"], ("n9", 5.0, 890_000_000))  # not in the catalog yet
     request = {"request_id": "a", "user_id": "3", "k": N_ITEMS + 1}
     _same(rec.recommend([request]), [_plain(rec, request)])
     text_dim = int(rec.meta["text_dim"])
@@ -544,15 +546,13 @@ def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_di
 
 
 @pytest.mark.slow
-def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys_tasks.model import content_map
+def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path) -> None:
     from recsys_tasks.model.finetune import _content_map
 
     rec = Recommender.load(bundle_dir)
     # the map refit at the grid's smallest penalty: the tiny bundle's own cross-validated one may be the
     # largest (1000, as some training draws give), where the fields move a bias by ~1e-6
-    monkeypatch.setattr(content_map, "ALPHAS", np.array(content_map.ALPHAS[:1]))
-    rec.set_content_map(_content_map(rec))
+    rec.set_content_map(_content_map(rec, FinetuneConfig(map_alphas=FinetuneConfig().map_alphas[:1])))
     text = np.eye(2, int(rec.meta["text_dim"]), dtype=np.float32)
     items = [{"item_id": "old", "title": "Same", "genres": "Drama", "year": 1930},
              {"item_id": "new", "title": "Same", "genres": "Comedy|Action", "year": 1998}]
@@ -567,11 +567,11 @@ def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path, 
 
 
 def test_scores_are_rounded_as_python_rounds_them() -> None:
-    from recsys_tasks.model.recommender import _round6
+    from recsys_tasks.model.explanations import round6
 
     scores = np.random.default_rng(0).normal(0, 4, 200_000).astype(np.float32)
     scores[:6] = [0.0, -0.0, 2.5e-7, -5e-7, 1234.5678, 1e-9]
-    rounded = _round6(scores)
+    rounded = round6(scores)
     assert rounded == [round(float(s), 6) for s in scores]
     assert [repr(x) for x in rounded[:100]] == [repr(round(float(s), 6)) for s in scores[:100]]
 

@@ -9,17 +9,19 @@ ALS factors, so only content baselines can rank them.
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recsys_tasks.config import EvaluateConfig
-from recsys_tasks.data.dataset import Dataset, age_band
-from recsys_tasks.protocol.queries import Query, Scorer
+from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
+from recsys_tasks.model.popularity import DemographicPopularity
+from recsys_tasks.protocol.queries import Query, Scorer
 
 __all__ = [
     "ALSFoldIn", "DemographicPopularity", "GenreProfile", "GenrePopularity", "ItemKNN",
@@ -39,63 +41,36 @@ class Popularity:
         return np.tile(self.counts.astype(np.float32), (len(queries), 1))
 
 
-class DemographicPopularity:
-    """Positive counts among training users of the same (gender, age band, occupation).
-
-    Backs off to (gender, age band), then (gender), then everyone when the group has fewer
-    than ``min_group`` training users, so a rare profile is not ranked from a handful of people.
-    """
-
-    name = "demographic_popularity"
-    LEVELS = (("gender", "age_band", "occupation"), ("gender", "age_band"), ("gender",), ())
-
-    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame, users: pd.DataFrame,
-                 positive_threshold: float = 4.0, min_group: int = 20) -> None:
-        index = _index(item_ids)
-        self.n_items, self.min_group = len(index), min_group
-        attrs = _user_attributes(users, train["user_id"].astype(str).unique())
-        frame = train.assign(user_id=train["user_id"].astype(str)).merge(attrs, on="user_id", how="left")
-        frame = frame.fillna({c: "" for c in ("gender", "age_band", "occupation")})
-        self.groups: list[dict[tuple[str, ...], tuple[int, np.ndarray]]] = []
-        for level in self.LEVELS:
-            by_key = frame.groupby(list(level), sort=True) if level else [((), frame)]
-            self.groups.append({_key(k): (g["user_id"].nunique(), _positive_counts(g, index, positive_threshold))
-                                for k, g in by_key})
-
-    def counts_for(self, profile: dict[str, Any]) -> np.ndarray:
-        """Positive counts of the finest group with enough training users for this profile."""
-        full = (str(profile.get("gender") or ""), age_band(profile.get("age")), str(profile.get("occupation") or ""))
-        for level, groups in zip(self.LEVELS, self.groups):
-            n_users, counts = groups.get(full[:len(level)], (0, None))
-            if counts is not None and (n_users >= self.min_group or not level):
-                return counts
-        return np.zeros(self.n_items)  # no training data at all
-
-    def score(self, queries: Sequence[Query]) -> np.ndarray:
-        out = np.zeros((len(queries), self.n_items), dtype=np.float32)
-        for row, query in enumerate(queries):
-            out[row] = self.counts_for(query.profile)
-        return out
-
-
 class ItemKNN:
-    """Sum of cosine similarities (training co-occurrence) between each item and the history."""
+    """Sum of cosine similarities (training co-occurrence) between each item and the history.
+
+    implicit's item-item model (`CosineRecommender`) keeps each item's ``neighbours`` most similar
+    items (None: every item, the exact sum); an item is not its own neighbour.
+    """
 
     name = "item_knn"
 
-    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame) -> None:
+    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame, neighbours: int | None = None) -> None:
+        from implicit.nearest_neighbours import CosineRecommender
+        from implicit.utils import ParameterWarning
+
+        if neighbours is not None and neighbours < 1:
+            raise ValueError(f"neighbours must be at least 1 (or None: every item), got {neighbours}")
         self.index = _index(item_ids)
-        matrix, _ = _train_matrix(train, self.index)
-        co = (matrix.T @ matrix).toarray().astype(np.float32)  # (n_items, n_items) co-occurrence counts
-        norms = np.sqrt(np.diag(co))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sim = co / np.outer(norms, norms)
-        sim[~np.isfinite(sim)] = 0.0
-        np.fill_diagonal(sim, 0.0)
-        self.similarity = sim
+        matrix, _ = _train_matrix(train, self.index)  # (n_train_users, n_items) binary
+        # K counts the item itself, which is dropped below: one more than the neighbours kept.
+        k = len(self.index) if neighbours is None else min(neighbours + 1, len(self.index))
+        model = CosineRecommender(K=max(k, 1), num_threads=1)
+        with warnings.catch_warnings():  # implicit hands its own normalised COO matrix on and warns about it
+            warnings.simplefilter("ignore", ParameterWarning)
+            model.fit(matrix, show_progress=False)
+        similarity = model.similarity.tocsr().astype(np.float32)  # (n_items, n_items), at most K per row
+        similarity.setdiag(0.0)
+        similarity.eliminate_zeros()
+        self.similarity = similarity
 
     def score(self, queries: Sequence[Query]) -> np.ndarray:
-        return np.asarray(_history_matrix(queries, self.index) @ self.similarity, dtype=np.float32)
+        return np.asarray((_history_matrix(queries, self.index) @ self.similarity).todense(), dtype=np.float32)
 
 
 class ALSFoldIn:
@@ -282,19 +257,6 @@ def _genre_matrix(genre_lists: Sequence[list[str]]) -> tuple[list[str], np.ndarr
     for row, genres in enumerate(genre_lists):
         matrix[row, [column[g] for g in genres if g]] = 1.0
     return vocabulary, matrix
-
-
-def _user_attributes(users: pd.DataFrame, user_ids: np.ndarray) -> pd.DataFrame:
-    """user_id, gender, age_band, occupation for the given users (missing users: empty strings)."""
-    frame = pd.DataFrame({"user_id": users["user_id"].astype(str),
-                          "gender": users["gender"].fillna("").astype(str),
-                          "age_band": [age_band(a) for a in users["age"]],
-                          "occupation": users["occupation"].fillna("").astype(str)})
-    return pd.DataFrame({"user_id": user_ids}).merge(frame, on="user_id", how="left")
-
-
-def _key(key: Any) -> tuple[str, ...]:
-    return tuple(str(k) for k in key) if isinstance(key, tuple) else (str(key),)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -8,15 +8,15 @@ items' mean (raw vectors share a large common direction).
 1. KG link: the item shares a KG entity with a history item, and the model's vectors agree
    (cosine >= `RELATED_MIN`) -> "shares its director with Alien" (strongest relation first).
    A relation is used only if the items it links are liked together in training at least
-   `RELATION_LIFT` times as often as random pairs (`relation_lift`; not judged below `MIN_PAIRS`
-   pairs): a KG whose links do not match what people like together names nothing;
+   `kg.links.RELATION_LIFT` times as often as random pairs (`kg.links.reason_links`): a KG whose
+   links do not match what people like together names nothing;
 2. stated genre: the stated taste names one of the item's genres -> "matches 'sci-fi'";
 3. similar: a history item's vector is close (cosine >= `SIMILAR_MIN`) -> "similar to Alien";
 4. stated taste: the item's text vector is unusually close to the taste sentence's (`TASTE_Z`
    standard deviations above the catalog's mean cosine with it, from the catalog's text mean and
    covariance: O(dim²) per sentence, whatever the catalog's size) -> "matches 'slow films about…'";
 5. segment: among the `TOP_N` most liked items, in training, of the user's demographic segment
-   (finest first; segments of at least `MIN_GROUP` training users)
+   (finest first; segments with enough training users: `model.popularity`, which the caller asks)
    -> "popular with female students aged 18-24";
 6. popular: among the `TOP_N_OVERALL` most liked items -> "popular overall";
 7. similar, weaker: the closest history item at cosine >= `RELATED_MIN` -> "similar to Alien";
@@ -25,26 +25,25 @@ items' mean (raw vectors share a large common direction).
 9. otherwise the closest most liked item, likewise -> "similar to Star Wars", else a fallback.
 
 Everything per bundle is precomputed once (`Explainer`); per request only the top-k items and
-the history are touched. The KG kind needs the bundle's ``item_links`` (`item_links`, written by
-finetune): a bundle saved without them gets every other kind.
+the history are touched. The KG kind needs the bundle's ``item_links`` (`kg.links.reason_links`,
+written by finetune): a bundle saved without them gets every other kind. Stated genres are read
+by `genres.GenreMatcher`.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from recsys_tasks.data.dataset import age_band
+from recsys_tasks.explain.genres import GenreMatcher, genre_set
 from recsys_tasks.protocol.queries import Query
 
-log = logging.getLogger(__name__)
-
-__all__ = ["RELATIONS", "Explainer", "describe_segment", "display_title", "item_links", "liked", "reason_links",
-           "relation_lift", "segment_popularity"]
+__all__ = ["LEVELS", "TOP_N", "Explainer", "describe_segment", "display_title", "genre_set", "liked", "quote",
+           "segment_key"]
 
 SIMILAR_MIN = 0.9  # centred cosine of item vectors: "similar to" before the weaker kinds (~top 5% of pairs)
 RELATED_MIN = 0.5  # the least cosine a KG link or any other "similar" needs (~top 30% of pairs)
@@ -52,27 +51,12 @@ TASTE_Z = 2.5  # standard scores of the taste cosine: about the top 1-2% of the 
 TOP_N = 50  # "popular with <segment>": among the segment's N most liked items
 TOP_N_OVERALL = 100  # "popular overall": among the N most liked items
 TEXT_SAMPLE = 10_000  # catalog rows the text mean and covariance are estimated from
-MIN_GROUP = 20  # training users a segment needs (as the demographic-popularity baseline)
 ANCHORS = 500  # most liked trained items that new items are compared with
 MAX_QUOTE = 40  # characters of a stated taste quoted
-RELATION_LIFT = 1.5  # co-liking of linked pairs over random pairs a relation needs (franchises: ~4)
-MIN_PAIRS = 50  # linked pairs liked in training below which a relation is not judged (kept)
 UNIT_ROWS = 200_000  # catalogs up to this size keep every item's centred unit vector (51 MB at 64 dims)
 NEW = "new in the catalog"  # a new item close to none of the most liked items
 FALLBACK = ("a top match for your profile", "a top pick overall")  # a trained item, likewise (with a profile or not)
 
-# Freebase relations (both directions) -> the plain word; relations left out (genre, language,
-# country, content rating, nominations, sequels: shared by too many items, or noisy) give no reason.
-RELATIONS = {
-    "film.film.directed_by": "director", "film.director.film": "director",
-    "film.film.written_by": "writer", "film.writer.film": "writer",
-    "film.film.actor": "actor", "film.actor.film": "actor",
-    "film.film.cinematography": "cinematographer", "film.cinematographer.film": "cinematographer",
-    "film.film.produced_by": "producer", "film.producer.film": "producer",
-    "film.film.subjects": "subject", "film.film_subject.films": "subject",
-    "film.film.production_companies": "production company", "film.production_company.films": "production company",
-    "film.film.award_won": "award",
-}
 # Strongest first: the relation a reason names when an item shares several with the history.
 PHRASES = {
     "director": "shares its director with {}", "writer": "shares a writer with {}",
@@ -83,147 +67,14 @@ PHRASES = {
 RELATION_RANK = {r: i for i, r in enumerate(PHRASES)}
 RELATIONS_BY_RANK = list(PHRASES)
 
-# (attributes) of the segments tried, finest first.
+# (attributes) of the segments tried, finest first (`model.popularity` counts each segment's likes).
 LEVELS = (("gender", "age", "occupation"), ("age", "occupation"), ("gender", "age"), ("occupation",), ("age",),
           ("gender",))
 _GROUP = {"entertainment": "people in entertainment", "healthcare": "people in healthcare",
           "marketing": "people in marketing", "none": "people with no occupation",
           "other": "people with other occupations", "retired": "retired people", "salesman": "salespeople"}
 _GENDER = {"F": ("female", "women"), "M": ("male", "men")}
-_GENRE_ALIASES = {"sci-fi": ("science fiction", "scifi"), "children's": ("kids", "children", "family"),
-                  "film-noir": ("noir",), "animation": ("animated", "cartoons?"), "romance": ("romantic",),
-                  "comedy": ("funny",)}
-_NEGATION = re.compile(r"\b(not|no|never|don'?t|doesn'?t|dislike|hate|except|without|nor)\b", re.I)
-_CLAUSE = re.compile(r"[.;:!?]|\bbut\b|\bexcept\b", re.I)
 _ARTICLES = ("The", "A", "An", "Les", "La", "Le", "Il", "El", "Das", "Der", "Die")
-
-
-# ---------------------------------------------------------------- precomputed at bundle build
-def item_links(items: pd.DataFrame, kg: pd.DataFrame, relations: Mapping[str, str] | None = RELATIONS) -> pd.DataFrame:
-    """(entity_id, relation, value): each item entity's KG neighbours under ``relations`` (relation id
-    -> the plain word; None: every relation, under its id), kept only where another item entity has
-    the same (relation, value) too."""
-    columns = ["entity_id", "relation", "value"]
-    entities = set(items.loc[items["entity_id"] != "", "entity_id"]) if "entity_id" in items else set()
-    if kg.empty or not entities:
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
-    if relations is not None:
-        kg = kg[kg["relation_id"].isin(relations)]
-    relation = kg["relation_id"] if relations is None else kg["relation_id"].map(relations)
-    parts = [pd.DataFrame({"entity_id": kg[a], "relation": relation, "value": kg[b]})[kg[a].isin(entities)]
-             for a, b in (("head_id", "tail_id"), ("tail_id", "head_id"))]
-    links = pd.concat(parts, ignore_index=True).drop_duplicates()
-    shared = links.groupby(["relation", "value"])["entity_id"].transform("nunique") >= 2
-    return links[shared].sort_values(columns, kind="stable").reset_index(drop=True)[columns]
-
-
-def segment_popularity(histories: pd.DataFrame, users: pd.DataFrame, threshold: float = 4.0,
-                       top_n: int = TOP_N, min_group: int = MIN_GROUP) -> dict[tuple[str, ...], list[str]]:
-    """Most liked item ids (positives, most first, then by id) per segment key (`segment_key`) with
-    at least ``min_group`` training users; the key ``()`` holds every liked item, overall.
-
-    Integer codes and sorts throughout (no per-group pandas work): ~10 ms on MovieLens-100K.
-    """
-    users = users.drop_duplicates("user_id")
-    user_index = pd.Index(users["user_id"].astype(str))
-    values = {"gender": users["gender"].astype(str).to_numpy() if "gender" in users else np.full(len(users), ""),
-              "age": np.array([age_band(a) for a in users["age"]] if "age" in users else ["unknown"] * len(users)),
-              "occupation": users["occupation"].astype(str).to_numpy() if "occupation" in users else np.full(len(users), "")}
-    codes, names = {}, {}
-    for attr, column in values.items():
-        codes[attr], names[attr] = pd.factorize(column)
-        codes[attr] = np.where(np.isin(column, ["", "unknown"]), -1, codes[attr])
-    trained = np.zeros(len(users), bool)
-    trained[user_index.get_indexer(pd.unique(histories["user_id"].astype(str)))] = True
-    liked = histories[histories["rating"] >= threshold]
-    liked_user = user_index.get_indexer(liked["user_id"].astype(str))
-    item_codes, item_ids = pd.factorize(liked["item_id"].astype(str), sort=True)  # code order = id order
-    liked_user, item_codes = liked_user[liked_user >= 0], item_codes[liked_user >= 0]
-    item_ids = np.asarray(item_ids, dtype=object)
-    counts = np.bincount(item_codes, minlength=len(item_ids))
-    out = {(): item_ids[np.lexsort((np.arange(len(counts)), -counts))].tolist()}
-    for level in LEVELS:
-        level_codes = np.stack([codes[a] for a in level])
-        known = (level_codes >= 0).all(0) & trained
-        shape = tuple(len(names[a]) for a in level)
-        group = np.where(known, np.ravel_multi_index(np.maximum(level_codes, 0), shape), -1)
-        sizes = np.bincount(group[known], minlength=int(np.prod(shape)))
-        row_group = group[liked_user]
-        keep = (row_group >= 0) & (sizes[np.maximum(row_group, 0)] >= min_group)
-        pairs, n = np.unique(row_group[keep].astype(np.int64) * len(item_ids) + item_codes[keep], return_counts=True)
-        pair_group, pair_item = pairs // len(item_ids), pairs % len(item_ids)
-        order = np.lexsort((pair_item, -n, pair_group))  # by group, most liked first, then by id
-        pair_group, pair_item = pair_group[order], pair_item[order]
-        starts = np.searchsorted(pair_group, np.unique(pair_group))
-        for g, start in zip(np.unique(pair_group), starts):
-            end = start + np.searchsorted(pair_group[start:], g, "right")
-            index = np.unravel_index(int(g), shape)
-            key = segment_key({a: str(names[a][i]) for a, i in zip(level, index)})
-            out[key] = item_ids[pair_item[start:min(end, start + top_n)]].tolist()
-    return out
-
-
-def reason_links(items: pd.DataFrame, kg: pd.DataFrame, train: pd.DataFrame,
-                 threshold: float = 4.0) -> tuple[pd.DataFrame, dict[str, list[float]]]:
-    """`item_links` less the relations that fail `relation_lift` (what a bundle stores), and
-    {relation: [lift, pairs]} for every relation judged (what its metadata reports)."""
-    links = item_links(items, kg)
-    lifts = relation_lift(links, items["item_id"].astype(str).tolist(), items["entity_id"].astype(str).tolist(),
-                          train, threshold) if len(links) else {}
-    weak = sorted(r for r, (lift, n) in lifts.items() if n >= MIN_PAIRS and not lift >= RELATION_LIFT)
-    if weak:
-        log.warning("KG relations left out of reasons: the items they link are not liked together more than "
-                    "random items (lift < %s): %s", RELATION_LIFT, {r: round(lifts[r][0], 2) for r in weak})
-    return (links[~links["relation"].isin(weak)].reset_index(drop=True),
-            {r: [None if np.isnan(lift) else round(lift, 4), n] for r, (lift, n) in lifts.items()})
-
-
-def relation_lift(links: pd.DataFrame, items: Sequence[str], entities: Sequence[str], histories: pd.DataFrame,
-                  threshold: float = 4.0, sample: int = 5000) -> dict[str, tuple[float, int]]:
-    """{relation: (lift, pairs)}: how much more often two items sharing a KG value are liked by the
-    same training users than two random linked items are (mean cosine of their likers), from up to
-    ``sample`` linked pairs per relation and as many random ones (seeded); ``entities``: each
-    item's KG entity ("" if none)."""
-    import scipy.sparse as sp
-
-    row = {item: r for r, item in enumerate(items)}
-    liked = histories[histories["rating"] >= threshold]
-    item_rows = liked["item_id"].astype(str).map(row)
-    known = item_rows.notna().to_numpy()
-    user_codes, _ = pd.factorize(liked["user_id"].astype(str)[known])
-    likers = sp.csc_matrix((np.ones(len(user_codes), np.float32), (user_codes, item_rows[known].astype(int))),
-                           shape=(int(user_codes.max(initial=-1)) + 1, len(items)))
-    counts = np.asarray(likers.sum(0)).ravel()
-
-    def colike(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ok = (counts[a] > 0) & (counts[b] > 0) & (a != b)
-        a, b = a[ok], b[ok]
-        both = np.asarray(likers[:, a].multiply(likers[:, b]).sum(0)).ravel()
-        return both / np.sqrt(counts[a] * counts[b])
-
-    entity_row: dict[str, int] = {}
-    for r, entity in enumerate(entities):
-        if entity:
-            entity_row.setdefault(str(entity), r)
-    links = links.assign(row=links["entity_id"].map(entity_row)).dropna(subset=["row"])
-    links = links.assign(row=links["row"].astype(int))
-    rng = np.random.default_rng(0)
-    linked = np.unique(links["row"].to_numpy())
-    base = colike(rng.choice(linked, sample), rng.choice(linked, sample)) if len(linked) > 1 else np.zeros(0)
-    out = {}
-    for relation, group in links.groupby("relation", sort=True):
-        # One pair per link: its item and a random other item with the same value.
-        group = group.sort_values(["value", "row"], kind="stable")
-        codes, _ = pd.factorize(group["value"])
-        size = np.bincount(codes)[codes]
-        start = np.searchsorted(codes, codes)
-        partner = start + (np.arange(len(codes)) - start + rng.integers(1, np.maximum(size, 2))) % size
-        pick = rng.permutation(len(codes))[:sample]
-        rows = group["row"].to_numpy()
-        pairs = colike(rows[pick], rows[partner[pick]])
-        lift = float(pairs.mean() / base.mean()) if len(pairs) and len(base) and base.mean() > 0 else float("nan")
-        out[str(relation)] = (lift, int(len(pairs)))
-    return out
 
 
 def liked(ratings: np.ndarray, threshold: float) -> np.ndarray:
@@ -278,23 +129,15 @@ def quote(text: str) -> str:
     return cut + "…"
 
 
-def _genre_pattern(genre: str) -> str:
-    """A genre as written by people: any case, "-" or space or nothing between words, a plural."""
-    words = [re.escape(w) for w in re.split(r"[-\s]+", genre.lower()) if w]
-    base = r"[-\s]?".join(words).replace("'", "'?")
-    plural = base[:-1] + "(?:y|ies)" if base.endswith("y") else base + "(?:s|es)?"
-    forms = [plural, *_GENRE_ALIASES.get(genre.lower(), ())]
-    return r"\b(?:" + "|".join(forms) + r")\b"
-
-
 # ---------------------------------------------------------------- per bundle
 class Explainer:
     """The lookups of one bundle's catalog, KG links and training popularity; `explain` per request."""
 
-    def __init__(self, catalog: pd.DataFrame, content: np.ndarray, histories: pd.DataFrame, users: pd.DataFrame,
-                 links: pd.DataFrame | None, n_id_items: int, text_dim: int, threshold: float = 4.0,
-                 top_n: int = TOP_N, top_n_overall: int = TOP_N_OVERALL, min_group: int = MIN_GROUP,
-                 taste_z: float = TASTE_Z):
+    def __init__(self, catalog: pd.DataFrame, content: np.ndarray, links: pd.DataFrame | None,
+                 popular: Mapping[tuple[str, ...], Sequence[str]], n_id_items: int, text_dim: int,
+                 threshold: float = 4.0, top_n_overall: int = TOP_N_OVERALL, taste_z: float = TASTE_Z):
+        """``popular``: the most liked item ids, most first, of each segment (`segment_key`) with
+        enough training users, under ``()`` every liked item (`model.popularity.most_liked`)."""
         self.threshold, self.n_id_items, self.text_dim = float(threshold), int(n_id_items), int(text_dim)
         self.min_taste_z = float(taste_z)
         # The catalog's unit text vectors: mean (d,) and covariance (d, d), so the cosines of a
@@ -311,7 +154,7 @@ class Explainer:
         self.genres = [genre_set(g) for g in catalog.get("genres", [""] * len(item_ids))]
         self.trained = (catalog["id_row"].to_numpy() < self.n_id_items).tolist()
         self._trained_rows = np.flatnonzero(self.trained)
-        self._compile_genres()
+        self._genre_matcher = GenreMatcher(g for gs in self.genres for g in gs)
         # KG: per entity the frozenset of its (relation, value) columns; a column's id is
         # rank * stride + index, so the strongest relation two entities share is min(shared) // stride.
         links = links if links is not None else pd.DataFrame(columns=["entity_id", "relation", "value"])
@@ -326,8 +169,8 @@ class Explainer:
             .groupby(level=0).agg(lambda s: s.to_numpy()).items()}
         self.entity_cols = [self._entity_cols.get(e, _NONE) for e in entities]
         # Popularity: the rows of each segment's most liked items, and overall.
-        popular = segment_popularity(histories, users, threshold, top_n, min_group)
-        overall = [self._row[i] for i in popular.pop(()) if i in self._row]
+        popular = dict(popular)
+        overall = [self._row[i] for i in popular.pop((), ()) if i in self._row]
         self._overall_top = frozenset(overall[:top_n_overall])
         self._anchors = np.array([r for r in overall if self.trained[r]][:ANCHORS], np.int64)
         self._segments = {k: frozenset(self._row[i] for i in v if i in self._row) for k, v in popular.items()}
@@ -342,7 +185,7 @@ class Explainer:
     # ------------------------------------------------------------ catalog changes
     def set_items(self, rows: Sequence[int], records: Sequence[Mapping[str, Any]], trained: Sequence[bool]) -> None:
         """Rows changed or appended (in order) by `Recommender.upsert_items`."""
-        known = set(self._genre_names)
+        known = set(self._genre_matcher.names)
         for row, record, is_trained in zip(rows, records, trained):
             values = (display_title(record.get("title"), str(record["item_id"])), genre_set(record.get("genres")),
                       bool(is_trained), self._entity_cols.get(str(record.get("entity_id") or ""), _NONE))
@@ -352,28 +195,14 @@ class Explainer:
             else:
                 self.titles[row], self.genres[row], self.trained[row], self.entity_cols[row] = values
         if {g for r in rows for g in self.genres[r]} - known:
-            self._compile_genres()
+            self._genre_matcher = GenreMatcher(g for gs in self.genres for g in gs)
             self._texts.clear()
-
-    def _compile_genres(self) -> None:
-        vocab = sorted({g for gs in self.genres for g in gs})
-        self._genre_names = vocab
-        self._genre_re = re.compile("|".join(f"(?P<g{i}>{_genre_pattern(g)})" for i, g in enumerate(vocab)),
-                                    re.I) if vocab else None
 
     # ------------------------------------------------------------ per request
     def taste_genres(self, text: str | None) -> dict[str, str]:
         """Genres (lower case) a stated taste names, each with the phrase as written, first named first;
-        a genre named after a negation in the same clause ("not horror") is left out."""
-        if not text or self._genre_re is None:
-            return {}
-        found: dict[str, str] = {}
-        for match in self._genre_re.finditer(text):
-            clause = _CLAUSE.split(text[:match.start()])[-1]
-            if _NEGATION.search(clause):
-                continue
-            found.setdefault(self._genre_names[int(match.lastgroup[1:])], match.group(0))
-        return found
+        a genre named after a negation in the same clause ("not horror") is left out (`GenreMatcher`)."""
+        return self._genre_matcher.find(text)
 
     def taste_z(self, taste: np.ndarray, cosines: np.ndarray) -> np.ndarray:
         """Standard scores of items' text cosines with a sentence, against the whole catalog's."""
@@ -563,11 +392,6 @@ def _remember(cache: dict, key: Any, value: Any) -> None:
     if len(cache) >= _CACHE:
         cache.pop(next(iter(cache)))
     cache[key] = value
-
-
-def genre_set(genres: Any) -> frozenset[str]:
-    """The lower-case genres of a "|"-joined catalog field."""
-    return frozenset(g.lower() for g in str(genres or "").split("|") if g)
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:

@@ -10,11 +10,8 @@ Demographic values are entities, so a user never seen in training still maps int
 
 The source's triples are judged first (`judge_source`): if no relation links items that are liked
 together more than random pairs are (``kg.freebase_min_lift``), the links say nothing about these
-items and the triples are left out, with a warning. The bundled MovieLens-100K is such a source:
-its link file points items at other films (its ``film.film.sequel`` pairs North by Northwest with
-It Takes Two; RUCAIBox/RecSysDatasets#130 reports Titanic linked to The Swan Princess), every
-relation's lift is 0.75-1.20 (``film.film.genre`` 0.96), and without its triples the model measured
-better on held-out users (closing note of issue 3).
+items and the triples are left out, with a warning. The bundled MovieLens-100K is such a source: its
+link file points items at other films (docs/decisions/0001-kg-source-link-lift-gate.md).
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from recsys_tasks.artifacts import StageResult, atomic_dir, finish, write_json
 from recsys_tasks.config import KGConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.kg.nodes import demographic_nodes, item_node
-from recsys_tasks.explain.reasons import MIN_PAIRS, item_links, relation_lift
+from recsys_tasks.kg.links import MIN_PAIRS, item_links, relation_lift
 from recsys_tasks.data.split import Split
 
 log = logging.getLogger(__name__)
