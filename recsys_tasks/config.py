@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -22,7 +23,7 @@ DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Where the data comes from and how it is split (shared/EVALUATION.md)."""
+    """Where the data comes from and how it is split (docs/evaluation.md)."""
 
     # "bundled", a RecBole atomic-file or CSV directory, a SQLAlchemy URI, "sql" (the URI in
     # RECSYS_SOURCE_URI) or, in the DAG, "sql:<Airflow connection id>"
@@ -56,11 +57,9 @@ class KGConfig:
     early_stopping_patience: int = 2
     eval_fraction: float = 0.005  # of triples, for validation and for the reported MRR/Hits@10
     include_freebase: bool = True
-    # the source's triples enter the graph only if the items they link are liked together: at least one
-    # relation's linked pairs co-liked in training this many times as often as random pairs (`kg.judge_source`;
-    # relations with too few pairs are not judged, and a graph with none judged is kept); 0: always kept.
-    # The bundled MovieLens-100K fails it (every relation 0.75-1.20: its link file points items at other
-    # films), and leaving its triples out measured better on held-out users (closing note of issue 3)
+    # the source's triples enter only if some relation's linked items are co-liked in training this many
+    # times as often as random pairs (`kg.embed.judge_source`); 0: always kept
+    # (docs/decisions/0001-kg-source-link-lift-gate.md)
     freebase_min_lift: float = 1.5
     include_demographics: bool = True
     include_likes: bool = True
@@ -89,8 +88,8 @@ class FinetuneConfig:
     hidden: int = 256
     epochs: int = 40
     batch_size: int = 512
-    # the towers learn slowly (they must serve cold users and new items), the item IDs fast (warm items):
-    # chosen by validation NDCG over 3 seeds (0.3207 vs 0.3158 for one rate of 2e-3; closing note of issue 3)
+    # the towers learn slowly (they serve cold users and new items), the item IDs fast (warm items)
+    # (docs/decisions/0009-two-learning-rates.md)
     learning_rate: float = 5e-4
     id_learning_rate: float = 5e-3  # the item ID embeddings' and biases' (0: learning_rate)
     id_epochs: int = 10  # then up to this many epochs of the item IDs alone (towers frozen, early-stopped on the
@@ -100,17 +99,13 @@ class FinetuneConfig:
     id_dropout: float = 0.5
     text_prob: float = 0.3
     empty_history_prob: float = 0.2
-    # DropoutNet on the user side: the share of training pairs with a history whose profile inputs (demographics,
-    # their KG vectors, profile text) are zeroed, so the tower leans on the history where there is one. Chosen on
-    # held-out users over 3 seeds (mean NDCG@20 of the early-stopping and fusion users' parts, 0 / 0.25 / 0.5 /
-    # 0.75: 0.3261 / 0.3325 / 0.3341 / 0.3349; 0.75 ties 0.5 but cost the profile-only validation, 0.3418 -> 0.3267)
+    # DropoutNet on the user side: the share of training pairs with a history whose profile inputs are zeroed,
+    # so the tower leans on the history where there is one (docs/decisions/0006-profile-dropout.md)
     profile_dropout: float = 0.5
     validation_user_frac: float = 0.1
     fusion_user_frac: float = 0.1  # more users held out, for the fusion's weights only (0: the validation users)
-    # epochs without a better validation before each stage stops: the ~75 early-stopping users' NDCG moves by
-    # noise from epoch to epoch, and at 3 one training seed of nine stopped after its 1st epoch. 6 vs 3 over
-    # 9 models (3 splits x 3 seeds), on the fusion users (held out, not the early-stopping ones): NDCG@20
-    # at 5/10/20 interactions +0.014/+0.019/+0.014, warm +0.018, profile-only -0.002 (closing note of issue 3)
+    # epochs without a better validation before each stage stops; the small validation is noisy
+    # (docs/decisions/0005-patience-6.md)
     patience: int = 6
     seed: int = 42
     device: str = "auto"
@@ -118,18 +113,61 @@ class FinetuneConfig:
     # histories (False: every pair sees all of the user's earlier items, up to max_history)
     inputs: tuple[str, ...] = ("text", "kg", "demographics")
     truncate_histories: bool = True
-    # after training: items without an ID served by a kernel ridge map from their text, genres and year to a warm item's vector
-    # (`content_map`; False: by the content towers), and the model's scores fused with a demographic
-    # popularity prior and EASE (lambda ease_lambda; 0: no EASE), weighted per history length on the
-    # fusion users (`fusion_user_frac`; `fusion`; False: the model alone)
+    # after training: items without an ID served by a kernel ridge map from their text, genres and year to a
+    # warm item's vector (`content_map`; False: by the content towers), and the model's scores fused with a
+    # demographic popularity prior and EASE (lambda ease_lambda; 0: no EASE), weighted per history length on
+    # the fusion users (`fusion_user_frac`; `fusion`; False: the model alone)
     content_map: bool = True
     fusion: bool = True
     ease_lambda: float = 200.0
+    # what early stopping validates on: each validation user from its first K interactions
+    validation_support: tuple[int, ...] = (0, 10)
+    # the content map (docs/decisions/0002-kernel-content-map.md): ridge penalties tried by leave-one-out CV,
+    # the RBF kernel's gamma times the median squared distance between trained items' inputs, and how many
+    # trained items (a seeded sample where there are more) a new item is compared with
+    map_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 3, 16))
+    map_rbf_scale: float = 1.5
+    map_max_landmarks: int = 2000
+    # the map's profile term (docs/decisions/0003-profile-term.md): its weights and numbers of principal
+    # directions of the text tried together, on the trained items in this many seeded pseudo-new folds
+    profile_weights: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    profile_dims: tuple[int, ...] = (16, 32, 64)
+    pseudo_new_folds: int = 5
+    # the fusion's grids (docs/decisions/0004-fusion.md): γ (prior), β (EASE, in units of std(model) /
+    # std(EASE)) and δ (stated taste); the fusion users ranked from their first K interactions and cut at
+    # these fractions of their history (the cuts below the last only for histories past 20 items)
+    fusion_prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+    fusion_ease_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
+    fusion_taste_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    fusion_support: tuple[int, ...] = (0, 5, 10, 20)
+    fusion_warm_cuts: tuple[float, ...] = (0.5, 0.65, 0.8)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.inputs) - set(INPUTS))
         if unknown:
             raise ConfigError(f"config key 'finetune.inputs': unknown input(s) {unknown}; known: {list(INPUTS)}")
+        for name in ("profile_weights", "fusion_prior_grid", "fusion_ease_grid", "fusion_taste_grid"):
+            grid = getattr(self, name)  # 0 is the baseline each weight is compared with
+            if 0.0 not in grid or any(w < 0 for w in grid):
+                raise ConfigError(f"config key 'finetune.{name}': {list(grid)} must hold 0 and no negative weight")
+        checks = {
+            "map_alphas": bool(self.map_alphas) and all(a > 0 for a in self.map_alphas),
+            "map_rbf_scale": self.map_rbf_scale > 0,
+            "map_max_landmarks": self.map_max_landmarks >= 1,
+            "profile_dims": bool(self.profile_dims) and all(k >= 1 for k in self.profile_dims),
+            "pseudo_new_folds": self.pseudo_new_folds >= 1,
+            "validation_support": bool(self.validation_support) and all(k >= 0 for k in self.validation_support),
+            "fusion_support": all(k >= 0 for k in self.fusion_support),
+            "fusion_warm_cuts": all(0 < f < 1 for f in self.fusion_warm_cuts),
+        }
+        rules = {"map_alphas": "positive penalties, at least one", "map_rbf_scale": "positive",
+                 "map_max_landmarks": "at least 1", "profile_dims": "at least one, each at least 1",
+                 "pseudo_new_folds": "at least 1", "validation_support": "at least one, none negative",
+                 "fusion_support": "none negative", "fusion_warm_cuts": "fractions strictly between 0 and 1"}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"config key 'finetune.{name}': {getattr(self, name)!r} is invalid; expected "
+                                  f"{rules[name]}")
 
 
 @dataclass(frozen=True)

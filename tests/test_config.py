@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys_tasks.config import (
@@ -193,3 +194,48 @@ def test_finetune_inputs_from_a_list_and_unknown_inputs_are_errors() -> None:
     assert PipelineConfig().with_overrides(["finetune.inputs=text,kg"]).finetune.inputs == ("text", "kg")
     with pytest.raises(ConfigError, match="unknown input.*'pictures'"):
         PipelineConfig().with_overrides(["finetune.inputs=text,pictures"])
+
+
+# ---------------------------------------------------------------- tuning grids
+def test_the_tuning_grids_keep_the_values_the_figures_were_measured_with() -> None:
+    """docs/benchmarks.md's figures were measured with these grids: a changed default changes them."""
+    from recsys_tasks.config import FinetuneConfig
+
+    cfg = FinetuneConfig()
+    assert cfg.map_alphas == tuple(float(a) for a in np.logspace(-2, 3, 16))
+    assert (cfg.map_rbf_scale, cfg.map_max_landmarks) == (1.5, 2000)
+    assert cfg.profile_weights == (0.0, 2.0, 4.0, 8.0, 16.0, 32.0) and cfg.profile_dims == (16, 32, 64)
+    assert cfg.pseudo_new_folds == 5 and cfg.validation_support == (0, 10)
+    assert cfg.fusion_prior_grid == (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+    assert cfg.fusion_ease_grid == (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
+    assert cfg.fusion_taste_grid == (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    assert cfg.fusion_support == (0, 5, 10, 20) and cfg.fusion_warm_cuts == (0.5, 0.65, 0.8)
+
+
+def test_a_grid_is_set_from_an_override_and_round_trips() -> None:
+    cfg = PipelineConfig().with_overrides(["finetune.profile_weights=0,4", "finetune.map_alphas=[0.5, 2]",
+                                           "finetune.pseudo_new_folds=3"])
+    assert cfg.finetune.profile_weights == (0.0, 4.0) and type(cfg.finetune.profile_weights[1]) is float
+    assert cfg.finetune.map_alphas == (0.5, 2.0) and cfg.finetune.pseudo_new_folds == 3
+    assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert PipelineConfig.from_dict(PipelineConfig().to_dict()) == PipelineConfig()  # floats survive JSON exactly
+
+
+@pytest.mark.parametrize("override, key", [
+    ("finetune.profile_weights=2,4", "finetune.profile_weights"),  # no 0: nothing to compare with
+    ("finetune.fusion_prior_grid=0,-1", "finetune.fusion_prior_grid"),
+    ("finetune.fusion_ease_grid=0.5", "finetune.fusion_ease_grid"),
+    ("finetune.fusion_taste_grid=1,2", "finetune.fusion_taste_grid"),
+    ("finetune.map_alphas=0,1", "finetune.map_alphas"),
+    ("finetune.map_alphas=[]", "finetune.map_alphas"),
+    ("finetune.map_rbf_scale=0", "finetune.map_rbf_scale"),
+    ("finetune.map_max_landmarks=0", "finetune.map_max_landmarks"),
+    ("finetune.profile_dims=0,16", "finetune.profile_dims"),
+    ("finetune.pseudo_new_folds=0", "finetune.pseudo_new_folds"),
+    ("finetune.validation_support=[]", "finetune.validation_support"),
+    ("finetune.fusion_support=-1", "finetune.fusion_support"),
+    ("finetune.fusion_warm_cuts=0.5,1", "finetune.fusion_warm_cuts"),
+])
+def test_a_bad_tuning_grid_is_an_error_naming_its_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        PipelineConfig().with_overrides([override])

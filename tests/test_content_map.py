@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import RidgeCV
 
-from recsys_tasks.model.content_map import ALPHAS, ContentMap
+from recsys_tasks.config import FinetuneConfig
+from recsys_tasks.model.content_map import ContentMap
 
 
 def _smooth(n: int = 300, text_dim: int = 6, dim: int = 3, noise: float = 0.0, seed: int = 0):
@@ -28,7 +29,7 @@ def test_a_smooth_relation_is_recovered_for_new_items() -> None:
     content_map = ContentMap.fit(text[:250], vecs[:250], bias[:250])
     new_vecs, new_bias = content_map(text[250:])  # items it was not fit on
     error = np.abs(np.hstack([new_vecs, new_bias[:, None]]) - np.hstack([vecs, bias[:, None]])[250:]).mean()
-    linear = RidgeCV(alphas=ALPHAS).fit(text[:250], np.hstack([vecs, bias[:, None]])[:250])
+    linear = RidgeCV(alphas=FinetuneConfig().map_alphas).fit(text[:250], np.hstack([vecs, bias[:, None]])[:250])
     linear_error = np.abs(linear.predict(text[250:]) - np.hstack([vecs, bias[:, None]])[250:]).mean()
     assert error < 0.1 < 0.15 < linear_error  # what a linear map of the same inputs cannot fit
     assert content_map.landmarks.shape == (250, 6) and content_map.weights.shape == (251, 4)
@@ -39,6 +40,15 @@ def test_the_penalty_is_chosen_by_cross_validation() -> None:
     clean = ContentMap.fit(*_smooth())
     noisy = ContentMap.fit(*_smooth(n=60, noise=2.0))
     assert clean.alpha < noisy.alpha  # little to shrink vs. noise to shrink away
+
+
+def test_the_fit_uses_the_configs_penalties_kernel_width_and_landmarks() -> None:
+    text, vecs, bias = _smooth()
+    default = ContentMap.fit(text, vecs, bias)
+    assert default.alpha in FinetuneConfig().map_alphas and default.landmarks.shape[0] == len(text)
+    narrow = ContentMap.fit(text, vecs, bias, alphas=(7.0,), rbf_scale=3.0, max_landmarks=50)
+    assert narrow.alpha == 7.0 and narrow.landmarks.shape == (50, text.shape[1])
+    assert narrow.gamma == pytest.approx(2 * default.gamma)  # gamma is rbf_scale over the same median distance
 
 
 def _catalog_driven(n: int = 300, seed: int = 0):
@@ -140,3 +150,11 @@ def test_the_float32_kernel_is_scikit_learns() -> None:
     np.testing.assert_allclose(ours, rbf_kernel(x.astype(np.float64), landmarks.astype(np.float64), gamma=0.3),
                                atol=1e-6)
     assert np.allclose(_rbf(landmarks, landmarks, 0.3).diagonal(), 1.0, atol=1e-6)  # no negative distance
+
+
+def test_a_map_without_a_profile_term_says_so_when_asked_for_one() -> None:
+    text, vecs, bias = _smooth(n=20)
+    content_map = ContentMap.fit(text, vecs, bias)
+    assert not content_map.has_profile
+    with pytest.raises(ValueError, match="no profile term"):
+        content_map.profile(text)

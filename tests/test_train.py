@@ -21,7 +21,7 @@ from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
 from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.data.split import Split
-from recsys_tasks.model.finetune import PROFILE_GRID, finetune
+from recsys_tasks.model.finetune import finetune
 
 TINY_KG = KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
                    device="cpu")
@@ -90,26 +90,30 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
     assert 0.0 <= m["val_ndcg"] <= 1.0 and any(v == pytest.approx(m["val_ndcg"]) for v in kept)
     assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
     assert m["n_validation_users"] == 3 and m["n_fusion_users"] == 1 and m["n_train_pairs"] == 8
-    assert m["content_profile_weight"] in PROFILE_GRID  # chosen on pseudo-new items, and what the bundle serves
+    # chosen on pseudo-new items, and what the bundle serves
+    assert m["content_profile_weight"] in TINY_FT.profile_weights
     assert ContentMap.load(trained.path("bundle")).profile_weight == m["content_profile_weight"]
     assert m["pseudo_new_ndcg"] >= m["pseudo_new_ndcg_map"]
 
 
 @pytest.mark.slow
 def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
-        trained: StageResult, stages: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        trained: StageResult, stages: dict[str, Path]) -> None:
+    import dataclasses
+
     import recsys_tasks.model.finetune as train_module
     from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.model.recommender import Recommender
 
     rec, split = Recommender.load(trained.path("bundle")), Split.load(stages["snapshot"])
     dataset = Dataset.load(stages["snapshot"])
-    weight, basis, center, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
-    assert weight in PROFILE_GRID and set(report) == {"content_profile_weight", "content_profile_dims",
+    cfg = dataclasses.replace(TINY_FT, seed=0)
+    weight, basis, center, report = train_module._profile_weight(rec, dataset, split.train, 4.0, cfg)
+    assert weight in cfg.profile_weights and set(report) == {"content_profile_weight", "content_profile_dims",
                                                       "pseudo_new_ndcg_map", "pseudo_new_ndcg"}
     assert basis.shape == (report["content_profile_dims"], rec.meta["text_dim"]) and center.shape == (rec.meta["text_dim"],)
-    monkeypatch.setattr(train_module, "PSEUDO_NEW_FOLDS", 1)  # one fold: every trained item, none left to fit on
-    weight, _, _, report = train_module._profile_weight(rec, dataset, split.train, 4.0, 0)
+    one_fold = dataclasses.replace(cfg, pseudo_new_folds=1)  # one fold: every trained item, none left to fit on
+    weight, _, _, report = train_module._profile_weight(rec, dataset, split.train, 4.0, one_fold)
     assert (weight, report) == (0.0, {})
 
 
@@ -340,7 +344,12 @@ def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
                           "occupation": ["writer", "other"], "zip_code": ["", ""]})
     rec = SimpleNamespace(item_row={item: row for row, item in enumerate(items)})
     found = {name: sorted((q.user_id, len(q.history)) for q in queries)
-             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0)}
+             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, FinetuneConfig())}
     assert found == {"at_0": [("long", 0), ("short", 0)], "at_5": [("long", 5), ("short", 5)],
                      "at_10": [("long", 10), ("short", 10)], "at_20": [("long", 20), ("short", 20)],
                      "warm_50": [("long", 30)], "warm_65": [("long", 39)], "warm": [("long", 48), ("short", 24)]}
+    # the config's supports and cuts are the ones used
+    cfg = FinetuneConfig(fusion_support=(3,), fusion_warm_cuts=(0.5,))
+    found = {name: sorted((q.user_id, len(q.history)) for q in queries)
+             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, cfg)}
+    assert found == {"at_3": [("long", 3), ("short", 3)], "warm_50": [("long", 30)]}

@@ -3,50 +3,42 @@
 A kernel ridge regression from an item's text vector and its catalog fields (genres multi-hot,
 release year as a thermometer over the trained items' year quantiles, a year-unknown flag;
 ``STRUCTURED_SCALE`` times those) to the trained model's ``(v_i, b_i)`` of the items with an ID row:
-the inputs go through an RBF kernel against up to ``MAX_LANDMARKS`` trained items (scikit-learn's
-`Nystroem`; its width ``RBF_SCALE`` over the median squared distance between trained items' inputs),
-then a ridge whose penalty is chosen by efficient leave-one-out cross-validation (`RidgeCV`); the
-Nyström normalisation is folded into the saved weights, so a map is its landmarks and one matrix.
-It replaces the content towers for items without an ID: their KG input is the trained items' KG
-vectors, which the like edges of the graph make collaborative (a warm item's KG vector says who
-liked it, a new item's cannot), so the towers learn from it what does not transfer to new items;
-text and catalog fields do not have that skew. Measured on seed 42 (test slices, once): cold-item
-NDCG@20 0.152 (towers) -> 0.181 (a linear map, text only) vs 0.163 (text + KG). The catalog fields:
-the sentence encoder places "(1997)" and a genre list only loosely, and a new item's year and genres
-say much of how many will watch it. Measured on pseudo-new items (5 folds of the trained items, each
-mapped from the others and ranked for the held-out users; 9 models: 3 splits x 3 training seeds):
-NDCG@20 0.203 (text alone) -> 0.215, AUC 0.701 -> 0.716, the scale 0.3 chosen there over 0.1 (0.210)
-and 1 (0.207). The kernel, on the same pseudo-new items of 3 splits: NDCG@20 0.217 (linear) -> 0.231
-(+0.012 to +0.015 on each), AUC 0.717 -> 0.717, its gamma (~1 there) chosen over half and twice it
-(closing note of issue 3). Maps saved before the kernel (no landmarks) load and map linearly.
+the inputs go through an RBF kernel against up to ``max_landmarks`` trained items (scikit-learn's
+`Nystroem`; gamma ``rbf_scale`` over the median squared distance between trained items' inputs),
+then a ridge whose penalty is chosen from ``alphas`` by efficient leave-one-out cross-validation
+(`RidgeCV`); the Nyström normalisation is folded into the saved weights, so a map is its landmarks
+and one matrix. The knobs are `FinetuneConfig`'s ``map_*`` fields.
 
-A new item's score is then ``u·v + b`` plus ``profile_weight`` times how close its text is to the
-texts of the items the user liked (`Recommender`): the text vectors' own similarity, which the
-64-dimensional collaborative space keeps only in part, taken in the top principal directions of the
-trained items' text (``profile_basis``: k of them, so a vector index carries k numbers more per
-item, not the text's 384); weight and k are chosen on pseudo-new items in finetune
-(`train._profile_weight`). Measured (3 splits): pseudo-new NDCG@20 0.226 -> 0.273 (k 32, 32, 16,
-weight 16 on each); on the test's cold items 0.202 -> 0.236, AUC 0.736 -> 0.767 (in all 384
-dimensions: 0.230 and 0.760, and a 1M-item index 7 times as wide; closing note of issue 3).
+It replaces the content towers for items without an ID: the towers' KG input is collaborative for
+warm items (the graph's like edges) and not for new ones, while text and catalog fields carry no
+such skew (docs/decisions/0002-kernel-content-map.md). Maps saved before the kernel (no landmarks)
+load and map linearly; maps saved before the catalog fields map from text alone.
+
+A new item's score adds ``profile_weight`` times its text's closeness to the texts of the items the
+user liked, in the top ``k`` principal directions of the trained items' text (``profile_basis``), so
+a vector index carries k numbers more per item, not the text's 384; weight and k are chosen on
+pseudo-new items in finetune (docs/decisions/0003-profile-term.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ALPHAS", "ContentMap", "MAX_LANDMARKS", "RBF_SCALE"]
+from recsys_tasks.config import FinetuneConfig
 
-ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 16))
+__all__ = ["ContentMap"]
+
+_DEFAULTS = FinetuneConfig()  # the fit's knobs where a caller passes none
 FILE = "content_map.npz"
-MAX_LANDMARKS = 2000  # trained items the kernel compares a new item with (a seeded sample where there are more)
-RBF_SCALE = 1.5  # the kernel's gamma times the median squared distance between trained items' inputs
 CHUNK_ROWS = 8192  # items mapped at a time (their kernel block: 8192 x landmarks)
-STRUCTURED_SCALE = 0.3  # the catalog fields' weight next to the unit-norm text vector (the ridge penalises both alike)
+# the catalog fields' weight next to the unit-norm text vector (the ridge penalises both alike); part of what a
+# saved map means, so fixed here rather than in the config (docs/decisions/0002-kernel-content-map.md)
+STRUCTURED_SCALE = 0.3
 YEAR_QUANTILES = np.linspace(0, 1, 13)[1:-1]  # the thermometer's edges: these quantiles of the trained items' years
 
 
@@ -67,10 +59,13 @@ class ContentMap:
     MIN_ITEMS: ClassVar[int] = 3  # trained items a map needs (leave-one-out CV over fewer says nothing)
 
     @classmethod
-    def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray, items: pd.DataFrame | None = None
-            ) -> "ContentMap":
+    def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray, items: pd.DataFrame | None = None, *,
+            alphas: Sequence[float] = _DEFAULTS.map_alphas, rbf_scale: float = _DEFAULTS.map_rbf_scale,
+            max_landmarks: int = _DEFAULTS.map_max_landmarks) -> "ContentMap":
         """From the items with an ID: their text vectors (n, t), model vectors (n, d), biases (n,) and,
-        where given, catalog rows (``genres`` "|"-joined, ``year``; None: text alone)."""
+        where given, catalog rows (``genres`` "|"-joined, ``year``; None: text alone); ``alphas``,
+        ``rbf_scale``, ``max_landmarks``: `FinetuneConfig`'s ``map_alphas``, ``map_rbf_scale``,
+        ``map_max_landmarks``."""
         from sklearn.linear_model import RidgeCV
 
         if len(text) < cls.MIN_ITEMS:
@@ -85,10 +80,11 @@ class ContentMap:
         from sklearn.kernel_approximation import Nystroem
 
         x = _inputs(text, items, genres, edges).astype(np.float64)
-        gamma = RBF_SCALE / _median_sq_distance(x)
-        nystroem = Nystroem(gamma=gamma, n_components=min(len(x), MAX_LANDMARKS), random_state=0).fit(x)
+        gamma = rbf_scale / _median_sq_distance(x)
+        nystroem = Nystroem(gamma=gamma, n_components=min(len(x), max_landmarks), random_state=0).fit(x)
         target = np.hstack([vectors, bias.reshape(-1, 1)]).astype(np.float64)
-        ridge = RidgeCV(alphas=ALPHAS).fit(nystroem.transform(x), target)
+        penalties = np.array(alphas, np.float64)  # a copy: RidgeCV writes into a one-element grid
+        ridge = RidgeCV(alphas=penalties).fit(nystroem.transform(x), target)
         weights = np.vstack([nystroem.normalization_.T @ ridge.coef_.T, ridge.intercept_.reshape(1, -1)])
         return cls(weights.astype(np.float32), float(ridge.alpha_), genres, edges,
                    nystroem.components_.astype(np.float32), float(gamma))
@@ -112,8 +108,9 @@ class ContentMap:
         return inputs - fields
 
     def save(self, directory: Path) -> None:
-        kernel = {} if self.landmarks is None else {"landmarks": self.landmarks, "gamma": np.float64(self.gamma)}
-        profile = {} if self.profile_basis is None or self.profile_center is None else {
+        kernel: dict[str, Any] = {} if self.landmarks is None else {"landmarks": self.landmarks,
+                                                                    "gamma": np.float64(self.gamma)}
+        profile: dict[str, Any] = {} if self.profile_basis is None or self.profile_center is None else {
             "profile_basis": self.profile_basis, "profile_center": self.profile_center}
         np.savez(directory / FILE, weights=self.weights, alpha=np.float64(self.alpha),
                  genres=np.array(self.genres, dtype=str), year_edges=np.array(self.year_edges, np.float64),
@@ -130,6 +127,8 @@ class ContentMap:
 
     def profile(self, text: np.ndarray) -> np.ndarray:
         """(n, k): text vectors (n, text_dim) less the centre, in the basis (a map with a profile term)."""
+        if self.profile_basis is None or self.profile_center is None:
+            raise ValueError("content map: it has no profile term (no basis and centre); fit one with `with_profile`")
         return (np.asarray(text, np.float32) - self.profile_center) @ self.profile_basis.T
 
     @classmethod
@@ -166,7 +165,7 @@ def _inputs(text: np.ndarray, items: pd.DataFrame | None, genres: tuple[str, ...
 
 def _rbf(x: np.ndarray, landmarks: np.ndarray, gamma: float) -> np.ndarray:
     """exp(-gamma * |x - landmark|²), (n, n_landmarks) float32: scikit-learn's `rbf_kernel` in float32
-    (it computes the distances in float64: 10x slower on a big catalog, for no difference at these scales)."""
+    (it computes the distances in float64: slower on a big catalog, for no difference at these scales)."""
     sq = x @ (-2.0 * landmarks.T)
     sq += np.einsum("ij,ij->i", x, x)[:, None]
     sq += np.einsum("ij,ij->i", landmarks, landmarks)[None, :]

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -32,24 +32,15 @@ from recsys_tasks.kg.embed import load_entity_embeddings
 from recsys_tasks.kg.nodes import demographic_nodes, item_node
 from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query, history_of, profile_of
-from recsys_tasks.explain.reasons import liked as liked_mask, reason_links
+from recsys_tasks.explain.reasons import liked as liked_mask
+from recsys_tasks.kg.links import reason_links
 from recsys_tasks.model.recommender import Bundle, Recommender
 from recsys_tasks.plots import curves_chart
 from recsys_tasks.protocol.slices import stated_taste
 from recsys_tasks.data.split import Split
 
 log = logging.getLogger(__name__)
-VALIDATION_SUPPORT = (0, 10)  # what training early-stops on
-FUSION_SUPPORT = (0, 5, 10, 20)  # what the fusion is tuned on (with the warm part)
-PROFILE_GRID = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the content map's profile weights tried (`_profile_weight`)
-PROFILE_DIMS = (16, 32, 64)  # ... and principal directions of the text (a vector index carries as many more per item)
-PSEUDO_NEW_FOLDS = 5
-WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80%
-# the fusion's warm queries: each fusion user cut at 50%, 65% and 80% of its history, the first two kept
-# only past 20 items, so the long-history buckets (21-40, over 40 items), where only the warm queries fall,
-# are tuned on 2-3 times the queries (one cut: 13-32 per bucket, and their weights swung between runs that
-# differed in little else) and the cold-start buckets on what they were
-FUSION_WARM = (0.5, 0.65, WARM_HISTORY)
+WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80% ("warm")
 
 
 def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
@@ -79,7 +70,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
     batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
-    validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold)
+    validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold,
+                                     cfg.validation_support)
 
     id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
     towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
@@ -90,8 +82,8 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     curves: list[dict[str, float]] = []
     start = time.perf_counter()
 
-    def train(optimizer, epochs: int, score: Callable[[dict[str, float]], float],
-              keep_current: bool = False) -> dict[str, float]:
+    def run_epochs(optimizer, epochs: int, score: Callable[[dict[str, float]], float],
+                   keep_current: bool = False) -> dict[str, float]:
         """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept,
         its validation returned (``keep_current``: the model as it is competes too, so training can
         only improve the score)."""
@@ -133,21 +125,22 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         return best_val
 
     # 1. everything, early-stopped on the pseudo-cold users (what the towers must serve)
-    kept = train(torch.optim.AdamW([{"params": towers}, {"params": id_params, "lr": id_lr}], lr=cfg.learning_rate,
-                                   weight_decay=cfg.weight_decay), cfg.epochs, lambda val: val["val_ndcg"])
+    groups: list[dict[str, Any]] = [{"params": towers}, {"params": id_params, "lr": id_lr}]
+    kept = run_epochs(torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay), cfg.epochs,
+                      lambda val: val["val_ndcg"])
     stage_one = len(curves)
     # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
     # validation together improve
     if cfg.id_epochs and any(queries for _, queries, _ in validation):
         both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
-        kept = train(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
-                     keep_current=True)
+        kept = run_epochs(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
+                          keep_current=True)
     # 3. serving's completions: new items from their text, and the fusion
     map_report: dict[str, float] = {}
     if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
-        content_map = _content_map(rec)
+        content_map = _content_map(rec, cfg)
         held_out = split.train[split.train["user_id"].isin(val_users | fusion_users)]
-        weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg.seed)
+        weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg)
         rec.set_content_map(content_map.with_profile(weight, basis, center))
     fusion_report: dict[str, float] = {}
     if cfg.fusion:
@@ -290,7 +283,7 @@ def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: n
 
 
 def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float,
-                        supports: tuple[int, ...] = VALIDATION_SUPPORT, warm: tuple[float, ...] = (WARM_HISTORY,)):
+                        supports: tuple[int, ...], warm: tuple[float, ...] = (WARM_HISTORY,)):
     """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
     later positives as targets) and the same users as warm ones ("warm": the first 80% as history;
     ``warm``: the fractions of the history to cut at, "warm_50" for 0.5)."""
@@ -301,7 +294,7 @@ def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, 
         queries, positives = [], []
         for user, group in held.groupby("user_id", sort=True):
             history = history_of(group)
-            k = cut if name.startswith("at_") else int(len(history) * cut)
+            k = int(cut) if name.startswith("at_") else int(len(history) * cut)
             seen = {i for i, _, _ in history[:k]}
             later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold and i not in seen]
             if later:
@@ -311,13 +304,15 @@ def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, 
     return out
 
 
-def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float):
-    """`_validation_queries` at `FUSION_SUPPORT` and the `FUSION_WARM` cuts, the extra cuts ("warm_50",
-    "warm_65") only where they leave more than 20 items: the fusion's tuning queries."""
+def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, cfg: FinetuneConfig):
+    """`_validation_queries` at ``cfg.fusion_support`` and the ``cfg.fusion_warm_cuts``, the extra cuts
+    ("warm_50", "warm_65") only where they leave more than 20 items, so the long-history buckets get more
+    queries (docs/decisions/0004-fusion.md): the fusion's tuning queries."""
     from recsys_tasks.model.fusion import EDGES
 
     out = []
-    for name, queries, targets in _validation_queries(rec, dataset, held, threshold, FUSION_SUPPORT, FUSION_WARM):
+    for name, queries, targets in _validation_queries(rec, dataset, held, threshold, tuple(cfg.fusion_support),
+                                                      tuple(cfg.fusion_warm_cuts)):
         if name.startswith("warm_"):
             kept = [q_i for q_i, q in enumerate(queries) if len(q.history) > EDGES[2]]
             queries, targets = [queries[q_i] for q_i in kept], [targets[q_i] for q_i in kept]
@@ -340,35 +335,43 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
     return result
 
 
-def _content_map(rec: Recommender):
-    """The (text, genres, year) -> (vector, bias) map fit on the trained items' final vectors (`content_map`)."""
+def _content_map(rec: Recommender, cfg: FinetuneConfig | None = None):
+    """The (text, genres, year) -> (vector, bias) map fit on the trained items' final vectors (`content_map`),
+    with ``cfg``'s ``map_*`` knobs (None: the defaults)."""
+    cfg = cfg or FinetuneConfig()
     trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
     text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
     content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
-                                 rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained])
+                                 rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained],
+                                 **_map_knobs(cfg))
     log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
     return content_map
 
 
-def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, seed: int
+def _map_knobs(cfg: FinetuneConfig) -> dict:
+    """`ContentMap.fit`'s keyword arguments from the config."""
+    return {"alphas": cfg.map_alphas, "rbf_scale": cfg.map_rbf_scale, "max_landmarks": cfg.map_max_landmarks}
+
+
+def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, cfg: FinetuneConfig
                     ) -> tuple[float, np.ndarray, np.ndarray, dict[str, float]]:
-    """The content map's profile term by grid search on pseudo-new items: its weight (`PROFILE_GRID`)
-    and how many principal directions of the trained items' text it is taken in (`PROFILE_DIMS`). The
-    trained items in `PSEUDO_NEW_FOLDS` seeded folds, each fold mapped by a map fit on the other folds
-    and ranked among itself for the users of ``held`` (held out of training) from their history less
-    the fold, as the cold-item slice ranks new items; by NDCG@20. (weight, basis (k, text_dim),
-    centre, report); weight 0 with nothing to rank."""
+    """The content map's profile term by grid search on pseudo-new items: its weight (``cfg.profile_weights``)
+    and how many principal directions of the trained items' text it is taken in (``cfg.profile_dims``).
+    The trained items in ``cfg.pseudo_new_folds`` folds (seed ``cfg.seed``), each fold mapped by a map fit
+    on the other folds and ranked among itself for the users of ``held`` (held out of training) from their
+    history less the fold, as the cold-item slice ranks new items; by NDCG@20. (weight, basis
+    (k, text_dim), centre, report); weight 0 with nothing to rank."""
     catalog, n_id, text_dim = rec.bundle.catalog, int(rec.meta["n_id_items"]), int(rec.meta["text_dim"])
     trained = np.flatnonzero(catalog["id_row"].to_numpy() < n_id)
     vecs, bias = rec._item_arrays()
     text = rec.bundle.item_content[:, :text_dim]
     center = text[trained].mean(0)
     directions = np.linalg.svd(text[trained] - center, full_matrices=False)[2]  # principal, strongest first
-    dims = [k for k in PROFILE_DIMS if k <= len(directions)] or [len(directions)]
+    dims = [k for k in cfg.profile_dims if k <= len(directions)] or [len(directions)]
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     histories = {u: history_of(g) for u, g in held.groupby("user_id", sort=True)}
-    ndcg: dict[tuple[int, float], list[np.ndarray]] = {(k, w): [] for k in dims for w in PROFILE_GRID}
-    for fold in np.array_split(np.random.default_rng(seed).permutation(trained), PSEUDO_NEW_FOLDS):
+    ndcg: dict[tuple[int, float], list[np.ndarray]] = {(k, w): [] for k in dims for w in cfg.profile_weights}
+    for fold in np.array_split(np.random.default_rng(cfg.seed).permutation(trained), cfg.pseudo_new_folds):
         position = np.full(len(catalog), -1, np.int64)
         position[fold] = np.arange(len(fold))
         rest = trained[position[trained] < 0]
@@ -383,14 +386,14 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
                 positives.append(liked)
         if not queries:
             continue
-        fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest])
+        fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest], **_map_knobs(cfg))
         fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
         rows = [rec._history_rows(q) for q in queries]
         base = rec._user_vectors(queries, rows) @ fold_vecs.T + fold_bias
         liked_text, fold_text = rec.liked_text(rows), text[fold] - center
         for k in dims:
             similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
-            for w in PROFILE_GRID:
+            for w in cfg.profile_weights:
                 ndcg[k, w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
                                                   with_auc=False)["ndcg"])
     means = {key: float(np.nanmean(np.concatenate(v))) for key, v in ndcg.items() if v}
@@ -398,7 +401,7 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
         return 0.0, directions[:dims[0]], center, {}
     k, weight = max(means, key=lambda key: (means[key], -key[1], -key[0]))
     log.info("content map profile term (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g, %d directions)",
-             PSEUDO_NEW_FOLDS, means[dims[0], 0.0], means[k, weight], weight, k)
+             cfg.pseudo_new_folds, means[dims[0], 0.0], means[k, weight], weight, k)
     return weight, directions[:k], center, {"content_profile_weight": weight, "content_profile_dims": float(k),
                                             "pseudo_new_ndcg_map": means[dims[0], 0.0], "pseudo_new_ndcg": means[k, weight]}
 
@@ -421,7 +424,7 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
     fusion = Fusion.from_meta(fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}), ease, catalog,
                               rec.bundle.histories, rec.bundle.users, n_id, threshold)
     base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
-    for _, queries, targets in _fusion_queries(rec, dataset, held, threshold):
+    for _, queries, targets in _fusion_queries(rec, dataset, held, threshold, cfg):
         if not queries:
             continue
         seen = [rec._item_rows(q.history_items) for q in queries]
@@ -437,15 +440,18 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
     if not base:
         return {}
     weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
-                                  np.concatenate(lengths), np.vstack(candidates), positives)
-    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
+                                  np.concatenate(lengths), np.vstack(candidates), positives,
+                                  prior_grid=cfg.fusion_prior_grid, ease_grid=cfg.fusion_ease_grid)
+    tuned = fusion.reweighted(weights)
+    rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, tuned)
     stated = _stated_taste_queries(rec, dataset, held, threshold)
     if stated[0]:
         queries, targets = stated
         boost = np.zeros((len(queries), len(rec.item_ids)), np.float32)
         for q_i, q in enumerate(queries):
-            boost[q_i, rec.fusion.id_cols[rec.fusion.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
-        taste, report["taste"] = tune_taste(rec.score(queries), boost, np.ones(boost.shape, bool), targets)
+            boost[q_i, tuned.id_cols[tuned.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
+        taste, report["taste"] = tune_taste(rec.score(queries), boost, np.ones(boost.shape, bool), targets,
+                                            grid=cfg.fusion_taste_grid)
         weights = dataclasses.replace(weights, taste=taste)
         rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
     return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)

@@ -3,23 +3,20 @@
     s(u, i) = model(u, i) + γ_b · log(1 + demographic popularity_u(i)) + β_b · EASE(history_u)_i
               + δ · [i has a genre u's stated taste names]
 
-(the ``o = α·content + β·collaborative + γ·prior`` of issue 3, α = 1). ``b`` is the bucket of the
-user's history length (items with an ID row; `EDGES`), so a profile-only user, a few clicks and a
-long history each get their own weights; γ_b and β_b are chosen by grid search on finetune's fusion
-users (a second group held out of training and of both terms' counts, which the early stopping did
-not choose the model on: on those it did, the model looks better than it is and the prior got no
-weight), never on the test slices.
+``b`` is the bucket of the user's history length (items with an ID row; `EDGES`), so a profile-only
+user, a few clicks and a long history each get their own weights; γ_b, β_b and δ are chosen by grid
+search (`FinetuneConfig`'s ``fusion_*_grid``) on finetune's fusion users, a second group held out of
+training and of both terms' counts that the early stopping did not choose the model on; never on the
+test slices (docs/decisions/0004-fusion.md).
 
 - prior: positives per item among training users of the same gender, age band and occupation,
-  backing off to coarser groups (`baselines.DemographicPopularity`); what the towers under-weight
-  for users with a few clicks (measured: +4-8% NDCG@20 on cold-user@5/10 of seed 42);
+  backing off to coarser groups (`DemographicPopularity`): what the towers under-weight for users
+  with a few clicks;
 - collaborative: EASE (Steck 2019), the closed-form item-item model over the binary training
   matrix, ``B = I - P / diag(P)``, ``P = (XᵀX + λI)⁻¹``: full rank where the towers' history path
-  is 64-dimensional; it carries long histories (warm users).
+  is 64-dimensional; it carries long histories (warm users), and only those (`EASE_MIN_HISTORY`).
 - stated taste: a request whose text names genres ("I like Sci-Fi movies", matched as reasons match
-  them) adds δ to the items of those genres (``taste``; chosen on the fusion users with the stated
-  taste the protocol gives its users: the two genres they like most). Measured (3 seeds, the
-  session-5 models, δ chosen there): cold-user@0+text NDCG@20 0.3859 -> 0.3975.
+  them) adds δ to the items of those genres (docs/decisions/0010-stated-taste-term.md).
 Only items with an ID row have any term; new items get zero from all (the content map ranks them,
 `content_map`).
 """
@@ -33,25 +30,21 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from recsys_tasks.evaluation.baselines import DemographicPopularity
+from recsys_tasks.model.popularity import DemographicPopularity
 from recsys_tasks.data.dataset import age_band
 from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query
-from recsys_tasks.explain.reasons import genre_set
+from recsys_tasks.explain.genres import genre_set
+from recsys_tasks.config import FinetuneConfig
 
 __all__ = ["EDGES", "Fusion", "FusionWeights", "ease_matrix", "fusion_meta", "id_items", "id_prior", "tune_fusion",
            "tune_taste"]
 
 log = logging.getLogger(__name__)
+_DEFAULTS = FinetuneConfig()  # the grids where a caller passes none
 
 EDGES = (0, 10, 20, 40)  # buckets of history length: 0 | 1-10 | 11-20 | 21-40 | more
-PRIOR_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-EASE_GRID = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)  # in units of std(model scores) / std(EASE scores)
-TASTE_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-# EASE only past the cold-start range (the product serves 0-20 interactions with the model and the prior):
-# on the validation users' short histories EASE helped (their targets end where their warm test part
-# starts, so they lie close in time to the support), on the test's cold users, whose targets are all their
-# later positives, it hurt at every weight (closing note of issue 3); the gap is the protocol's, so by design
+# EASE only past the cold-start range, which the model and the prior serve (docs/decisions/0004-fusion.md)
 EASE_MIN_HISTORY = 21
 MIN_GROUP = 20  # training users a demographic group needs, as the demographic-popularity baseline
 CACHE_BYTES = 64 << 20  # known users' fused rows kept (`Fusion.id_scores`)
@@ -67,7 +60,7 @@ class FusionWeights:
     edges: tuple[int, ...] = EDGES
     taste: float = 0.0
 
-    def bucket(self, lengths: np.ndarray) -> np.ndarray:
+    def bucket(self, lengths: np.ndarray | int) -> np.ndarray:
         """Bucket index per history length: 0 for none, then one per edge interval."""
         return np.searchsorted(np.asarray(self.edges), np.asarray(lengths), side="left")
 
@@ -116,9 +109,10 @@ class Fusion:
         self.id_of_col = id_row[self.id_cols]  # ... and their ID rows
         self.genres = None if genres is None else list(genres)
         by_genre: dict[str, list[int]] = {}
-        for position, row in enumerate(self.id_cols if self.genres is not None else ()):
-            for g in genre_set(self.genres[row]):  # lower case, as the reasons match a stated taste
-                by_genre.setdefault(g, []).append(position)
+        if self.genres is not None:
+            for position, row in enumerate(self.id_cols):
+                for g in genre_set(self.genres[row]):  # lower case, as the reasons match a stated taste
+                    by_genre.setdefault(g, []).append(position)
         self._genre_positions = {g: np.array(p, np.int64) for g, p in by_genre.items()}  # genre -> `id_cols` positions
         # EASE's columns in catalog order, so a history's rows sum straight into `id_cols` order
         self._ease_cols = None if self.ease is None else np.ascontiguousarray(self.ease[:, self.id_of_col])
@@ -222,24 +216,29 @@ def id_prior(catalog: pd.DataFrame, n_id: int, train: pd.DataFrame, users: pd.Da
     return DemographicPopularity(id_items(catalog, n_id), train, users, threshold, MIN_GROUP)
 
 
-def fusion_meta(weights: FusionWeights, excluded_users: Sequence[str], lam: float, report: dict) -> dict:
+def fusion_meta(weights: FusionWeights, excluded_users: Iterable[str], lam: float, report: dict) -> dict:
     """What a bundle keeps of a tuned fusion (``fusion.json``; EASE itself goes to ``ease.npy``)."""
     return {"weights": asdict(weights), "ease_lambda": lam, "excluded_users": sorted(map(str, excluded_users)),
             "validation": report}
 
 
 def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, lengths: np.ndarray,
-                candidates: np.ndarray, positives: Sequence[np.ndarray], k: int = 20) -> tuple[FusionWeights, dict]:
-    """Grid search of γ and β per bucket on validation queries.
+                candidates: np.ndarray, positives: Sequence[np.ndarray], k: int = 20, *,
+                prior_grid: Sequence[float] = _DEFAULTS.fusion_prior_grid,
+                ease_grid: Sequence[float] = _DEFAULTS.fusion_ease_grid) -> tuple[FusionWeights, dict]:
+    """Grid search of γ (``prior_grid``) and β (``ease_grid``, in units of std(model) / std(EASE)) per
+    bucket on validation queries; both grids hold 0, the model alone.
 
     ``base``: the model's scores (q, n); ``prior``/``ease``: `Fusion.terms`, already placed in
-    (q, n) arrays (zero off `Fusion.id_cols`); ``candidates`` (q, n) bool; ``positives``: rows per query. Returns the weights and a report: per bucket the number of
-    queries and the validation NDCG@k of the model alone and fused.
+    (q, n) arrays (zero off `Fusion.id_cols`); ``candidates`` (q, n) bool; ``positives``: rows per
+    query. Returns the weights and a report: per bucket the number of queries and the validation
+    NDCG@k of the model alone and fused.
     """
     weights = FusionWeights(tuple(0.0 for _ in range(len(EDGES) + 1)), tuple(0.0 for _ in range(len(EDGES) + 1)))
     buckets = weights.bucket(lengths)
     has = ease is not None and bool((lengths > 0).any())
-    scale = float(base[lengths > 0].std() / max(float(ease[lengths > 0].std()), 1e-12)) if has else 0.0
+    scale = float(base[lengths > 0].std() / max(float(ease[lengths > 0].std()), 1e-12)) \
+        if has and ease is not None else 0.0
     gammas, betas, report = [], [], {}
     for b in range(len(EDGES) + 1):
         rows = np.flatnonzero(buckets == b)
@@ -247,17 +246,17 @@ def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, le
             gammas.append(0.0)
             betas.append(0.0)
             continue
-        cand, pos = candidates[rows], [positives[r] for r in rows]
+        cand, pos = candidates[rows], [positives[r] for r in rows.tolist()]
 
-        def ndcg(g: float, beta: float) -> float:
+        def ndcg(g: float, beta: float, rows: np.ndarray = rows, cand: np.ndarray = cand, pos: list = pos) -> float:
             scores = base[rows] + g * prior[rows]
-            if beta:
+            if beta and ease is not None:  # a weight other than 0 is tried only with EASE
                 scores = scores + beta * scale * ease[rows]
             return float(np.nanmean(ranking_metrics(scores, cand, pos, k, with_auc=False)["ndcg"]))
 
         shortest = EDGES[b - 1] + 1 if b else 0
-        betas_tried = EASE_GRID if has and shortest >= EASE_MIN_HISTORY else (0.0,)
-        grid = {(g, beta): ndcg(g, beta) for g in PRIOR_GRID for beta in betas_tried}
+        betas_tried = tuple(ease_grid) if has and shortest >= EASE_MIN_HISTORY else (0.0,)
+        grid = {(g, beta): ndcg(g, beta) for g in prior_grid for beta in betas_tried}
         best = max(grid, key=lambda key: (grid[key], -key[0] - key[1]))  # ties: the smaller weights
         gammas.append(best[0])
         betas.append(best[1] * scale)
@@ -269,11 +268,13 @@ def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, le
 
 
 def tune_taste(base: np.ndarray, boost: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray],
-               k: int = 20) -> tuple[float, dict]:
-    """δ by grid search on validation queries with a stated taste: ``base`` the fused scores without
-    it (q, n), ``boost`` (q, n) 1 where an item has a named genre. Returns δ and its report."""
-    grid = {d: float(np.nanmean(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"]))
-            for d in TASTE_GRID}
-    best = max(grid, key=lambda d: (grid[d], -d))  # ties: the smaller weight
-    log.info("fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", len(base), k, grid[0.0], grid[best], best)
-    return best, {"queries": int(len(base)), "model": grid[0.0], "fused": grid[best], "taste": best}
+               k: int = 20, *, grid: Sequence[float] = _DEFAULTS.fusion_taste_grid) -> tuple[float, dict]:
+    """δ from ``grid`` (holding 0) by grid search on validation queries with a stated taste: ``base`` the
+    fused scores without it (q, n), ``boost`` (q, n) 1 where an item has a named genre. Returns δ and its
+    report."""
+    found = {d: float(np.nanmean(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"]))
+             for d in grid}
+    best = max(found, key=lambda d: (found[d], -d))  # ties: the smaller weight
+    log.info("fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", len(base), k, found[0.0], found[best],
+             best)
+    return best, {"queries": int(len(base)), "model": found[0.0], "fused": found[best], "taste": best}

@@ -12,7 +12,7 @@ direct path (FISM) scores an item by its similarity to the history, with a learn
 of the history's length (a few items are weak evidence, a long history strong). ``pool`` is a
 weighted mean: a liked item weighs 1, one rated below the positive threshold a learned ``w``
 (``exp`` of a scalar that starts at 0, so at 1): how much a disliked item still says about what
-the user will like.
+the user will like (docs/decisions/0007-disliked-weight-pool.md).
 
 Score: ``s(u, i) = u · v_i + b_i`` (a popularity-like prior is ``b_i``).
 """
@@ -111,8 +111,7 @@ class UserTower:
     """`HybridModel.users` in NumPy, from a snapshot of the module's weights, for serving on the CPU.
 
     The same arithmetic (tested equal to the module's within float32 rounding); what it saves is
-    torch's per-operator dispatch: for the batches of 1-60 requests an API scores, ~0.6 ms of a
-    ~1 ms request went to the tower's two dozen small operators (measured), here ~0.05 ms.
+    torch's per-operator dispatch, most of a small batch's time (docs/benchmarks.md, "Serving").
     """
 
     def __init__(self, model: HybridModel):

@@ -1,21 +1,19 @@
 """The sentence encoder as an ONNX graph run by ONNX Runtime: the API's path for new sentences.
 
 Serving encodes a few sentences at a time on one CPU thread, where eager PyTorch spends most
-of its time in per-operator overhead: all-MiniLM-L6-v2 on one ~20-token sentence takes ~24 ms
-in PyTorch and ~10 ms in ONNX Runtime on this project's 2-core machines (bench/bench_serving.py
-measures the free-text phase with either). The graph is the encoder plus the same mean pooling
-and L2 normalisation as `TextEncoder.pool`, exported once by ``torch.onnx.export`` (the dynamo
-exporter: dynamic batch and length) and kept in a cache folder under a name derived from the
-weights, so a restart loads it in a second. It is checked against PyTorch on probe sentences
-every time it is loaded; a graph that disagrees is exported again, and a model that cannot be
-exported is served by PyTorch (`sentence_encoder` logs why).
+of its time in per-operator overhead; ONNX Runtime does not (docs/decisions/0008-onnx-int8-for-sentences-only.md,
+figures in docs/benchmarks.md). The graph is the encoder plus the same mean pooling and L2
+normalisation as `TextEncoder.pool`, exported once by ``torch.onnx.export`` (the dynamo exporter:
+dynamic batch and length) and kept in a cache folder under a name derived from the weights, so a
+restart loads it in a second. It is checked against PyTorch on probe sentences every time it is
+loaded; a graph that disagrees is exported again, and a model that cannot be exported is served by
+PyTorch (`sentence_encoder` logs why).
 
 "onnx-int8" (opt-in) serves sentences through the same graph with its weights quantized to int8
-(``onnxruntime.quantization.quantize_dynamic``, cached beside it): ~2.5x faster per sentence on
-these machines, at a small cost in fidelity: cosine to PyTorch's vectors 0.955 (min 0.874 over the
-bundle's 367 profile and taste sentences); with all of them through it, the protocol's slices move
-by at most 0.0013 NDCG@20 either way (seed 42). Item texts stay on the fp32 graph (`encode`). Its
-check is a cosine floor (``INT8_MIN_COSINE``), not the fp32 graph's tolerance.
+(``onnxruntime.quantization.quantize_dynamic``, cached beside it): faster, at a small cost in
+fidelity. Item texts stay on the fp32 graph (`encode`): they feed the content map, where int8
+vectors cost new items more than int8 sentences cost anyone. Its check is a cosine floor
+(``INT8_MIN_COSINE``), not the fp32 graph's tolerance.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "onnx-int8", "torch")
 TOLERANCE = 1e-4  # max |difference| of a pooled, unit-length vector between the graph and PyTorch
-INT8_MIN_COSINE = 0.8  # the quantized graph's floor, per probe sentence (measured 0.955 mean, 0.874 min over 367)
+INT8_MIN_COSINE = 0.8  # the quantized graph's floor, per probe sentence (below what int8 gives the bundle's sentences)
 PROBES = ("warm up", "I like Sci-Fi and Thriller movies.",
           "A quiet drama about two brothers who inherit a failing vineyard in the Napa Valley, 1998.")
 _EXPORT_VERSION = "1"  # part of the cache key: bump when the exported graph changes
@@ -77,8 +75,8 @@ class OnnxTextEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Item texts (POST /items), a few at a time as sentences; through the fp32 graph where sentences
-        go through int8: a new item's text vector feeds the content map, and int8 ones cost the
-        protocol's cold items NDCG@20 -0.007 and AUC -0.008 (seed 42), where int8 sentences cost ~0."""
+        go through int8: a new item's text vector feeds the content map, where int8 costs new items
+        more than int8 costs sentences (docs/decisions/0008-onnx-int8-for-sentences-only.md)."""
         return self._fp32.encode_padded(texts)
 
     def _load(self, threads: int) -> None:
