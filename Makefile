@@ -11,15 +11,20 @@ BIN := $(VENV)/bin
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench ui clean
+# recbole's wheel, whose dataset_example/ml-100k is the bundled dataset: downloaded, never installed;
+# recsys_tasks.data.sources.bundled_dir() extracts the files from it once (RECSYS_DATA_DIR moves it).
+DATA_DIR := $(or $(RECSYS_DATA_DIR),$(VENV)/share/recsys-tasks)
+
+.PHONY: install run test lint typecheck-py312 bench ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps recbole==1.2.1
+# requirements.txt: the runtime lock; requirements-dev.txt: it plus tests, lint and types.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip download --quiet --no-deps recbole==1.2.1 -d $(DATA_DIR)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -36,8 +41,20 @@ run: install
 # `distributed` runs too: CeleryExecutor on the local Postgres (127.0.0.1:5432) and Redis (127.0.0.1:6379),
 # skipped (with the reason) where they are unreachable; so does `browser` (Debian's chromium through
 # Playwright), skipped where /usr/bin/chromium is missing. Screenshots: tests/artifacts/ or $PYTEST_ARTIFACTS.
-test: install
+test: lint
 	$(ENV) $(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+# Lint, format, types and the import contracts of .importlinter, in that order (`make test` runs them first).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy recsys_tasks
+	$(ENV) $(BIN)/lint-imports
+
+# The package type-checked against Python 3.12's standard library (the tests run on 3.11 only: torch 2.13.0
+# has a CPU wheel here for 3.11 alone, and PyPI's 3.12 build brings ~1.35 GB of CUDA wheels).
+typecheck-py312: install
+	$(BIN)/mypy --python-version 3.12 --cache-dir .mypy_cache/py312 recsys_tasks
 
 bench: install
 	$(ENV) $(BIN)/python bench/bench_pipeline.py

@@ -6,10 +6,11 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ class StageResult:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StageResult":
+    def from_dict(cls, data: dict[str, Any]) -> StageResult:
         return cls(**data)
 
     @classmethod
-    def load(cls, out_dir: str | Path) -> "StageResult":
+    def load(cls, out_dir: str | Path) -> StageResult:
         return cls.from_dict(json.loads((Path(out_dir) / "result.json").read_text()))
 
 

@@ -1,4 +1,5 @@
-"""Charts of a run (a leaf module: stages draw with it, it imports no stage): the model against its baselines per slice, and the training curves.
+"""Charts of a run (a leaf module: stages draw with it, it imports no stage): the model against its
+baselines per slice, and the training curves.
 
 PNG files written with matplotlib's Agg backend (no display), from the same frames the tables
 and the tracked metrics come from (`evaluation.evaluate_slices`' rows, finetune's curves.csv).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from recsys_tasks.data.sources import bundled_dir, load_source
+from recsys_tasks.data.sources import RECBOLE_VERSION, bundled_dir, load_source
 from recsys_tasks.data.tables import REQUIRED, DataValidationError, RawTable
 
 CANONICAL = {
@@ -75,6 +77,60 @@ def test_bundled_dir_holds_the_ml100k_files() -> None:
     directory = bundled_dir()
     for suffix in (".inter", ".user", ".item", ".kg", ".link"):
         assert (directory / f"ml-100k{suffix}").is_file()
+    assert (directory / "LICENSE").is_file()  # recbole's MIT licence travels with its data
+
+
+# ---------------------------------------------------------------- the bundled data, read from recbole's wheel
+def _fake_wheel(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"recbole-{RECBOLE_VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("recbole/__init__.py", "")
+        archive.writestr(f"recbole-{RECBOLE_VERSION}.dist-info/LICENSE", "MIT")
+        for filename, data in files.items():
+            archive.writestr(f"recbole/dataset_example/ml-100k/{filename}", data)
+    return wheel
+
+
+def test_bundled_data_is_extracted_from_the_wheel_once(
+    tiny_recbole_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheel's ml-100k files land in the cache folder; later calls read the cache, not the wheel."""
+    files = {f"ml-100k{p.suffix}": p.read_bytes() for p in tiny_recbole_dir.iterdir()}
+    wheel = _fake_wheel(tmp_path / "data", files)
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "data"))
+    directory = bundled_dir()
+    assert directory == tmp_path / "data" / f"recbole-{RECBOLE_VERSION}" / "ml-100k"
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*files, "LICENSE"])
+    wheel.unlink()
+    assert bundled_dir() == directory
+    raw = load_source("bundled")
+    assert raw.source == "bundled" and len(raw["interactions"].frame) == 60
+    assert not list(directory.parent.glob(".ml-100k-*"))  # no staging folder left behind
+    assert directory.stat().st_mode & 0o005 == 0o005  # readable by other users (a container's runtime uid)
+
+
+def test_missing_wheel_is_an_error_naming_the_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataValidationError, match=re.escape(f"pip download --no-deps recbole==1.2.1 -d {tmp_path}")):
+        bundled_dir()
+
+
+def test_wheel_without_the_dataset_is_an_error_naming_the_missing_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_wheel(tmp_path, {"ml-100k.inter": b"user_id:token\n", "ml-100k.item": b"item_id:token\n"})
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataValidationError, match=r"no recbole/dataset_example/ml-100k/\{ml-100k\.user, ml-100k\.kg"):
+        bundled_dir()
+    assert not (tmp_path / f"recbole-{RECBOLE_VERSION}" / "ml-100k").exists()  # no half-filled cache
+
+
+def test_unreadable_wheel_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / f"recbole-{RECBOLE_VERSION}-py3-none-any.whl").write_bytes(b"an interrupted download")
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataValidationError, match=r"recbole-1\.2\.1-py3-none-any\.whl: not a readable wheel"):
+        bundled_dir()
 
 
 # ---------------------------------------------------------------- missing sources and files

@@ -13,9 +13,10 @@ import csv
 import importlib.util
 import os
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -115,7 +116,7 @@ def _typed(value: str, column_type: Any) -> Any:
     if column_type is sa.Float:
         return float(value)
     if column_type is sa.DateTime:
-        return datetime.fromtimestamp(int(value), timezone.utc).replace(tzinfo=None)
+        return datetime.fromtimestamp(int(value), UTC).replace(tzinfo=None)
     return value
 
 

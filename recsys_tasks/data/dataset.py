@@ -35,7 +35,7 @@ class Dataset:
         return paths
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Dataset":
+    def load(cls, directory: str | Path) -> Dataset:
         directory = Path(directory)
         return cls(**{name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES})
 

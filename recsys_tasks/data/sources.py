@@ -9,7 +9,11 @@ by `recsys_tasks.data.sql`; the shared table types are in `recsys_tasks.data.tab
 from __future__ import annotations
 
 import csv
-from importlib import metadata
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -26,20 +30,56 @@ BUNDLED = "bundled"
 RECBOLE_SUFFIX = {"interactions": ".inter", "users": ".user", "items": ".item", "kg": ".kg", "links": ".link"}
 CSV_NAMES = {"interactions": "interactions.csv", "users": "users.csv", "items": "items.csv",
              "kg": "kg.csv", "links": "links.csv"}
+RECBOLE_VERSION = "1.2.1"  # the wheel whose dataset_example/ml-100k is the bundled dataset
+_BUNDLED_MEMBER = "recbole/dataset_example/ml-100k/"
+
+
+def data_dir() -> Path:
+    """Where the recbole wheel is downloaded and its ML-100K files extracted: ``RECSYS_DATA_DIR``,
+    else ``<prefix>/share/recsys-tasks`` of the running interpreter (the virtual environment)."""
+    configured = os.environ.get("RECSYS_DATA_DIR")
+    return Path(configured).expanduser() if configured else Path(sys.prefix) / "share" / "recsys-tasks"
 
 
 def bundled_dir() -> Path:
-    """The ML-100K folder inside the installed ``recbole`` distribution (never imported)."""
-    try:
-        dist = metadata.distribution("recbole")
-    except metadata.PackageNotFoundError as exc:
+    """The ML-100K folder, extracted once from the recbole wheel in `data_dir` (recbole is never installed)."""
+    folder = data_dir()
+    target = folder / f"recbole-{RECBOLE_VERSION}" / "ml-100k"
+    if target.is_dir():
+        return target
+    wheels = sorted(folder.glob(f"recbole-{RECBOLE_VERSION}-*.whl"))
+    if not wheels:
         raise DataValidationError(
-            "the bundled dataset needs the recbole wheel's files: pip install --no-deps recbole==1.2.1"
-        ) from exc
-    path = Path(dist.locate_file("recbole/dataset_example/ml-100k"))
-    if not path.is_dir():
-        raise DataValidationError(f"bundled dataset folder not found at {path}")
-    return path
+            f"the bundled dataset needs recbole's wheel in {folder}; download it with: "
+            f"pip download --no-deps recbole=={RECBOLE_VERSION} -d {folder}  (`make install` does this)"
+        )
+    _extract_bundled(wheels[-1], target)
+    return target
+
+
+def _extract_bundled(wheel: Path, target: Path) -> None:
+    """Copy the wheel's ML-100K files and licence into ``target`` atomically (a temp folder, then a rename)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+            members = {n.rsplit("/", 1)[1]: n for n in names if n.startswith(_BUNDLED_MEMBER) and n[-1] != "/"}
+            members.update({n.rsplit("/", 1)[1]: n for n in names if n.endswith(".dist-info/LICENSE")})
+            missing = [f"ml-100k{s}" for s in RECBOLE_SUFFIX.values() if f"ml-100k{s}" not in members]
+            if missing:
+                raise DataValidationError(f"{wheel}: no {_BUNDLED_MEMBER}{{{', '.join(missing)}}} in this wheel")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".ml-100k-", dir=target.parent))
+            try:
+                staging.chmod(0o755)  # mkdtemp's 0700 would hide it from other users (an image's runtime uid)
+                for filename, member in members.items():
+                    (staging / filename).write_bytes(archive.read(member))
+                staging.rename(target)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not target.is_dir():  # not another process finishing first
+                    raise
+    except zipfile.BadZipFile as exc:
+        raise DataValidationError(f"{wheel}: not a readable wheel ({exc}); download it again") from exc
 
 
 def load_source(source: str, previous_snapshot: str | Path | None = None) -> RawTables:

@@ -54,7 +54,7 @@ class Split:
         return {"split": str(inter), "split_meta": str(meta)}
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Split":
+    def load(cls, directory: str | Path) -> Split:
         directory = Path(directory)
         meta = read_json(directory / "split.json")
         return cls(pd.read_parquet(directory / "split.parquet"), tuple(meta["cold_users"]),

@@ -167,7 +167,7 @@ def _bound(column_type, since: int) -> Any:
     import sqlalchemy as sa
 
     if isinstance(column_type, sa.DateTime):
-        moment = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(since, dt.UTC)
         return moment if column_type.timezone else moment.replace(tzinfo=None)  # naive columns hold UTC
     if isinstance(column_type, (sa.Integer, sa.Numeric, sa.Float)):
         return since
@@ -221,7 +221,7 @@ def _cell(value: Any) -> str:
         return str(int(value)) if value == value.to_integral_value() else str(value)
     if isinstance(value, (dt.datetime, pd.Timestamp)):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.strftime("%Y-%m-%dT%H:%M:%S")
     if isinstance(value, dt.date):
         return value.isoformat()

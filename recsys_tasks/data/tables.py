@@ -3,6 +3,7 @@ can name the file (or table), column and line (or row) of a problem."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class RawTable:
 @dataclass(frozen=True)
 class RawTables:
     source: str
-    tables: dict[str, RawTable] = field(default_factory=dict)
+    tables: Mapping[str, RawTable] = field(default_factory=dict)  # read-only: a SQL source passes SqlTables
     info: dict[str, Any] = field(default_factory=dict)  # added to the extract report (e.g. incremental counts)
 
     def __getitem__(self, name: str) -> RawTable:

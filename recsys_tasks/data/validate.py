@@ -47,7 +47,8 @@ def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -
     out_of_range = (rating < cfg.rating_min) | (rating > cfg.rating_max)
     if out_of_range.any():
         raise DataValidationError(
-            _rows_msg(table, "rating", out_of_range, f"is outside the rating range [{cfg.rating_min}, {cfg.rating_max}]")
+            _rows_msg(table, "rating", out_of_range,
+                      f"is outside the rating range [{cfg.rating_min}, {cfg.rating_max}]")
         )
     timestamp = _parse_timestamps(table)
     out = pd.DataFrame({
@@ -119,7 +120,8 @@ def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> p
     })
     report["dropped_links"] = 0
     if links is not None:
-        link = links.frame.assign(item_id=links.frame["item_id"].str.strip(), entity_id=links.frame["entity_id"].str.strip())
+        link = links.frame.assign(item_id=links.frame["item_id"].str.strip(),
+                                  entity_id=links.frame["entity_id"].str.strip())
         known = link["item_id"].isin(set(items["item_id"])) & (link["entity_id"] != "")
         report["dropped_links"] = int((~known).sum())
         if (~known).any():
