@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from recsys_tasks.model.requests import MAX_HISTORY, MAX_K, MAX_TEXT, RequestError, parse_requests, read_requests
+from recsys_tasks.model.requests import (MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT, RequestError,
+                                        parse_requests, read_requests)
 
 FULL = {"request_id": "full", "user_id": "3", "profile": {"age": 24, "gender": "F", "occupation": "student",
                                                           "zip_code": "02139"},
@@ -65,6 +66,14 @@ def test_history_and_text_at_their_limits_are_accepted() -> None:
     assert len(request["history"]) == MAX_HISTORY and len(request["text"]) == MAX_TEXT
 
 
+def test_every_string_and_list_at_its_limit_is_accepted() -> None:
+    ids, field = "i" * MAX_ID, "f" * MAX_PROFILE_FIELD
+    request, = parse_requests([{"request_id": ids, "user_id": ids, "history": [{"item_id": ids}],
+                                "profile": {"gender": field, "occupation": field, "zip_code": field},
+                                "candidates": [ids] * MAX_HISTORY, "exclude": [ids] * MAX_HISTORY}])
+    assert request["profile"]["occupation"] == field and len(request["candidates"]) == len(request["exclude"]) == MAX_HISTORY
+
+
 # ---------------------------------------------------------------- bad input
 def test_malformed_json_names_its_line(tmp_path: Path) -> None:
     message = _error(tmp_path, '{"request_id": "r", "k": 5', line=2)
@@ -100,6 +109,19 @@ BAD_REQUESTS = [
     ({"request_id": "r", "profile": {"salary": 1}}, "profile.salary", "unknown profile field"),
     ({"request_id": "r", "history": [{"item_id": "1", "liked": True}]}, "history.0.liked", "unknown history field"),
     ([{"request_id": "r"}], "<root>", "a line that is not an object"),
+    ({"request_id": "r" * (MAX_ID + 1)}, "request_id", "request id over 256 characters"),
+    ({"request_id": "r", "user_id": "u" * (MAX_ID + 1)}, "user_id", "user id over 256 characters"),
+    ({"request_id": "r", "profile": {"occupation": "o" * (MAX_PROFILE_FIELD + 1)}}, "profile.occupation",
+     "occupation over 100 characters"),
+    ({"request_id": "r", "profile": {"gender": "g" * (MAX_PROFILE_FIELD + 1)}}, "profile.gender",
+     "gender over 100 characters"),
+    ({"request_id": "r", "profile": {"zip_code": "0" * (MAX_PROFILE_FIELD + 1)}}, "profile.zip_code",
+     "zip code over 100 characters"),
+    ({"request_id": "r", "history": [{"item_id": "i" * (MAX_ID + 1)}]}, "history.0.item_id", "history id too long"),
+    ({"request_id": "r", "candidates": ["1"] * (MAX_HISTORY + 1)}, "candidates", "candidates over 10,000"),
+    ({"request_id": "r", "candidates": ["c" * (MAX_ID + 1)]}, "candidates.0", "candidate id too long"),
+    ({"request_id": "r", "exclude": ["1"] * (MAX_HISTORY + 1)}, "exclude", "excluded ids over 10,000"),
+    ({"request_id": "r", "exclude": ["e" * (MAX_ID + 1)]}, "exclude.0", "excluded id too long"),
 ]
 
 

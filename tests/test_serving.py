@@ -32,8 +32,9 @@ from mlflow import MlflowClient
 from recsys_tasks.config import PipelineConfig
 from recsys_tasks.pipeline import run_pipeline
 from recsys_tasks.registry.store import CHAMPION, load_recommender
-from recsys_tasks.model.requests import MAX_HISTORY, MAX_K, MAX_TEXT
-from recsys_tasks.serving.app import ModelHolder, ServeSettings, _Batcher, create_app
+from recsys_tasks.model.requests import MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT
+from recsys_tasks.serving.app import InsecureServeError, ModelHolder, ServeSettings, create_app
+from recsys_tasks.serving.batching import Batcher
 
 pytestmark = pytest.mark.slow  # one real training run and real servers (~60 s in all)
 
@@ -137,6 +138,21 @@ def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
     assert request["required"] == ["request_id"] and {"profile", "history", "text", "k"} <= set(request["properties"])
 
 
+def test_openapi_lists_the_error_responses_of_each_route(trained: Trained) -> None:
+    with TestClient(create_app(settings=_settings(trained, api_key=KEY))) as client:
+        openapi = client.get("/openapi.json").json()
+    paths, schemas = openapi["paths"], openapi["components"]["schemas"]
+    expected = {("/recommend", "post"): {"200", "401", "413", "422"},
+                ("/recommend/batch", "post"): {"200", "401", "413", "422"},
+                ("/items", "post"): {"200", "401", "409", "413", "422"},
+                ("/items/{item_id}/similar", "get"): {"200", "401", "404", "422"},
+                ("/health", "get"): {"200"}}
+    for (path, method), statuses in expected.items():
+        assert set(paths[path][method]["responses"]) == statuses, path
+    problem = paths["/items/{item_id}/similar"]["get"]["responses"]["404"]["content"]["application/json"]["schema"]
+    assert schemas[problem["$ref"].rsplit("/", 1)[1]]["required"] == ["detail"]
+
+
 def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) -> None:
     request = {"request_id": "r1", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.",
                "history": [{"item_id": "1", "rating": 5}], "exclude": ["2"], "k": 4}
@@ -183,12 +199,19 @@ BAD_REQUESTS = [
     ({"request_id": "a", "history": [{"item_id": 1}]}, ["body", "history", 0, "item_id"]),
     ({"request_id": "a", "sql": "drop table"}, ["body", "sql"]),
     ([1, 2], ["body"]),
+    ({"request_id": "a", "profile": {"occupation": "x" * (MAX_PROFILE_FIELD + 1)}}, ["body", "profile", "occupation"]),
+    ({"request_id": "a", "profile": {"zip_code": "9" * (MAX_PROFILE_FIELD + 1)}}, ["body", "profile", "zip_code"]),
+    ({"request_id": "x" * (MAX_ID + 1)}, ["body", "request_id"]),
+    ({"request_id": "a", "candidates": ["1"] * (MAX_HISTORY + 1)}, ["body", "candidates"]),
+    ({"request_id": "a", "exclude": ["x" * (MAX_ID + 1)]}, ["body", "exclude", 0]),
 ]
 
 
 @pytest.mark.parametrize(("body", "loc"), BAD_REQUESTS, ids=["no-request-id", "k-0", "k-over-max", "history-too-long",
                                                              "text-too-long", "negative-age", "item-id-not-string",
-                                                             "unknown-field", "not-an-object"])
+                                                             "unknown-field", "not-an-object", "occupation-too-long",
+                                                             "zip-too-long", "request-id-too-long",
+                                                             "too-many-candidates", "excluded-id-too-long"])
 def test_schema_violations_are_422_naming_the_field(client: TestClient, body: Any, loc: list) -> None:
     response = client.post("/recommend", json=body)
     assert response.status_code == 422
@@ -201,11 +224,13 @@ def test_schema_violations_are_422_naming_the_field(client: TestClient, body: An
     ("/items", [{"item_id": "n1", "year": "soon"}], ["body", 0, "year"]),
     ("/items", [{"item_id": "n1", "title": "a", "movie_title": "b"}], ["body", 0]),
     ("/items", [{"item_id": "n1", "genres": ["A|B"]}], ["body", 0, "genres"]),
+    ("/items", [{"item_id": "n1", "genres": ["x" * 65]}], ["body", 0, "genres", 0]),
     ("/items", [], ["body"]),
     ("/items", [{"item_id": str(i)} for i in range(1001)], ["body"]),
     ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "k": -1}], ["body", 1, "k"]),
     ("/recommend/batch", [{"request_id": str(i)} for i in range(1001)], ["body"]),
-], ids=["item-without-id", "year-not-a-number", "title-given-twice", "genre-with-bar", "no-items", "too-many-items",
+], ids=["item-without-id", "year-not-a-number", "title-given-twice", "genre-with-bar", "genre-too-long", "no-items",
+        "too-many-items",
         "batch-bad-k", "batch-too-long"])
 def test_bad_items_and_batches_are_422(client: TestClient, path: str, body: Any, loc: list) -> None:
     response = client.post(path, json=body)
@@ -284,6 +309,43 @@ def test_api_key_when_configured(trained: Trained, monkeypatch: pytest.MonkeyPat
         assert client.get("/items/1/similar").status_code == 401
         assert client.post("/recommend", json=request, headers={"X-API-Key": KEY}).status_code == 200
         assert client.get("/health").status_code == 200  # liveness probes need no key
+
+
+def test_the_api_key_is_checked_before_the_body_is_read(trained: Trained) -> None:
+    """A wrong key gets its 401 whatever the body: too large, not JSON, or invalid (not a 413 or a 422)."""
+    with TestClient(create_app(settings=_settings(trained, api_key=KEY, max_body_bytes=1000))) as client:
+        huge = json.dumps({"request_id": "a", "exclude": ["1"] * 500}).encode()
+        for path in ("/recommend", "/recommend/batch", "/items"):
+            for body in (huge, b"{not json", b'{"k": -1}', iter([huge[:600], huge[600:]])):
+                for headers in ({}, {"X-API-Key": "wrong"}):
+                    response = client.post(path, content=body, headers={"content-type": "application/json", **headers})
+                    assert response.status_code == 401, (path, body, headers)
+                    assert response.headers["www-authenticate"] == "APIKey"
+        assert client.post("/recommend", content=huge, headers={"content-type": "application/json",
+                                                                  "X-API-Key": KEY}).status_code == 413
+        assert client.get("/openapi.json").status_code == 200  # the docs need no key
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.org", ""])
+def test_serving_beyond_loopback_without_an_api_key_is_refused(host: str) -> None:
+    with pytest.raises(InsecureServeError, match="without an API key"):
+        ServeSettings(host=host)
+    assert ServeSettings(host=host, api_key=KEY).host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_loopback_hosts_need_no_api_key(host: str) -> None:
+    assert ServeSettings(host=host).api_key is None
+
+
+def test_recsys_serve_on_a_public_interface_without_a_key_exits_2_before_loading(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recsys_tasks.cli import main
+
+    assert main(["serve", "--workdir", str(tmp_path), "--host", "0.0.0.0", "--port", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "'0.0.0.0' without an API key" in error and "RECSYS_API_KEY" in error
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the registry was touched
 
 
 def test_cors_is_off_unless_origins_are_configured(client: TestClient, trained: Trained) -> None:
@@ -406,13 +468,93 @@ def test_a_cut_short_log_line_is_skipped_at_restart(trained: Trained, serve_root
         assert restarted.post("/recommend", json={"request_id": "a", "candidates": ["n2"]}).status_code == 200
 
 
+def test_item_ids_with_a_slash_are_reachable_for_similar_items(trained: Trained, serve_root: Path) -> None:
+    with TestClient(create_app(settings=_settings(trained, serve_root))) as client:
+        assert client.post("/items", json=[{"item_id": "tt/123", "title": "Slashed", "genres": ["Drama"]},
+                                           {"item_id": "a/b/c", "title": "Deeper"}]).status_code == 200
+        for item_id, url in (("tt/123", "/items/tt/123/similar"), ("tt/123", "/items/tt%2F123/similar"),
+                             ("a/b/c", "/items/a/b/c/similar")):
+            response = client.get(url, params={"k": 3})
+            assert response.status_code == 200, url
+            body = response.json()
+            assert body["item_id"] == item_id and len(body["items"]) == 3
+            assert item_id not in {i["item_id"] for i in body["items"]}
+        missing = client.get("/items/no/such/similar")
+        assert missing.status_code == 404 and "no/such" in missing.json()["detail"]
+
+
+def test_added_items_are_capped_and_replacements_always_fit(trained: Trained, serve_root: Path) -> None:
+    settings = _settings(trained, serve_root, max_added_items=2)
+    with TestClient(create_app(settings=settings)) as client:
+        assert client.post("/items", json=NEW_ITEMS[:2]).status_code == 200
+        full = client.post("/items", json=NEW_ITEMS[2:])  # a third id
+        assert full.status_code == 409 and "max_added_items" in full.json()["detail"]
+        assert client.post("/items", json=[{"item_id": "n1", "title": "n1, again"},
+                                           {"item_id": "n2", "title": "n2, again"}]).status_code == 200
+        assert client.get("/health").json()["catalog_size"] == 17
+        too_many = client.post("/items", json=[{"item_id": "n1"}, {"item_id": "n3"}])
+        assert too_many.status_code == 409  # the whole post is refused: n1 is not replaced
+        assert client.get("/items/n3/similar").status_code == 404
+    log_file = serve_root / "serving" / NAME / "items.jsonl"
+    assert len(log_file.read_text().splitlines()) == 4  # two items, each written twice
+    with TestClient(create_app(settings=settings)) as restarted:  # compacted on load: each item once, as last written
+        assert [json.loads(line)["item"]["title"] for line in log_file.read_text().splitlines()] == \
+            ["n1, again", "n2, again"]
+        assert restarted.get("/health").json()["catalog_size"] == 17
+        assert restarted.post("/items", json=[{"item_id": "n9"}]).status_code == 409  # the cap counts the log
+
+
+def test_the_log_is_compacted_on_load_keeping_each_items_last_write(tmp_path: Path) -> None:
+    from recsys_tasks.serving.catalog import CatalogLog
+
+    catalog = CatalogLog(tmp_path / "items.jsonl")
+    vectors = np.eye(3, dtype=np.float32)
+    for round_ in range(3):
+        catalog.append([{"item_id": "a", "title": f"a{round_}"}, {"item_id": "b", "title": f"b{round_}"}], "m", vectors)
+    with catalog.path.open("a") as handle:
+        handle.write('{"item": {"item_id": "cut"')  # a crash in the middle of a write
+    reloaded = CatalogLog(catalog.path)
+    assert reloaded.compact() == 5 and reloaded.item_ids == {"a", "b"}
+    entries, position = reloaded.read()
+    assert [e["item"]["title"] for e in entries] == ["a2", "b2"] and position == 2
+    np.testing.assert_array_equal(entries[1]["vector"], vectors[1])
+    assert reloaded.compact() == 0  # nothing left to drop: the file is not rewritten
+
+
+def test_health_answers_while_the_largest_batch_is_scored(trained: Trained) -> None:
+    """Scoring blocks on an event here; /health still answers before it is released (no timing involved:
+    on the event loop, the health check could only answer once scoring had given up waiting)."""
+    holder = ModelHolder(_settings(trained, max_batch_requests=8))
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    recommend = holder._recommend
+
+    def blocked(requests: list[dict[str, Any]]) -> list[Any]:
+        started.set()
+        release.wait(30)
+        finished.set()
+        return recommend(requests)
+
+    holder._recommend = blocked  # type: ignore[method-assign]
+    batch = [{"request_id": str(i), "text": "I like Drama and Comedy. " * 400, "profile": {"occupation": "x" * 100},
+              "history": [{"item_id": "1"}] * 100, "k": MAX_K} for i in range(8)]
+    with TestClient(create_app(holder=holder)) as client, ThreadPoolExecutor(1) as pool:
+        scored = pool.submit(client.post, "/recommend/batch", json=batch)
+        assert started.wait(60), "scoring never started"
+        health = client.get("/health")
+        answered_while_blocked = not finished.is_set()
+        release.set()
+        assert health.status_code == 200 and answered_while_blocked
+        assert scored.result().status_code == 200 and len(scored.result().json()) == 8
+        assert client.post("/recommend/batch", json=batch + batch[:1]).status_code == 422  # over max_batch_requests
+
+
 # ---------------------------------------------------------------- batching and the sentence cache
 def test_concurrent_requests_are_scored_in_one_pass(trained: Trained) -> None:
     holder = ModelHolder(_settings(trained))
     passes: list[int] = []
     recommend = holder.recommend
     holder.recommend = lambda requests: passes.append(len(requests)) or recommend(requests)  # type: ignore[method-assign]
-    batcher = _Batcher(holder.recommend, holder._model_thread, holder.settings.max_batch)
+    batcher = Batcher(holder.recommend, holder.model_thread, holder.settings.max_batch)
 
     async def fire() -> list[dict[str, Any]]:
         return await asyncio.gather(*[batcher.submit({"request_id": str(i), "k": 2}) for i in range(10)])
@@ -422,7 +564,7 @@ def test_concurrent_requests_are_scored_in_one_pass(trained: Trained) -> None:
     assert sum(passes) == 10 and len(passes) <= 2
 
 
-def test_requests_read_together_are_scored_in_one_pass_on_the_event_loop() -> None:
+def test_requests_queued_together_are_scored_in_batches_off_the_event_loop() -> None:
     calls: list[tuple[list[int], str]] = []
 
     def run(items: list[int]) -> list[int]:
@@ -430,17 +572,18 @@ def test_requests_read_together_are_scored_in_one_pass_on_the_event_loop() -> No
         return [i * 10 for i in items]
 
     async def fire() -> tuple[list[int], str]:
-        batcher = _Batcher(run, None, max_batch=8)  # None: on the loop's own thread
+        batcher = Batcher(run, ThreadPoolExecutor(1, thread_name_prefix="worker"), max_batch=8)
         return await asyncio.gather(*[batcher.submit(i) for i in range(10)]), threading.current_thread().name
 
     results, loop_thread = asyncio.run(fire())
     assert results == [i * 10 for i in range(10)]
     assert [items for items, _ in calls] == [list(range(8)), [8, 9]]  # max_batch, then the rest
-    assert {thread for _, thread in calls} == {loop_thread}
+    assert loop_thread not in {thread for _, thread in calls}
+    assert all(thread.startswith("worker") for _, thread in calls)
 
 
-def test_the_api_scores_on_its_event_loop_and_never_while_items_are_added(trained: Trained, serve_root: Path) -> None:
-    """Scoring runs on the loop's thread; an addition (worker thread) and a batch hold the model's lock in turn."""
+def test_the_api_scores_off_its_event_loop_and_never_while_items_are_added(trained: Trained, serve_root: Path) -> None:
+    """Scoring runs on the model thread, not the loop's; an addition and a batch hold the model's lock in turn."""
     holder = ModelHolder(_settings(trained, serve_root))
     spans: list[tuple[str, float, float, str]] = []
 
@@ -465,7 +608,8 @@ def test_the_api_scores_on_its_event_loop_and_never_while_items_are_added(traine
         loop_thread = client.portal.call(lambda: threading.current_thread().name)
     adds = [(a, b) for name, a, b, _ in spans if name == "add"]
     scores = [(a, b, t) for name, a, b, t in spans if name == "score"]
-    assert len(adds) == 1 and scores and {t for _, _, t in scores} == {loop_thread}
+    assert len(adds) == 1 and scores and loop_thread not in {t for _, _, t in scores}
+    assert all(t.startswith("recsys-model") for _, _, t in scores)
     assert all(b <= adds[0][0] or a >= adds[0][1] for a, b, _ in scores)  # never during the addition
 
 
@@ -518,7 +662,7 @@ def test_a_second_lane_takes_work_while_the_first_is_busy() -> None:
         return [i * 10 for i in items]
 
     async def fire() -> list[int]:
-        batcher = _Batcher(run, ThreadPoolExecutor(2), max_batch=8, lanes=2)
+        batcher = Batcher(run, ThreadPoolExecutor(2), max_batch=8, lanes=2)
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
         return [await batcher.submit(2), await first, await batcher.submit(3)]

@@ -3,46 +3,53 @@
 Request: ``{"request_id": str, "user_id"?: str, "profile"?: {...}, "history"?: [{"item_id",
 "rating"?, "timestamp"?}], "text"?: str, "candidates"?: [str], "exclude"?: [str], "k"?: int}``.
 Only ``request_id`` is required. Parsing is plain JSON into pydantic models: nothing from a
-request is unpickled or evaluated.
+request is unpickled or evaluated. Every string and list is capped (the constants below), so the
+work one request can ask for is bounded; a longer one is refused naming the field.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_K = 1000
-MAX_HISTORY = 10_000
-MAX_TEXT = 10_000
+MAX_HISTORY = 10_000  # history entries; also candidates and excluded ids
+MAX_TEXT = 10_000  # characters of stated taste
+MAX_ID = 256  # characters of a request, user or item id
+MAX_PROFILE_FIELD = 100  # characters of gender, occupation or zip code
+
+Id = Annotated[str, Field(max_length=MAX_ID)]
+ProfileField = Annotated[str, Field(max_length=MAX_PROFILE_FIELD)]
 
 
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     age: int | None = Field(None, ge=0, le=130)
-    gender: str | None = None
-    occupation: str | None = None
-    zip_code: str | None = None
+    gender: ProfileField | None = None
+    occupation: ProfileField | None = None
+    zip_code: ProfileField | None = None
 
 
 class HistoryEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    item_id: str
+    item_id: Id
     rating: float | None = None
     timestamp: int | None = None
 
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    request_id: str
-    user_id: str | None = None
+    request_id: Id
+    user_id: Id | None = None
     profile: Profile | None = None
     history: list[HistoryEntry] | None = Field(None, max_length=MAX_HISTORY)
     text: str | None = Field(None, max_length=MAX_TEXT)
-    candidates: list[str] | None = None
-    exclude: list[str] | None = None
+    candidates: list[Id] | None = Field(None, max_length=MAX_HISTORY)
+    exclude: list[Id] | None = Field(None, max_length=MAX_HISTORY)
     k: int | None = Field(None, ge=1, le=MAX_K)
 
     def to_plain(self) -> dict[str, Any]:

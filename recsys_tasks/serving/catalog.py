@@ -1,11 +1,11 @@
-"""Items added over the API: their schema, and the log that makes them outlive the process.
+"""The log that makes items added over the API outlive the process (`CatalogLog`).
 
-An item is posted with the dataset's field names (``movie_title``, ``release_year``, ``class``)
-or the plain ones (``title``, ``year``, ``genres``); either way it becomes a catalog row
-(item_id, title, year, genres "|"-joined, description, entity_id). Every accepted item is
-appended to a JSON-lines log under the workdir, with its text vector (float32, base64) and the
-text model that made it, so a restart, or a new champion, replays the log instead of re-encoding
-(a different text model re-encodes). Only JSON is read back: nothing is unpickled or evaluated.
+Every accepted item is appended to a JSON-lines log under the workdir, with its text vector
+(float32, base64) and the text model that made it, so a restart, or a new champion, replays the
+log instead of re-encoding (a different text model re-encodes). Only JSON is read back: nothing
+is unpickled or evaluated. The log is compacted when the server loads it (`compact`): an item
+posted many times is kept once, as last written, so the file holds at most one line per
+distinct item id, and `item_ids` (the ids it holds) is what the cap on added items counts.
 """
 
 from __future__ import annotations
@@ -16,78 +16,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recsys_tasks.model.requests import MAX_TEXT
+__all__ = ["CatalogLog"]
 
 log = logging.getLogger(__name__)
-
-MAX_ITEMS_PER_POST = 1000
-MAX_ID = 256
-ALIASES = {"title": "movie_title", "year": "release_year", "genres": "class"}
-
-
-class ItemIn(BaseModel):
-    """A catalog item to add or replace (a known ``item_id`` is replaced as a whole)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    item_id: str = Field(min_length=1, max_length=MAX_ID)
-    title: str | None = Field(None, max_length=1000, validation_alias=AliasChoices("title", "movie_title"))
-    year: int | None = Field(None, ge=1800, le=2200, validation_alias=AliasChoices("year", "release_year"))
-    genres: list[str] | None = Field(None, max_length=64, validation_alias=AliasChoices("genres", "class"))
-    description: str | None = Field(None, max_length=MAX_TEXT)
-    entity_id: str | None = Field(None, max_length=MAX_ID)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_name_per_field(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            both = [f"{plain}/{dataset}" for plain, dataset in ALIASES.items() if plain in data and dataset in data]
-            if both:
-                raise ValueError(f"give each field once, under one name: {', '.join(both)}")
-        return data
-
-    @field_validator("genres", mode="before")
-    @classmethod
-    def _split_genres(cls, value: Any) -> Any:
-        """"Action|Sci-Fi" (the CSV form), "Action Sci-Fi" (RecBole's ``class``) or a list."""
-        if isinstance(value, str):
-            return value.split("|") if "|" in value else value.split()
-        return value
-
-    @field_validator("genres")
-    @classmethod
-    def _clean_genres(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        genres = [g.strip() for g in value if g.strip()]
-        bad = [g for g in genres if "|" in g or len(g) > 64]
-        if bad:
-            raise ValueError(f"a genre may not contain '|' or exceed 64 characters: {bad[:3]}")
-        return list(dict.fromkeys(genres))
-
-    def to_record(self) -> dict[str, Any]:
-        """The catalog row (the snapshot's column names)."""
-        return {"item_id": self.item_id, "title": self.title or "", "year": self.year,
-                "genres": "|".join(self.genres or []), "description": self.description or "",
-                "entity_id": self.entity_id or ""}
-
-
-class ItemStatus(BaseModel):
-    item_id: str
-    status: str = Field(description="added or updated")
-    kg: str = Field(description="where the KG part came from: item (its own node), entity (the trained item "
-                                "linked to entity_id) or none (zeros)")
-
-
-class ItemsOut(BaseModel):
-    items: list[ItemStatus]
-    catalog_size: int
-    model_version: str
 
 
 class CatalogLog:
@@ -96,6 +33,7 @@ class CatalogLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.item_ids: set[str] = set()  # every item id in the log (filled by `read` and `append`)
 
     def append(self, records: list[dict[str, Any]], text_model: str, vectors: np.ndarray) -> None:
         """Write and fsync before the items are served, so an acknowledged item survives a crash."""
@@ -108,6 +46,7 @@ class CatalogLog:
                 handle.writelines(lines)
                 handle.flush()
                 os.fsync(handle.fileno())
+            self.item_ids.update(str(r["item_id"]) for r in records)
 
     def read(self, start: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Entries from line ``start`` on, and the line count to pass as ``start`` next time.
@@ -118,13 +57,49 @@ class CatalogLog:
         for count, line in enumerate(self._lines(), start=1):
             if count <= start:
                 continue
-            try:
-                entry = json.loads(line)
-                entry["vector"] = np.frombuffer(base64.b64decode(entry["vector"]), "<f4").astype(np.float32)
+            entry = self._parse(line, count)
+            if entry is not None:
                 entries.append(entry)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("%s, line %d: skipped (%s)", self.path, count, exc)
+        with self._lock:
+            self.item_ids.update(str(e["item"]["item_id"]) for e in entries)
         return entries, max(count, start)
+
+    def compact(self) -> int:
+        """Rewrite the log with one line per item id (its last), dropping lines that do not parse;
+        atomically (a temporary file, then a rename). Returns the number of lines dropped."""
+        with self._lock:
+            if not self.path.exists():
+                return 0
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            last: dict[str, str] = {}
+            for number, line in enumerate(lines, start=1):
+                entry = self._parse(line, number)
+                if entry is not None:
+                    item_id = str(entry["item"]["item_id"])
+                    last.pop(item_id, None)  # re-inserted: the order of last writes
+                    last[item_id] = line
+            self.item_ids = set(last)
+            dropped = len(lines) - len(last)
+            if dropped:
+                temporary = self.path.with_name(self.path.name + ".compacting")
+                with temporary.open("w", encoding="utf-8") as handle:
+                    handle.writelines(line + "\n" for line in last.values())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.path)
+                log.info("%s: compacted, %d lines dropped, %d items kept", self.path, dropped, len(last))
+            return dropped
+
+    def _parse(self, line: str, number: int) -> dict[str, Any] | None:
+        try:
+            entry = json.loads(line)
+            entry["vector"] = np.frombuffer(base64.b64decode(entry["vector"]), "<f4").astype(np.float32)
+            if "item_id" not in entry["item"]:
+                raise KeyError("item_id")
+            return entry
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s, line %d: skipped (%s)", self.path, number, exc)
+            return None
 
     def _lines(self) -> Iterator[str]:
         with self._lock:
