@@ -29,7 +29,7 @@ STAGES = {
                 "base / 'text_embed', base / 'finetune', cfg.text.model, cfg.extract.positive_threshold)",
     "evaluate": "from recsys_tasks.evaluation.evaluate import evaluate; evaluate(cfg.evaluate, base / 'extract', "
                 "base / 'text_embed', base / 'finetune' / 'bundle', base / 'evaluate', cfg.extract.positive_threshold)",
-    "register": "from recsys_tasks.registry.store import register; from recsys_tasks.artifacts import StageResult; "
+    "register": "from recsys_tasks.registry.register import register; from recsys_tasks.artifacts import StageResult; "
                 "r = {s: StageResult.load(base / s) for s in ('extract', 'kg_embed', 'text_embed', 'finetune', "
                 "'evaluate')}; register(cfg, r, run_name='bench')",
     "baseline_als": "import time; from recsys_tasks.data.dataset import Dataset; from recsys_tasks.data.split import Split; "

@@ -4,7 +4,8 @@
     recsys recommend [--workdir W] [--model MODEL_URI] --requests FILE.jsonl [--k 20]
     recsys serve [--workdir W] [--model MODEL_URI] [--host 127.0.0.1] [--port 8000]
 
-Errors in the input are reported on stderr with exit code 2, naming the file, line and field.
+Errors in the input are reported on stderr with exit code 2, naming the file, line and field; a
+failing MLflow store in one line naming it, exit code 1. A failed ``run`` removes its run directory.
 """
 
 from __future__ import annotations
@@ -33,14 +34,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
+    """A failed run leaves no ``runs/<id>/`` behind; a failing MLflow store is one line on stderr, exit 1."""
+    import shutil
+
+    from recsys_tasks.pipeline import NO_HOLDOUT, new_run_id, run_dir, run_pipeline
+    from recsys_tasks.registry.store import StoreError
 
     cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
     cfg = cfg.with_overrides({"extract.source": args.data})
     if args.no_holdout:
         cfg = cfg.with_overrides(NO_HOLDOUT)
     cfg = cfg.with_overrides(args.set or [])
-    summary = run_pipeline(cfg)
+    run_id = new_run_id()
+    try:
+        summary = run_pipeline(cfg, run_id=run_id)
+    except BaseException as exc:  # Ctrl-C included: the run directory of a failed run is removed
+        shutil.rmtree(run_dir(run_id), ignore_errors=True)
+        if not isinstance(exc, StoreError):
+            raise
+        print(f"recsys run: error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2, default=str))
     if summary.get("table"):
         print(summary["table"], file=sys.stderr)
@@ -64,9 +77,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from recsys_tasks.serving.app import ServeSettings, create_app
 
-    settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name,
+    settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name, host=args.host,
                                       poll_seconds=args.poll_seconds, default_k=args.k,
-                                      text_runtime=args.text_runtime)
+                                      text_runtime=args.text_runtime)  # no API key beyond loopback: exits 2
     app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
     uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
                 log_level="info" if args.verbose else "warning")
@@ -99,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workdir", help="the workdir whose registry holds the model (RECSYS_WORKDIR)")
     serve.add_argument("--model", help="an MLflow model URI (default: models:/<name>@champion, followed as it moves)")
     serve.add_argument("--model-name", default=PipelineConfig().registry.model_name, help="registered model name")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (beyond loopback only with RECSYS_API_KEY set)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (0: never)")
     serve.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")

@@ -6,12 +6,21 @@ Airflow pointed at Postgres and Redis on CeleryExecutor, a GPU pool on queue ``g
 at a time and an NVIDIA device, MLflow on its own Postgres database serving artifacts from a
 volume, images built FROM apache/airflow:3.3.2. ``docker-compose config`` (or ``docker compose
 config``), when a client is installed, validates the file against Compose's schema with
-``.env.example`` as the environment; without one that test is skipped and says why.
+``.env.example`` plus generated secrets as the environment; without one that test is skipped and
+says why.
+
+Closed by default (issue 18, docs/security.md): every published port on 127.0.0.1 unless
+``RECSYS_BIND`` says otherwise, every secret required (``${VAR:?...}``) and empty in
+``.env.example``, no secret on a command line, MLflow behind its basic-auth app, the API behind a
+required key. These are checked on the raw file and on the file interpolated the way Compose
+does (`_interpolate`), so they run without a Compose client.
 """
 
 from __future__ import annotations
 
+import configparser
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,11 +37,17 @@ AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "a
                     "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
 SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "mlflow", "recsys-api"}
 BASE = "apache/airflow:3.3.2"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|API_KEY")
+SECRETS = {"POSTGRES_PASSWORD", "_AIRFLOW_WWW_USER_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "RECSYS_API_KEY"}
+PUBLISHED = {"airflow-apiserver": 8080, "mlflow": 5000, "recsys-api": 8000}
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; $${...} is a literal `$`.
+_REFERENCE = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    return yaml.safe_load(_compose_text())
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +63,63 @@ def _command(service: dict[str, Any]) -> list[str]:
 def _env(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     return dict(e.split("=", 1) for e in env) if isinstance(env, list) else {k: str(v) for k, v in env.items()}
+
+
+def _compose_text() -> str:
+    """The Compose file without its comment lines (Compose interpolates values, not comments)."""
+    return "".join(line for line in COMPOSE.read_text().splitlines(keepends=True) if not line.lstrip().startswith("#"))
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+class Refused(ValueError):
+    """Compose would refuse to start: required variables are unset or empty."""
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """``text`` with its ``${...}`` resolved as Compose resolves them; `Refused` naming every
+    required variable that is missing (``:?`` also refuses an empty value)."""
+    missing: list[str] = []
+
+    def resolve(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        value = env.get(name)
+        empty = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op is not None and op.endswith("?") and empty:
+            missing.append(name)
+            return ""
+        if op is not None and op.endswith("-") and empty:
+            return arg
+        return value or ""
+
+    out = _REFERENCE.sub(resolve, text)
+    if missing:
+        raise Refused(", ".join(sorted(set(missing))))
+    return out.replace("$$", "$")
+
+
+def _filled_env() -> dict[str, str]:
+    """.env.example with every empty secret set to a fresh random value (what an operator does)."""
+    env = _env_file(ENV_EXAMPLE)
+    return {**env, **{name: secrets.token_urlsafe(24) for name in SECRETS}}
+
+
+def _references(text: str) -> list[tuple[str, str | None, str]]:
+    return [(m.group(1), m.group(2), m.group(3) or "") for m in _REFERENCE.finditer(text)]
+
+
+def _argv_strings(service: dict[str, Any]) -> list[str]:
+    """What a service puts on a process's command line: entrypoint, command, healthcheck test."""
+    out: list[str] = []
+    for key in ("entrypoint", "command"):
+        value = service.get(key, [])
+        out += [value] if isinstance(value, str) else [str(v) for v in value]
+    test = service.get("healthcheck", {}).get("test", [])
+    out += [test] if isinstance(test, str) else [str(v) for v in test]
+    return out
 
 
 def _compose_client() -> list[str] | None:
@@ -116,8 +188,9 @@ def test_mlflow_server_has_a_postgres_backend_of_its_own_and_serves_artifacts_fr
     services: dict[str, Any], compose: dict[str, Any]
 ) -> None:
     command = _command(services["mlflow"])
-    backend = command[command.index("--backend-store-uri") + 1]
+    backend = _env(services["mlflow"])["MLFLOW_BACKEND_STORE_URI"]  # `mlflow server` reads it: not on argv
     assert backend.startswith("postgresql://") and "@postgres/" in backend
+    assert "--backend-store-uri" not in command
     airflow_db = _env(services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1]
     assert backend.rsplit("/", 1)[1] != airflow_db  # a second database, not Airflow's
     assert "--serve-artifacts" in command
@@ -134,16 +207,86 @@ def test_serving_api_runs_recsys_serve_against_the_mlflow_server(services: dict[
     assert api["entrypoint"] == ["recsys"]
     assert _command(api) == ["serve", "--host", "0.0.0.0", "--port", "8000"]
     assert _env(api)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert "8000:8000" in api["ports"]
+    assert [port.rsplit(":", 2)[-2:] for port in api["ports"]] == [["8000", "8000"]]
 
 
-def test_env_example_sets_every_variable_compose_needs() -> None:
-    """Variables used without a default must be in .env.example, or Compose runs with blanks."""
-    text = COMPOSE.read_text()
-    required = set(re.findall(r"(?<!\$)\$\{(\w+)\}", text))
-    example = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
-               if "=" in line and not line.startswith("#")}
-    assert required and required <= example
+def test_env_example_lists_every_variable_compose_needs() -> None:
+    """Variables used without a default are listed in .env.example (the secrets empty, to be filled in)."""
+    required = {name for name, op, _ in _references(_compose_text()) if op is None or op.endswith("?")}
+    assert required and required <= set(_env_file(ENV_EXAMPLE))
+
+
+# ---------------------------------------------------------------- closed by default (issue 18)
+def test_every_secret_is_required_with_a_message() -> None:
+    """A secret read as ${VAR} or ${VAR:-} lets the stack start with a blank one; ${VAR:?msg} refuses."""
+    references = [(name, op, arg) for name, op, arg in _references(_compose_text()) if SECRET_NAME.search(name)]
+    assert {name for name, _, _ in references} == SECRETS
+    for name, op, message in references:
+        assert op == ":?" and name in message, f"${{{name}{op or ''}{message}}}: a secret must be ${{{name}:?...}}"
+
+
+def test_env_example_holds_no_working_credentials() -> None:
+    example = _env_file(ENV_EXAMPLE)
+    assert {name: example[name] for name in SECRETS} == dict.fromkeys(SECRETS, "")
+    with pytest.raises(Refused) as refused:  # Compose refuses to start on the example as it is
+        _interpolate(_compose_text(), example)
+    assert set(str(refused.value).split(", ")) == SECRETS
+
+
+def test_every_published_port_listens_on_loopback_unless_configured(services: dict[str, Any]) -> None:
+    raw = {name: service.get("ports", []) for name, service in services.items() if service.get("ports")}
+    assert set(raw) == set(PUBLISHED)  # postgres and redis are never published
+    for name, ports in raw.items():
+        assert ports == [f"${{RECSYS_BIND:-127.0.0.1}}:{PUBLISHED[name]}:{PUBLISHED[name]}"], (name, ports)
+    for bind in ("127.0.0.1", "0.0.0.0"):
+        resolved = yaml.safe_load(_interpolate(_compose_text(), {**_filled_env(), "RECSYS_BIND": bind}))
+        for name, port in PUBLISHED.items():
+            assert resolved["services"][name]["ports"] == [f"{bind}:{port}:{port}"], name
+    unset = {k: v for k, v in _filled_env().items() if k != "RECSYS_BIND"}
+    resolved = yaml.safe_load(_interpolate(_compose_text(), unset))["services"]
+    assert all(resolved[name]["ports"][0].startswith("127.0.0.1:") for name in PUBLISHED)
+
+
+def test_no_secret_on_a_command_line(services: dict[str, Any]) -> None:
+    """argv is readable by every process on the host (ps, /proc): secrets go in the environment."""
+    resolved = yaml.safe_load(_interpolate(_compose_text(), filled := _filled_env()))["services"]
+    for name, service in services.items():
+        for arg in _argv_strings(service):
+            secret = [ref for ref, _, _ in _references(arg) if SECRET_NAME.search(ref)]
+            assert not secret, f"{name} puts {secret} on a command line"
+        for arg in _argv_strings(resolved[name]):
+            assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", arg), f"{name}: credentials in a URL on a command line"
+            assert not any(filled[s] in arg for s in SECRETS), f"{name}: a secret on a command line"
+
+
+def test_mlflow_requires_authentication(services: dict[str, Any]) -> None:
+    """Whoever can register a version or move `champion` runs code in the workers and the API."""
+    mlflow = services["mlflow"]
+    command = _command(mlflow)
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    env = _env(mlflow)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_FLASK_SECRET_KEY:?")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in mlflow["volumes"]}
+    ini_text = (DOCKER / mounts[env["MLFLOW_AUTH_CONFIG_PATH"]]).read_text()
+    ini = configparser.ConfigParser()
+    ini.read_string(ini_text)
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert "admin_password" not in ini["mlflow"]  # only from the required environment variable
+    users_db = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
+    assert any(users_db.startswith(target + "/") for target, source in mounts.items()
+               if source in {"mlflow-auth"}), "the users' database lives in a volume"
+    for name, service in services.items():  # every client signs in
+        client_env = _env(service)
+        if client_env.get("MLFLOW_TRACKING_URI", "").startswith("http://mlflow"):
+            assert client_env["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_AUTH_ADMIN_USERNAME"], name
+            assert client_env["MLFLOW_TRACKING_PASSWORD"] == env["MLFLOW_AUTH_ADMIN_PASSWORD"], name
+    pin = re.search(r"^mlflow==(\S+)$", (ROOT / "requirements.txt").read_text(), flags=re.MULTILINE).group(1)
+    assert f'"mlflow[auth]=={pin}"' in (DOCKER / "Dockerfile").read_text()  # the app needs Flask-WTF
+
+
+def test_api_requires_a_key(services: dict[str, Any]) -> None:
+    assert _env(services["recsys-api"])["RECSYS_API_KEY"].startswith("${RECSYS_API_KEY:?")
 
 
 # ---------------------------------------------------------------- the images
@@ -173,12 +316,17 @@ def test_build_context_leaves_out_local_state() -> None:
 
 
 # ---------------------------------------------------------------- Compose's own validation
-def test_docker_compose_config_validates_the_file() -> None:
+def test_docker_compose_config_validates_the_file(tmp_path: Path) -> None:
     client = _compose_client()
     if client is None:
         pytest.skip("no Compose client (docker-compose or the docker compose plugin) is installed; "
                     "`apt-get install -y docker-compose` adds one (no Docker engine needed)")
-    done = subprocess.run([*client, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+    refused = subprocess.run([*client, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+                             capture_output=True, text=True, timeout=120, cwd=DOCKER)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr  # the secrets are empty
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in _filled_env().items()))
+    done = subprocess.run([*client, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
                           capture_output=True, text=True, timeout=120, cwd=DOCKER)
     assert done.returncode == 0, done.stderr
     assert "is not set" not in done.stderr, done.stderr  # .env.example covers every variable
@@ -194,3 +342,9 @@ def test_docker_compose_config_validates_the_file() -> None:
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
         assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0"
+    for name, port in PUBLISHED.items():  # Compose v1 prints "ip:host:container", v2 a mapping
+        [mapping] = resolved[name]["ports"]
+        if isinstance(mapping, str):
+            assert mapping.removesuffix("/tcp") == f"127.0.0.1:{port}:{port}", name
+        else:
+            assert (mapping["host_ip"], str(mapping["published"])) == ("127.0.0.1", str(port)), name

@@ -8,8 +8,9 @@ Missing or NaN metrics never promote, and ties never demote.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TypeGuard
 
 SLICE_SUFFIX = "/ndcg/model"
 
@@ -47,5 +48,5 @@ def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
     return Decision(True, f"{primary} {value:.4f} beats the champion's {incumbent:.4f}")
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
