@@ -14,15 +14,29 @@ nothing. Tests that need a bad input copy the fixture and change one file with
 - ``tiny_source``: parametrized over both formats, with the file name of each table, so one
   test checks a rule on RecBole and CSV input alike.
 - ``make_tiny_dir``: session-scoped writer of either format, for module- or session-scoped fixtures.
-- ``tiny_snapshot``: ``extract`` run on the tiny RecBole data with the default split.
+
+Session-wide stage outputs of the tiny data, built once and shared by every module (read-only:
+a test that changes one copies it first). Each stage writes into a folder of its own:
+
+- ``tiny_bert``: a randomly initialised BERT (hidden 32, 2 layers) with all-MiniLM-L6-v2's tokenizer,
+  for tests where the encoder's quality does not matter; the path works as ``text.model``.
+- ``tiny_data``: the tiny RecBole directory.
+- ``tiny_snapshot``: ``extract`` on it with the default config (seed 42, 20/20/20 split).
+- ``movielens_snapshot``: ``extract`` of the bundled MovieLens-100K with the default config.
+- ``tiny_kg``: ``kg_embed`` of the snapshot with ``tiny_kg_config`` (PyKEEN DistMult, dim 4, 2 epochs),
+  PyKEEN's checkpoints redirected to ``tiny_kg_checkpoints`` so a leaked file can be seen.
+- ``tiny_text``: ``text_embed`` of the snapshot with ``tiny_bert``.
+- ``tiny_bundle``: ``finetune`` on the three with ``tiny_finetune_config`` (dim 4, 2 epochs);
+  ``tiny_bundle.path("bundle")`` is the bundle folder.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 
@@ -198,13 +212,126 @@ def write_variant_fixture() -> Callable[..., Path]:
     return write_variant
 
 
-@pytest.fixture
-def tiny_snapshot(tiny_recbole_dir: Path, tmp_path: Path) -> Any:
+# ---------------------------------------------------------------- shared stage outputs
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised ``BertModel`` (``TINY_BERT`` sizes) with the packaged
+    all-MiniLM-L6-v2 tokenizer into ``folder``: loadable by ``TextEncoder`` like any local model."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from recsys_tasks.text.encoder import resolve_model
+
+    packaged = Path(resolve_model("packaged"))
+    if not (packaged / "config.json").is_file():
+        raise FileNotFoundError(f"the packaged all-MiniLM-L6-v2 (its tokenizer) is missing: {packaged}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (packaged / name).is_file():
+            shutil.copy(packaged / name, folder / name)
+    vocab_size = sum(1 for _ in (packaged / "vocab.txt").open(encoding="utf-8"))
+    with torch.random.fork_rng(devices=[]):  # the weights are the same every session; global RNG untouched
+        torch.manual_seed(seed)
+        BertModel(BertConfig(vocab_size=vocab_size, max_position_embeddings=512, **TINY_BERT)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random BERT's folder (see ``make_tiny_bert``): ``TextConfig(model=tiny_bert)``."""
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RecBole directory, shared by the session: never change it (``tiny_recbole_dir`` is per test)."""
+    return make_recbole_dir(tmp_path_factory.mktemp("tiny-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_snapshot(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """``extract`` on the tiny RecBole data with the default config (seed 42, 20/20/20 split)."""
     from recsys_tasks.config import ExtractConfig
     from recsys_tasks.data.extract import extract
 
-    return extract(ExtractConfig(source=str(tiny_recbole_dir)), tmp_path / "snapshot")
+    return extract(ExtractConfig(source=str(tiny_data)), tmp_path_factory.mktemp("tiny-extract") / "snapshot")
+
+
+@pytest.fixture(scope="session")
+def movielens_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``extract`` of the bundled MovieLens-100K (943 users, 1682 items) with the default config."""
+    from recsys_tasks.config import ExtractConfig
+    from recsys_tasks.data.extract import extract
+
+    return extract(ExtractConfig(), tmp_path_factory.mktemp("movielens") / "ml-100k")
+
+
+@pytest.fixture(scope="session")
+def tiny_kg_config() -> Any:
+    """PyKEEN's DistMult at dimension 4 for 2 epochs on the CPU: the tiny KG stage's config."""
+    from recsys_tasks.config import KGConfig
+
+    return KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
+                    device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_kg_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where PyKEEN's checkpoints go while ``tiny_kg`` trains (its default is ~/.data/pykeen)."""
+    return tmp_path_factory.mktemp("tiny-kg-checkpoints")
+
+
+@pytest.fixture(scope="session")
+def tiny_kg(tiny_snapshot: Any, tiny_kg_config: Any, tiny_kg_checkpoints: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``kg_embed`` of ``tiny_snapshot`` with ``tiny_kg_config``; its folder's parent holds nothing else."""
+    import pykeen.stoppers.early_stopping as early_stopping
+    import pykeen.training.training_loop as training_loop
+
+    from recsys_tasks.kg.embed import kg_embed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(early_stopping, "PYKEEN_CHECKPOINTS", tiny_kg_checkpoints)
+        mp.setattr(training_loop, "PYKEEN_CHECKPOINTS", tiny_kg_checkpoints)
+        return kg_embed(tiny_kg_config, tiny_snapshot.out_dir, tmp_path_factory.mktemp("tiny-kg") / "kg")
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tiny_snapshot: Any, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``text_embed`` of ``tiny_snapshot`` with ``tiny_bert`` on the CPU; its folder's parent holds nothing else."""
+    from recsys_tasks.config import TextConfig
+    from recsys_tasks.text.embed import text_embed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return text_embed(TextConfig(model=tiny_bert, device="cpu"), tiny_snapshot.out_dir,
+                          tmp_path_factory.mktemp("tiny-text") / "text")
+
+
+@pytest.fixture(scope="session")
+def tiny_finetune_config() -> Any:
+    """The hybrid at dimension 4 for 2 epochs on the CPU, histories of up to 5 items: the tiny finetune's config."""
+    from recsys_tasks.config import FinetuneConfig
+
+    return FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3,
+                          device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_snapshot: Any, tiny_kg: Any, tiny_text: Any, tiny_bert: str, tiny_finetune_config: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``finetune`` on the tiny stages: the StageResult; ``tiny_bundle.path("bundle")`` is the bundle folder."""
+    from recsys_tasks.model.finetune import finetune
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return finetune(tiny_finetune_config, tiny_snapshot.out_dir, tiny_kg.out_dir, tiny_text.out_dir,
+                        tmp_path_factory.mktemp("tiny-finetune") / "finetune", tiny_bert)
 
 
 @pytest.hookimpl(hookwrapper=True)

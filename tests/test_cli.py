@@ -1,8 +1,9 @@
 """``recsys`` in-process: ``run`` prints a JSON summary, ``recommend`` one response line per request,
 and every bad input exits with code 2, a message naming the problem, and no trace in the workdir.
 
-One workdir is trained once per module (``run`` on the tiny RecBole data, tiny dimensions); the
-tests that must fail check that the champion it registered stays where it was.
+One workdir is trained once per module (``run`` on the session's tiny RecBole data, tiny dimensions,
+conftest's tiny random BERT as the text model); the tests that must fail check that the champion it
+registered stays where it was.
 """
 
 from __future__ import annotations
@@ -10,22 +11,27 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-
-from recsys_tasks.cli import main
 from tiny_pipeline import TINY_PIPELINE
 
-pytestmark = pytest.mark.slow  # one real training run (~15 s with imports); CI runs it anyway
+from recsys_tasks.artifacts import StageResult
+from recsys_tasks.cli import main
+from recsys_tasks.stages import STAGES
+
+pytestmark = pytest.mark.slow  # one real training run; CI runs it anyway
 
 TINY = [f"{key}={value}" for key, value in TINY_PIPELINE.items()]
 SETS = [arg for s in TINY for arg in ("--set", s)]
 MODEL_NAME = "recsys-cold-start"
 TINY_ITEM_IDS = {str(i) for i in range(1, 16)}
+RUN_ID = re.compile(r"cli_\d{8}T\d{6}_[0-9a-f]{8}")  # pipeline.new_run_id: UTC time and 8 random hex digits
 
 
 @dataclass(frozen=True)
@@ -40,18 +46,18 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Trained:
-    base = tmp_path_factory.mktemp("cli")
-    data = make_tiny_dir(base / "data", "recbole")
-    workdir = base / "work"
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_bert: str) -> Trained:
+    workdir = tmp_path_factory.mktemp("cli") / "work"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("RECSYS_WORKDIR", raising=False)  # main() sets it from --workdir; restored afterwards
+        mp.setenv("HF_HUB_OFFLINE", "1")
         with contextlib.redirect_stdout(out):
-            code = main(["run", "--data", str(data), "--workdir", str(workdir), *SETS])
+            code = main(["run", "--data", str(tiny_data), "--workdir", str(workdir), *SETS,
+                         "--set", f"text.model={tiny_bert}"])
     assert code == 0
-    return Trained(workdir, data, json.loads(out.getvalue()))
+    return Trained(workdir, tiny_data, json.loads(out.getvalue()))
 
 
 @pytest.fixture(autouse=True)
@@ -81,14 +87,28 @@ def _requests(path: Path, *requests: dict[str, Any] | str) -> Path:
 def test_run_prints_json_summary(trained: Trained) -> None:
     summary = trained.summary
     assert summary["model_version"] == "1"
-    run = MlflowClient(tracking_uri=trained.uri).get_run(summary["mlflow_run_id"])  # the MLflow run of this workflow run
-    assert run.info.run_name == Path(summary["run_dir"]).name == summary["run_id"] and summary["run_id"].startswith("cli_")
+    # the MLflow run of this workflow run
+    run = MlflowClient(tracking_uri=trained.uri).get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == Path(summary["run_dir"]).name == summary["run_id"]
+    assert RUN_ID.fullmatch(summary["run_id"]), summary["run_id"]
     assert summary["promoted"] is True and summary["alias"] == "champion"
     assert summary["tracking_uri"] == trained.uri
     assert Path(summary["run_dir"]).parent == trained.workdir.resolve() / "runs"
-    assert (Path(summary["run_dir"]) / "summary.json").is_file()
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["run_id"] == summary["run_id"]
     assert "cold_mean_ndcg" in summary["metrics"] and "table" not in summary
     assert (trained.workdir / "mlflow.db").is_file()
+
+
+def test_run_records_every_stages_seconds(trained: Trained) -> None:
+    seconds = trained.summary["stage_seconds"]
+    assert list(seconds) == [stage.name for stage in STAGES]
+    assert all(isinstance(s, float) and s >= 0 for s in seconds.values()), seconds
+    written = json.loads((Path(trained.summary["run_dir"]) / "summary.json").read_text())
+    assert written["stage_seconds"] == seconds
+
+
+def test_the_run_used_the_text_model_it_was_given(trained: Trained, tiny_bert: str) -> None:
+    assert StageResult.load(Path(trained.summary["run_dir"]) / "text_embed").info["model"] == tiny_bert
 
 
 # ---------------------------------------------------------------- recommend

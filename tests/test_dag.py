@@ -1,6 +1,7 @@
 """DAG integrity: the project's dags folder parses cleanly, ``recsys_cold_start`` has the promised
-shape (tasks, wiring, queues, schedule, retries, documented params), parsing it stays light, and the
-trigger form's params map onto `PipelineConfig`.
+shape (tasks, wiring, queues, schedule, retries, documented params) and is exactly the stage graph
+``recsys_tasks.stages.STAGES`` declares, parsing it stays light, and the trigger form's params map
+onto `PipelineConfig`.
 
 Airflow 3.3's `DagBag` lives in ``airflow.dag_processing.dagbag`` and no longer takes
 ``include_examples``: it never loads the example DAGs, so only ``dags/`` is parsed here.
@@ -18,6 +19,7 @@ import pytest
 
 from recsys_tasks.config import ConfigError, PipelineConfig
 from recsys_tasks.pipeline import PARAM_KEYS, config_from_params
+from recsys_tasks.stages import STAGES
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 DAG_FILE = DAGS / "recsys_cold_start.py"
@@ -32,13 +34,21 @@ UPSTREAM = {
 }
 
 
-@pytest.fixture(scope="module")
-def dagbag():
+def _dagbag(**env: str):
+    """The dags folder parsed with exactly these of the DAG file's environment settings."""
     from airflow.dag_processing.dagbag import DagBag
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("RECSYS_GPU_QUEUE", raising=False)  # the default queue name is what is checked
+        for name in ("RECSYS_GPU_QUEUE", "RECSYS_SCHEDULE"):
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
         return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return _dagbag()  # the defaults: queue "gpu", no schedule
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +75,30 @@ def test_only_text_embed_and_finetune_run_on_the_gpu_queue(dag) -> None:
     assert on_gpu == {"text_embed", "finetune"}
 
 
-def test_schedule_catchup_retries_and_docs(dag) -> None:
+def test_the_dag_is_the_declared_stage_graph(dag) -> None:
+    """One task per stage, its upstream tasks the stages it ``needs``, its docs the stage's, and the
+    GPU queue exactly for the stages declared ``gpu``: the DAG is built from `STAGES`, not beside it."""
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert list(tasks) == [stage.name for stage in STAGES]
+    assert {name: set(t.upstream_task_ids) for name, t in tasks.items()} == {s.name: set(s.needs) for s in STAGES}
+    assert {name: t.doc_md for name, t in tasks.items()} == {s.name: s.doc for s in STAGES}
+    gpu = {s.name for s in STAGES if s.gpu}
+    assert gpu and {name for name, t in tasks.items() if t.queue == "gpu"} == gpu
+    assert all(t.queue != "gpu" for name, t in tasks.items() if name not in gpu)
+
+
+def test_the_environment_names_the_gpu_queue_and_the_schedule() -> None:
+    bag = _dagbag(RECSYS_GPU_QUEUE="a100", RECSYS_SCHEDULE="@weekly")
+    assert bag.import_errors == {}
+    dag = bag.dags["recsys_cold_start"]
+    queues = {t.task_id: t.queue for t in dag.tasks}
+    assert {name for name, queue in queues.items() if queue == "a100"} == {s.name for s in STAGES if s.gpu}
+    assert "gpu" not in queues.values()
     assert dag.schedule == "@weekly"
+
+
+def test_schedule_catchup_retries_and_docs(dag) -> None:
+    assert dag.schedule is None  # without RECSYS_SCHEDULE: unpausing the DAG never starts an unrequested run
     assert dag.catchup is False
     assert dag.default_args["retries"] >= 1
     assert all(t.retries >= 1 for t in dag.tasks)

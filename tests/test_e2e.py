@@ -1,6 +1,10 @@
 """End to end: the real DAG, run by Airflow's ``dag.test()`` on a small real sample of
-MovieLens-100K, with the real text model and PyKEEN, must leave a champion in MLflow and a
-full evaluation table. Runs in a subprocess so Airflow's settings point at a fresh home."""
+MovieLens-100K, with PyKEEN and a BERT encoder, must leave a champion in MLflow and a full
+evaluation table. Runs in a subprocess so Airflow's settings point at a fresh home.
+
+The encoder is conftest's tiny random BERT, named through the trigger form's ``text_model`` (only
+the wiring is checked here; test_text checks what the packaged all-MiniLM-L6-v2 encodes), and the
+item-ID phase of finetune is cut to 2 epochs."""
 
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from recsys_tasks.artifacts import StageResult
+from recsys_tasks.pipeline import run_dir
+from recsys_tasks.stages import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONF = {"sample_users": 150, "kg_epochs": 2, "finetune_epochs": 3, "kg_dim": 16,
-            "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=32"]}
+            "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=32", "finetune.id_epochs=2"]}
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {dags!r})
@@ -26,7 +34,7 @@ print("DAGRUN", json.dumps({{"state": str(run.state), "run_id": run.run_id}}))
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path) -> None:
+def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path, tiny_bert: str) -> None:
     env = {**os.environ,
            "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
@@ -40,7 +48,7 @@ def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path) -> None:
     (tmp_path / "airflow").mkdir()
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    script = SCRIPT.format(dags=str(ROOT / "dags"), conf=json.dumps(RUN_CONF))
+    script = SCRIPT.format(dags=str(ROOT / "dags"), conf=json.dumps({**RUN_CONF, "text_model": tiny_bert}))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900,
                           cwd=tmp_path)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DAGRUN ")]
@@ -48,13 +56,18 @@ def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path) -> None:
     run = json.loads(lines[-1][len("DAGRUN "):])
     assert run["state"].endswith("success"), proc.stderr[-3000:]
 
-    # The run's own artifacts: every stage's directory and the summary.
+    # The run's own artifacts: every stage's directory and the summary, under the Airflow run's id.
     runs = list((tmp_path / "work" / "runs").iterdir())
-    assert len(runs) == 1
+    assert runs == [run_dir(run["run_id"], tmp_path / "work")]
     for stage in ("extract", "kg_embed", "text_embed", "finetune", "evaluate"):
         assert (runs[0] / stage / "result.json").exists(), stage
+    assert StageResult.load(runs[0] / "text_embed").info["model"] == tiny_bert  # the form's text_model
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["promoted"] is True and summary["alias"] == "champion"
+    assert summary["run_id"] == run["run_id"]
+    seconds = summary["stage_seconds"]  # each task's wall time, handed down through XCom
+    assert set(seconds) == {stage.name for stage in STAGES}
+    assert all(isinstance(s, (int, float)) and s >= 0 for s in seconds.values()), seconds
 
     # The full evaluation table: every slice, each with its baselines and the model.
     table = (runs[0] / "evaluate" / "table.md").read_text()

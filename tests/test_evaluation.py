@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -134,17 +134,15 @@ def test_mlflow_safe_names_pass_mlflows_rule(frame) -> None:
 
 
 @pytest.mark.slow
-def test_baselines_on_the_real_snapshot(tmp_path) -> None:
+def test_baselines_on_the_real_snapshot(movielens_snapshot) -> None:
     """ML-100K end to end: the protocol holds on real data and the baselines behave as expected."""
-    from recsys_tasks.evaluation.baselines import baselines_for
-    from recsys_tasks.config import EvaluateConfig, ExtractConfig
+    from recsys_tasks.config import EvaluateConfig
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.data.extract import extract
-    from recsys_tasks.protocol.slices import build_slices
     from recsys_tasks.data.split import Split
+    from recsys_tasks.evaluation.baselines import baselines_for
+    from recsys_tasks.protocol.slices import build_slices
 
-    extract(ExtractConfig(), tmp_path / "extract")
-    dataset, split = Dataset.load(tmp_path / "extract"), Split.load(tmp_path / "extract")
+    dataset, split = Dataset.load(movielens_snapshot.out_dir), Split.load(movielens_snapshot.out_dir)
     cfg = EvaluateConfig()
     slices = {s.name: s for s in build_slices(dataset, split, cfg, 4.0)}
     assert list(slices) == ["cold-user@0", "cold-user@5", "cold-user@10", "cold-user@20",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -191,21 +191,13 @@ def test_bad_input_raises_and_writes_nothing(
     assert not out.parent.exists() or _hidden_siblings(out) == []
 
 
-@pytest.fixture(scope="module")
-def good_snapshot(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Path:
-    """One good extract of the tiny data, copied into each test that needs a previous result."""
-    root = tmp_path_factory.mktemp("good")
-    out = root / "snap"
-    _extract(make_tiny_dir(root / "source", "recbole"), out)
-    return out
-
-
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_bad_input_keeps_the_previous_good_result(
-    case: str, tiny_recbole_dir: Path, tiny_csv_dir: Path, tmp_path: Path, write_variant: Variant, good_snapshot: Path
+    case: str, tiny_recbole_dir: Path, tiny_csv_dir: Path, tmp_path: Path, write_variant: Variant,
+    tiny_snapshot: StageResult
 ) -> None:
     out = tmp_path / "snap"
-    shutil.copytree(good_snapshot, out)
+    shutil.copytree(tiny_snapshot.out_dir, out)  # the session's good extract, copied: the previous result
     good = StageResult.load(out)
     before = _files(out)
     make_source, message = ERROR_CASES[case]
@@ -219,8 +211,8 @@ def test_bad_input_keeps_the_previous_good_result(
 
 # ---------------------------------------------------------------- the real bundled data
 @pytest.mark.slow
-def test_bundled_movielens_100k(tmp_path: Path) -> None:
-    result = extract(ExtractConfig(), tmp_path / "ml-100k")
+def test_bundled_movielens_100k(movielens_snapshot: StageResult) -> None:
+    result = movielens_snapshot
     m = result.metrics
     assert (m["n_interactions"], m["n_users"], m["n_items"]) == (100_000, 943, 1_682)
     assert m["dropped_duplicate_interactions"] == 0

@@ -7,30 +7,27 @@ part holds 12 positives (rating >= 4).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_tasks.artifacts import StageResult, read_json
-from recsys_tasks.config import ExtractConfig, KGConfig
+from recsys_tasks.config import KGConfig
 from recsys_tasks.data.dataset import Dataset
-from recsys_tasks.data.extract import extract
+from recsys_tasks.data.split import Split
 from recsys_tasks.kg.embed import build_triples, judge_source, kg_embed, load_entity_embeddings
 from recsys_tasks.kg.nodes import demographic_nodes
-from recsys_tasks.data.split import Split
 
-TINY_KG = dict(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu")
 COLD_USERS, COLD_ITEMS = {"1", "5"}, {"2", "9", "13"}
 
 
 @pytest.fixture(scope="module")
-def snapshot_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Path:
-    root = tmp_path_factory.mktemp("kg")
-    return Path(extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir)
+def snapshot_dir(tiny_snapshot: StageResult) -> Path:
+    return Path(tiny_snapshot.out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +41,10 @@ def triples(data: tuple[Dataset, Split]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def embedded(snapshot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[StageResult, Path]:
-    """One real PyKEEN run; its checkpoint folder redirected so a leaked file can be seen."""
-    import pykeen.stoppers.early_stopping as early_stopping
-    import pykeen.training.training_loop as training_loop
-
-    root = tmp_path_factory.mktemp("kg_embed")
-    checkpoints = root / "pykeen-checkpoints"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(early_stopping, "PYKEEN_CHECKPOINTS", checkpoints)
-        mp.setattr(training_loop, "PYKEEN_CHECKPOINTS", checkpoints)
-        result = kg_embed(KGConfig(**TINY_KG), snapshot_dir, root / "out")
-    return result, checkpoints
+def embedded(tiny_kg: StageResult, tiny_kg_checkpoints: Path) -> tuple[StageResult, Path]:
+    """The session's real PyKEEN run (conftest's ``tiny_kg``); its checkpoint folder redirected so a
+    leaked file can be seen."""
+    return tiny_kg, tiny_kg_checkpoints
 
 
 def _edges(triples: pd.DataFrame, relation: str) -> set[tuple[str, str]]:
@@ -196,10 +185,10 @@ def test_a_source_too_small_to_judge_or_switched_off_is_kept_unjudged(data: tupl
 
 
 @pytest.mark.slow
-def test_the_bundled_movielens_kg_is_left_out(tmp_path: Path) -> None:
+def test_the_bundled_movielens_kg_is_left_out(movielens_snapshot: StageResult) -> None:
     """The shipped ml-100k.link points items at other films: no relation's linked items are liked
     together more than random ones (measured 0.75-1.20), so its triples do not enter the graph."""
-    snapshot = extract(ExtractConfig(), tmp_path / "ml-100k").out_dir
+    snapshot = movielens_snapshot.out_dir
     dataset, split = Dataset.load(snapshot), Split.load(snapshot)
     cfg, verdict, lifts = judge_source(KGConfig(), dataset.items, dataset.kg, split.train)
     assert verdict == "left out" and not cfg.include_freebase
@@ -261,13 +250,14 @@ def test_kg_embed_writes_only_inside_its_out_dir(embedded: tuple[StageResult, Pa
     """Guards against PyKEEN's best-weights checkpoint being left in ~/.data/pykeen/checkpoints."""
     result, checkpoints = embedded
     out = Path(result.out_dir)
-    assert sorted(p.name for p in out.parent.iterdir() if p.name != checkpoints.name) == ["out"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
     assert not [p for p in checkpoints.rglob("*") if p.is_file()]
 
 
 @pytest.mark.slow
-def test_unknown_kge_model_raises_and_writes_nothing(snapshot_dir: Path, tmp_path: Path) -> None:
+def test_unknown_kge_model_raises_and_writes_nothing(snapshot_dir: Path, tiny_kg_config: KGConfig,
+                                                     tmp_path: Path) -> None:
     out = tmp_path / "kg"
     with pytest.raises(Exception, match="NoSuchModel|nosuchmodel"):
-        kg_embed(KGConfig(**{**TINY_KG, "model": "NoSuchModel"}), snapshot_dir, out)
+        kg_embed(dataclasses.replace(tiny_kg_config, model="NoSuchModel"), snapshot_dir, out)
     assert list(tmp_path.iterdir()) == []

@@ -8,9 +8,9 @@ import pytest
 
 from recsys_tasks.config import EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.split import Split
 from recsys_tasks.protocol.queries import history_of, profile_of
 from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, build_slices, stated_taste
-from recsys_tasks.data.split import Split
 
 # items "1".."6" are rows 0..5; "5" and "6" are the cold items
 GENRES = ["Comedy", "Drama", "Comedy|Drama", "Sci-Fi", "Horror", "Sci-Fi|Horror"]

@@ -3,9 +3,10 @@ soft problems (duplicates, dangling links and triples) dropped and counted."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -111,7 +112,7 @@ def test_unparseable_timestamp_names_file_column_row_and_value(
 
 
 def _iso(epoch: str, fmt: str) -> str:
-    moment = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    moment = datetime.fromtimestamp(int(epoch), tz=UTC)
     if fmt == "offset":  # the same instant written in UTC+02:00
         return moment.astimezone(timezone(pd.Timedelta(hours=2).to_pytimedelta())).isoformat()
     if fmt == "z":
