@@ -22,7 +22,9 @@ Tasks pass paths and ids through XCom, never data. Artifacts live under
 
 **Where to look**: this DAG's **Model report** tab (the `recsys` plugin) shows the champion and
 the challenger with their scores per cold-start slice against the baselines, and **Browse → MLflow
-model** opens the registered model in the MLflow UI.
+model** opens the registered model in the MLflow UI. Every parameter and config key, the serving API
+and the environment: `docs/operations.md` in the repository; the stage graph and the packages:
+`docs/architecture.md`.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def _resolve_source(extract_cfg):
 
 @dag(
     dag_id="recsys_cold_start",
-    schedule="@weekly",
+    # None unless RECSYS_SCHEDULE names one (e.g. "@weekly"): unpausing never starts an unrequested run
+    schedule=os.environ.get("RECSYS_SCHEDULE") or None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -117,14 +120,14 @@ def _resolve_source(extract_cfg):
 def recsys_cold_start():
     tasks: dict = {}
     for stage in STAGES:  # recsys_tasks.stages declares the graph; each task is one stage
-        tasks[stage.name] = _stage_task(stage)(**{name: tasks[name] for name in stage.needs})
+        tasks[stage.name] = _stage_task(stage)(upstream={name: tasks[name] for name in stage.needs})
 
 
 def _stage_task(stage):
     """A task that runs ``stage`` on the upstream results it is handed (XCom dicts: paths, ids, metrics)."""
 
     @task(task_id=stage.name, doc_md=stage.doc, **({"queue": GPU_QUEUE} if stage.gpu else {}))
-    def run(**upstream: dict) -> dict:
+    def run(upstream: dict) -> dict:
         from recsys_tasks.artifacts import StageResult
         from recsys_tasks.stages import RunContext, run_stage
 
@@ -134,6 +137,7 @@ def _stage_task(stage):
         run_id = get_current_context()["run_id"]
         inputs = {name: StageResult.from_dict(result) for name, result in upstream.items()}
         result = run_stage(stage, RunContext(cfg, run_id, base), inputs)
+        _progress(stage, result)
         if stage.name != "register":
             return result.to_dict()
         from recsys_tasks.pipeline import summarize
@@ -147,18 +151,48 @@ def _stage_task(stage):
 
 dag_object = recsys_cold_start()
 
-if __name__ == "__main__":
+def _progress(stage, result) -> None:
+    """One line per finished stage on the terminal `make run` started from (``RECSYS_PROGRESS_FD``)."""
+    fd = os.environ.get("RECSYS_PROGRESS_FD")
+    if fd:
+        from recsys_tasks.stages import progress_line
+
+        os.write(int(fd), (progress_line(stage, result) + "\n").encode())
+
+
+def _test_quietly() -> int:
+    """``dag.test()`` with Airflow's own output in a log file: the terminal gets a line per stage and the table."""
     import json
     import sys
     from pathlib import Path
 
-    run = dag_object.test()
     from recsys_tasks.pipeline import run_dir
 
+    log_path = Path(os.environ.get("AIRFLOW_HOME", ".airflow")).resolve() / "logs" / "dag-test.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal, errors = os.dup(1), os.dup(2)
+    os.set_inheritable(terminal, True)
+    os.environ["RECSYS_PROGRESS_FD"] = str(terminal)
+    os.write(terminal, f"Airflow's own logs: {log_path}\n".encode())
+    with open(log_path, "w") as log:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            run = dag_object.test()
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(terminal, 1), os.dup2(errors, 2)
     summary_path = run_dir(run.run_id) / "summary.json"
     if run.state != "success" or not summary_path.exists():
-        print(f"DAG run {run.run_id} ended in state {run.state}", file=sys.stderr)
-        raise SystemExit(1)
-    summary = json.loads(Path(summary_path).read_text())
+        print(f"DAG run {run.run_id} ended in state {run.state}; the failing task's error is in {log_path}",
+              file=sys.stderr)
+        return 1
+    summary = json.loads(summary_path.read_text())
+    print()
     print(summary.get("table") or "(no evaluation: trained without holdout)")
     print(json.dumps({k: v for k, v in summary.items() if k not in ("table", "metrics")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_test_quietly())

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import hypothesis
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -842,3 +843,41 @@ def test_mlflow_models_serve_answers_from_the_same_registered_model(real_servers
     predictions = response.json()["predictions"]
     expected = load_recommender(f"models:/{NAME}/1", uri=trained.uri).recommend(requests)
     assert [p["items"] for p in predictions] == [e["items"] for e in expected]
+
+
+# ---------------------------------------------------------------- generated requests (Schemathesis)
+@pytest.fixture(scope="module")
+def api_schema(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The app's own OpenAPI schema, behind an API key, with the champion loaded (lifespan run once)."""
+    import schemathesis
+
+    app = create_app(settings=_settings(trained, tmp_path_factory.mktemp("fuzz"), api_key=KEY))
+    with TestClient(app):
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_generated_requests_never_get_a_server_error_and_match_the_schema(api_schema: Any, mode: str) -> None:
+    """Every operation, with paths, queries and bodies generated from the schema (valid ones, then invalid
+    ones): no 5xx, and every answer is one the OpenAPI document declares, with the body it declares."""
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance]
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/recommend", "/items", "/health"}
+
+    called = set()
+    for operation in operations:
+        @hypothesis.settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.given(case=operation.as_strategy(GenerationMode(mode)))
+        def call(case: Any) -> None:
+            case.call_and_validate(headers={"X-API-Key": KEY}, checks=checks)
+            called.add(operation.path)
+
+        try:
+            call()
+        except hypothesis.errors.Unsatisfiable:  # nothing invalid to send (no parameters, no body)
+            assert mode == "negative" and not (operation.body or operation.query or operation.path_parameters)
+    assert called >= {"/recommend", "/recommend/batch", "/items"}

@@ -65,5 +65,7 @@ class GenreMatcher:
                 last_negation, negation = negation[0], next(negations)
             if last_negation >= clause_start:
                 continue
-            found.setdefault(self.names[int(match.lastgroup[1:])], match.group(0))
+            group = match.lastgroup
+            assert group is not None  # every alternative of the pattern is a named group, g<i>
+            found.setdefault(self.names[int(group[1:])], match.group(0))
         return found

@@ -249,7 +249,9 @@ class Explainer:
                 if any(v in ("", "unknown") for v in chosen.values()):
                     continue
                 rows = self._segments.get(segment_key(chosen))
-                words = describe_segment(chosen) if rows is not None else None
+                if rows is None:
+                    continue
+                words = describe_segment(chosen)
                 if words:
                     found.append((words, rows))
             _remember(self._profiles, values, found)
@@ -279,11 +281,12 @@ class Explainer:
             sim = unit[:len(top_rows)] @ unit[len(top_rows):].T  # (k, h) cosines
             best, best_sim = sim.argmax(1).tolist(), sim.max(1).tolist()
             kg = self._kg_matches(top_rows, cited, sim)
-        genres, z = {}, None
+        genres, z, taste_reason = {}, None, ""
         if query.text:
             genres, mean, sd = self._text(query.text, taste)
             if taste is not None:
                 z = ((content[top, :self.text_dim] @ taste - mean) / sd).tolist()
+                taste_reason = f"matches '{quote(query.text)}'"
         segment_words = self._segment_words(self._profile_key(query.profile))
         reasons: list[str] = []
         anchored: list[int] = []
@@ -300,7 +303,7 @@ class Explainer:
             elif best and best_sim[i] >= similar_min:
                 reasons.append(f"similar to {titles[cited[best[i]]]}")
             elif z is not None and z[i] >= taste_min:
-                reasons.append(f"matches '{quote(query.text)}'")
+                reasons.append(taste_reason)
             elif (words := segment_words.get(row)) is not None:
                 reasons.append(f"popular with {words}")
             elif trained[row] and row in overall:
@@ -336,7 +339,10 @@ class Explainer:
 
     def _unit_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Centred unit vectors of catalog rows (the same numbers whether kept or computed now)."""
-        return self._unit[rows] if self._unit is not None else self._centred(self._vecs[rows])
+        if self._unit is not None:
+            return self._unit[rows]
+        assert self._vecs is not None, "`_sync` sets the item vectors before any row is asked for"
+        return self._centred(self._vecs[rows])
 
     def _kg_matches(self, top: list[int], cited: list[int], sim: np.ndarray) -> dict[int, tuple[int, str]]:
         """{top position: (history position, relation)} for the top items sharing a KG column with a

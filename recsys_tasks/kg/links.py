@@ -52,9 +52,9 @@ def item_links(items: pd.DataFrame, kg: pd.DataFrame, relations: Mapping[str, st
 
 
 def reason_links(items: pd.DataFrame, kg: pd.DataFrame, train: pd.DataFrame,
-                 threshold: float = 4.0) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+                 threshold: float = 4.0) -> tuple[pd.DataFrame, dict[str, list[float | None]]]:
     """`item_links` less the relations that fail `relation_lift` (what a bundle stores), and
-    {relation: [lift, pairs]} for every relation judged (what its metadata reports)."""
+    {relation: [lift (None where undefined), pairs]} for every relation judged (what its metadata reports)."""
     links = item_links(items, kg)
     lifts = relation_lift(links, items["item_id"].astype(str).tolist(), items["entity_id"].astype(str).tolist(),
                           train, threshold) if len(links) else {}

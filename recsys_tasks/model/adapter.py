@@ -80,8 +80,10 @@ class RequestAdapter:
         if self.is_own_history(query):
             found = self._known_rows.get(query.user_id)
             if found is None:
-                found = self._known_rows[query.user_id] = _read_only(*self.history_rows(query),
-                                                                     self.item_rows(query.history_items))
+                rows, ratings = self.history_rows(query)
+                found = (rows, ratings, self.item_rows(query.history_items))
+                _read_only(*found)
+                self._known_rows[query.user_id] = found
             return found
         return (*self.history_rows(query), self.item_rows(query.history_items))
 
@@ -96,7 +98,6 @@ class RequestAdapter:
                 if self.is_own_history(q) else None for q in queries]
 
 
-def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+def _read_only(*arrays: np.ndarray) -> None:
     for a in arrays:
         a.flags.writeable = False
-    return arrays

@@ -71,7 +71,8 @@ class ItemIndex:
     def upsert(self, rows: np.ndarray, vectors: np.ndarray, bias: np.ndarray) -> None:
         """(Re)insert items under their catalog rows (a changed item's old entry is removed first)."""
         rows = np.asarray(rows, np.int64)
-        self.index.remove_ids(rows)
+        # faiss' stub types Index.remove_ids as IDSelector only; its wrapper also takes an int64 id array
+        self.index.remove_ids(rows)  # type: ignore[arg-type]
         self.index.add_with_ids(_augment(vectors, bias), rows)
 
 

@@ -115,7 +115,7 @@ class DemographicPopularity:
             order = np.lexsort((id_rank[items], -liked))[:n]
             return [self.item_ids[i] for i in items[order].tolist()]
 
-        out = {(): ranked(self.groups(())[2], 0, None)}
+        out: dict[tuple[str, ...], list[str]] = {(): ranked(self.groups(())[2], 0, None)}
         for level in levels:
             keys, sizes, counts = self.groups(level)
             for values, group in keys.items():

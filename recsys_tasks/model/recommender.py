@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from recsys_tasks.model.explanations import explainer_for, response
 from recsys_tasks.model.scoring import History, Scoring
 from recsys_tasks.model.sentences import Sentences
 from recsys_tasks.protocol.queries import Query
+
+if TYPE_CHECKING:
+    from recsys_tasks.model.fusion import Fusion
 
 __all__ = ["Bundle", "Recommender", "UnknownIdError"]
 
@@ -52,7 +55,7 @@ class Recommender:
         self.sentences = Sentences(bundle.texts, bundle.text_vectors, self.meta["text_model"], self.device.type)
         self.requests = RequestAdapter(bundle.users, bundle.histories, self.item_row, self.meta["max_history"])
         self.explainer = explainer_for(bundle)  # KG links and training popularity, looked up per recommended item
-        self.fusion = None
+        self.fusion: Fusion | None = None
         self.set_fusion(bundle.fusion, bundle.ease)
         self.scoring = Scoring(bundle, model, self.device, self.sentences)
 
@@ -64,7 +67,7 @@ class Recommender:
         return cls(Bundle.load(directory), load_model(Path(directory) / "model.pt", device), device)
 
     # ------------------------------------------------------------------ what serves
-    def set_fusion(self, meta: dict | None, ease: np.ndarray | None, fusion=None) -> None:
+    def set_fusion(self, meta: dict | None, ease: np.ndarray | None, fusion: Fusion | None = None) -> None:
         """Fuse the model's scores with a tuned prior and EASE (`fusion`); None: the model alone.
         ``fusion``: the `fusion.Fusion` ``meta`` describes, where the caller has built it already."""
         from recsys_tasks.model.fusion import Fusion
@@ -178,10 +181,10 @@ class Recommender:
         scores = (self._score(queries, histories, [r[2] for r in rows]) if queries
                   else np.zeros((0, len(self.item_ids)), np.float32))
         out = []
-        for request, query, (*history, seen), row in zip(requests, queries, rows, scores):
+        for request, query, (pooled, ratings, seen), row in zip(requests, queries, rows, scores):
             mask = allowed(len(self.item_ids), self.item_row, request, seen)
             best = top(row, np.flatnonzero(mask), int(request.get("k") or k))
-            out.append(self._response(request, query, best, row[best], history))
+            out.append(self._response(request, query, best, row[best], (pooled, ratings)))
         return out
 
     def indexed_rows(self) -> np.ndarray:
@@ -250,16 +253,16 @@ class Recommender:
         return [{"item_id": self.item_ids[i], "score": round(float(scores[i]), 6)} for i in top(scores, others, k)]
 
     # ------------------------------------------------------------------ reasons
-    def explain(self, query: Query, top: Sequence[int], history: History | None = None) -> list[str]:
+    def explain(self, query: Query, top: Sequence[int] | np.ndarray, history: History | None = None) -> list[str]:
         """Why each catalog row of ``top`` is recommended to ``query`` (see `reasons`); ``history``:
         the query's `_history_rows` when already known."""
-        top = np.asarray(top, np.int64)
-        if not len(top):
+        top_rows = np.asarray(top, np.int64)
+        if not len(top_rows):
             return []
-        history, ratings = history if history is not None else self._history_rows(query)
+        pooled, ratings = history if history is not None else self._history_rows(query)
         taste = self.text_vectors([query.text])[0] if query.text else None
-        return self.explainer.explain(query, history, ratings, top, self._item_arrays()[0], self.bundle.item_content,
-                                      taste)
+        return self.explainer.explain(query, pooled, ratings, top_rows, self._item_arrays()[0],
+                                      self.bundle.item_content, taste)
 
     def _response(self, request: dict, query: Query, best: np.ndarray, scores: np.ndarray,
                   history: History | None = None) -> dict:

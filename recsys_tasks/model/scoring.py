@@ -155,7 +155,10 @@ class Scoring:
 
     def text_profiles(self, histories: Sequence[History]) -> np.ndarray:
         """(b, k): `liked_text` in the content map's profile basis (a map with a profile term)."""
-        return self.liked_text(histories) @ self.bundle.content_map.profile_basis.T
+        content_map = self.bundle.content_map
+        assert content_map is not None and content_map.profile_basis is not None, (
+            "text profiles are asked for only where `profile_columns` found a profile term")
+        return self.liked_text(histories) @ content_map.profile_basis.T
 
     def profile_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(the catalog rows without an ID, ``profile_weight`` times their text in the content map's

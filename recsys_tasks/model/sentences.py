@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported on first use: it brings torch and transformers
+    from recsys_tasks.text.encoder import TextEncoder
 
 __all__ = ["Sentences"]
 
@@ -22,7 +26,7 @@ class Sentences:
         self.row = {t: i for i, t in enumerate(texts)}  # sentence -> its row of `matrix`
         self.matrix = vectors  # (n_texts, text_dim)
         self.text_model, self.device = text_model, device
-        self.encoder = None  # `text.encoder.TextEncoder`, made on first use
+        self.encoder: TextEncoder | None = None  # made on first use
         self.external: Callable[[list[str]], np.ndarray] | None = None  # a bounded shared cache (the API's)
         self._lock = threading.Lock()
 
@@ -59,7 +63,7 @@ class Sentences:
                 out[i] = self.matrix[self.row[t]] if t in self.row else found[t]
         return out
 
-    def text_encoder(self):
+    def text_encoder(self) -> TextEncoder:
         """The bundle's text model (`text.encoder.TextEncoder`), loaded on first use."""
         if self.encoder is None:
             from recsys_tasks.text.encoder import TextEncoder

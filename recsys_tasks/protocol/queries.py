@@ -46,9 +46,10 @@ def profile_of(row: Mapping[str, Any] | None) -> dict[str, Any]:
     """A user's profile dict from a ``dataset.users`` row (None: an unknown user, all empty)."""
     row = row or {}
     age = row.get("age")
-    missing = age is None or age is pd.NA or (isinstance(age, float) and np.isnan(age))
+    if age is pd.NA or (isinstance(age, float) and np.isnan(age)):
+        age = None
     return {
-        "age": None if missing else int(age),
+        "age": None if age is None else int(age),
         "gender": _text(row.get("gender")),
         "occupation": _text(row.get("occupation")),
         "zip_code": _text(row.get("zip_code")),

@@ -63,8 +63,8 @@ __all__ = ["InsecureServeError", "ModelHolder", "ServeSettings", "create_app"]
 def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
                settings: ServeSettings | None = None, holder: ModelHolder | None = None) -> FastAPI:
     """The API on ``model_uri`` (default: the champion of ``workdir``'s registry, followed)."""
-    settings = replace(settings or ServeSettings.from_env(), **{k: v for k, v in
-                       {"model_uri": model_uri, "workdir": str(workdir) if workdir else None}.items() if v})
+    given: dict[str, Any] = {"model_uri": model_uri, "workdir": str(workdir) if workdir else None}
+    settings = replace(settings or ServeSettings.from_env(), **{k: v for k, v in given.items() if v})
     holder = holder or ModelHolder(settings)
     settings = holder.settings
     scorer = Batcher(holder.recommend, holder.model_thread, settings.max_batch)
@@ -72,8 +72,8 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
 
     async def answer(requests: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
         """New sentences encoded first (text threads), then every request scored (model thread)."""
-        recommender = holder.served.recommender
-        cache = recommender.sentence_encoder
+        served = holder.served
+        recommender, cache = served.recommender, served.sentence_cache
         new = {t for r in requests for t in recommender.new_sentences(r) if t not in cache}
         if new:
             await asyncio.gather(*[sentences.submit(t) for t in new])
@@ -123,9 +123,13 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
     refused: dict[int | str, dict[str, Any]] = {}
     if settings.api_key:
         refused[401] = {"model": Problem, "description": KEY_ERROR}
-    invalid = {422: {"model": Invalid, "description": "a field is invalid or over its limit (named in loc), "
-                                                      "or an item id is unknown"}}
-    too_large = {413: {"model": Problem, "description": f"body over {settings.max_body_bytes} bytes"}}
+    invalid: dict[int | str, dict[str, Any]] = {
+        422: {"model": Invalid, "description": "a field is invalid or over its limit (named in loc), "
+                                               "or an item id is unknown"}}
+    too_large: dict[int | str, dict[str, Any]] = {
+        413: {"model": Problem, "description": f"body over {settings.max_body_bytes} bytes"}}
+    malformed: dict[int | str, dict[str, Any]] = {
+        400: {"model": Problem, "description": "the body cannot be parsed (not JSON in UTF-8)"}}
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
@@ -153,7 +157,7 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         return Response(body, status, {k.decode(): v.decode() for k, v in headers}, media_type="application/json")
 
     @app.post("/recommend/batch", response_model=list[Recommendation], dependencies=guarded,
-              responses={**refused, **too_large, **invalid})
+              responses={**refused, **too_large, **malformed, **invalid})
     async def recommend_batch(
             requests: Annotated[list[Request], Body(max_length=settings.max_batch_requests)]) -> Response:
         results = await answer([r.to_plain() for r in requests])
@@ -166,7 +170,7 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         return _json(results)
 
     @app.post("/items", response_model=ItemsOut, dependencies=guarded,
-              responses={**refused, **too_large, **invalid,
+              responses={**refused, **too_large, **malformed, **invalid,
                          409: {"model": Problem, "description": "the added items would exceed max_added_items"}})
     async def add_items(items: Annotated[list[ItemIn], Body(min_length=1, max_length=MAX_ITEMS_PER_POST)]) -> Response:
         """Adds or replaces items. Past ``max_added_items`` distinct added ids the post is refused
@@ -176,7 +180,7 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         records = [i.to_record() for i in items]
         try:
             holder.check_room([r["item_id"] for r in records])  # before encoding; checked again when added
-            cache = holder.served.recommender.sentence_encoder
+            cache = holder.served.sentence_cache
             vectors = await run_in_threadpool(cache.encode, [item_text(r) for r in records])
             report = await asyncio.wrap_future(holder.run(holder.add_items, records, cache.text_model, vectors))
         except CatalogFullError as exc:

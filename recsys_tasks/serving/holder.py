@@ -48,6 +48,13 @@ class Served:
     loaded_at: float
     index: ItemIndex | None = None  # ranks the catalog instead of an exact product (big catalogs)
 
+    @property
+    def sentence_cache(self) -> SentenceCache:
+        """The recommender's sentence encoder: the `SentenceCache` the holder gave it (`ModelHolder._with_cache`)."""
+        cache = self.recommender.sentence_encoder
+        assert isinstance(cache, SentenceCache), "the holder gives every recommender it serves its SentenceCache"
+        return cache
+
 
 class ModelHolder:
     """The model being served, its catalog additions, and the one thread that touches it."""
@@ -87,6 +94,7 @@ class ModelHolder:
     def _champion_version(self) -> str:
         from recsys_tasks.registry.store import ModelNotFoundError, alias_version
 
+        assert self.alias is not None, "only a holder that follows an alias asks for its version"
         version = alias_version(self.settings.model_name, self.alias, self.settings.store())
         if version is None:
             raise ModelNotFoundError(f"cannot load model 'models:/{self.settings.model_name}@{self.alias}': "
@@ -138,8 +146,7 @@ class ModelHolder:
     def _replay(self, served: Served, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
-        recommender = served.recommender
-        cache = recommender.sentence_encoder
+        recommender, cache = served.recommender, served.sentence_cache
         same = [e["text_model"] == cache.text_model and len(e["vector"]) == recommender.meta["text_dim"]
                 for e in entries]
         vectors = np.zeros((len(entries), int(recommender.meta["text_dim"])), np.float32)
@@ -212,12 +219,13 @@ class ModelHolder:
 
     def _recommend(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         served = self.served
+        recommend: Callable[..., list[dict[str, Any]]]
         if served.index is not None:
             recommend = partial(served.recommender.recommend_with_index, served.index)
         else:
             recommend = served.recommender.recommend
         try:
-            return recommend(requests, k=self.settings.default_k)
+            return list(recommend(requests, k=self.settings.default_k))
         except UnknownIdError:
             out: list[dict[str, Any] | Exception] = []
             for request in requests:
@@ -229,7 +237,7 @@ class ModelHolder:
 
     def encode_sentences(self, texts: list[str]) -> list[None]:
         """Put new sentences into the sentence cache, in one encoder pass (on the text thread)."""
-        self.served.recommender.sentence_encoder(list(dict.fromkeys(texts)))
+        self.served.sentence_cache(list(dict.fromkeys(texts)))
         return [None] * len(texts)
 
     def check_room(self, item_ids: list[str]) -> None:
@@ -257,7 +265,7 @@ class ModelHolder:
         self.catalog.append(items, text_model, vectors)
         with self._lock:
             served = self.served
-            cache = served.recommender.sentence_encoder
+            cache = served.sentence_cache
             if text_model != cache.text_model:  # swapped to another text model meanwhile (its replay re-encoded)
                 vectors = cache.encode([item_text(i) for i in items])
             report = self._apply(served, items, vectors)

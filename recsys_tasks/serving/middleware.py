@@ -30,7 +30,9 @@ class ApiKeyCheck:
         self.app, self._key = app, api_key.encode()
 
     def key_ok(self, key: bytes | None) -> bool:
-        return bool(key) and hmac.compare_digest(key, self._key)
+        if not key:  # absent or empty
+            return False
+        return hmac.compare_digest(key, self._key)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or _route_path(scope) in OPEN_PATHS:

@@ -53,8 +53,9 @@ class OnnxTextEncoder:
         self.encoder, self.dim, self.name = encoder, encoder.dim, encoder.name
         self.quantized, self.runtime = quantized, "onnx-int8" if quantized else "onnx"
         # int8: the checked fp32 graph too, for item texts and to quantize from
-        self._fp32 = OnnxTextEncoder(encoder, cache_dir, threads) if quantized else self
-        self.path = self._fp32.path.with_suffix(".int8.onnx") if quantized else Path(cache_dir) / f"{_fingerprint(encoder)}.onnx"
+        self._fp32: OnnxTextEncoder = OnnxTextEncoder(encoder, cache_dir, threads) if quantized else self
+        self.path: Path = (self._fp32.path.with_suffix(".int8.onnx") if quantized
+                           else Path(cache_dir) / f"{_fingerprint(encoder)}.onnx")
         if self.path.exists():
             try:
                 self._load(threads)
@@ -102,11 +103,11 @@ def sentence_encoder(text_model: str, runtime: str = "onnx", cache_dir: str | Pa
     why), or PyTorch."""
     if runtime not in RUNTIMES:
         raise ValueError(f"text runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-    if runtime != "torch" and cache_dir is None:
+    if runtime == "torch":
+        return TextEncoder(text_model, device="cpu")
+    if cache_dir is None:
         raise ValueError(f"the {runtime} text runtime needs a cache folder for the exported graph")
     encoder = TextEncoder(text_model, device="cpu")
-    if runtime == "torch":
-        return encoder
     try:
         return OnnxTextEncoder(encoder, cache_dir, threads, quantized=runtime == "onnx-int8")
     except (ImportError, OnnxExportError, OSError) as exc:
