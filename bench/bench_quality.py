@@ -21,28 +21,32 @@ from pathlib import Path
 import pandas as pd
 
 from recsys_tasks.config import PipelineConfig
+from recsys_tasks.data.extract import extract
 from recsys_tasks.evaluation.evaluate import evaluate
 from recsys_tasks.evaluation.table import MODEL, RATIO, summary_table, to_markdown
-from recsys_tasks.data.extract import extract
 from recsys_tasks.kg.embed import kg_embed
-from recsys_tasks.text.embed import text_embed
 from recsys_tasks.model.finetune import finetune
-
+from recsys_tasks.text.embed import text_embed
 
 ABLATIONS = {
     "full model": [],
     "without KG": ["finetune.inputs=text,demographics"],
     "without text": ["finetune.inputs=kg,demographics"],
     "without demographics": ["finetune.inputs=text,kg"],
-    "without cold-start training": ["finetune.id_dropout=0", "finetune.empty_history_prob=0",
-                                    "finetune.truncate_histories=false", "finetune.profile_dropout=0"],
+    "without cold-start training": [
+        "finetune.id_dropout=0",
+        "finetune.empty_history_prob=0",
+        "finetune.truncate_histories=false",
+        "finetune.profile_dropout=0",
+    ],
     "without fusion": ["finetune.fusion=false"],
     "without content map": ["finetune.content_map=false"],
 }
 
 
-def run_seed(cfg: PipelineConfig, base: Path, text_dir: Path | None,
-             variants: dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], Path]:
+def run_seed(
+    cfg: PipelineConfig, base: Path, text_dir: Path | None, variants: dict[str, list[str]]
+) -> tuple[dict[str, pd.DataFrame], Path]:
     """One seed's slice x ranker results per variant; the text stage is reused across seeds (it ignores the split)."""
     threshold = cfg.extract.positive_threshold
     ex = extract(cfg.extract, base / "extract")
@@ -80,8 +84,9 @@ def main() -> None:
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in variants}
     text_dir = None
     for seed in args.seeds:
-        cfg = PipelineConfig().with_overrides([f"extract.seed={seed}", f"finetune.seed={seed}",
-                                               f"kg.seed={seed}", *args.set])
+        cfg = PipelineConfig().with_overrides(
+            [f"extract.seed={seed}", f"finetune.seed={seed}", f"kg.seed={seed}", *args.set]
+        )
         results, text_dir = run_seed(cfg, root / f"seed{seed}", text_dir, variants)
         for name, frame in results.items():
             print(f"\n## seed {seed}, {name}\n\n{to_markdown(summary_table(frame))}", flush=True)

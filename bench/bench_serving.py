@@ -42,14 +42,53 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
-TOPICS = ["trains", "islands", "chess", "robots", "jazz", "dragons", "detectives", "submarines", "deserts", "twins",
-          "heists", "ghosts", "kings", "pilots", "gardens", "storms", "circuses", "spies", "volcanoes", "wolves"]
+GENRES = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
+TOPICS = [
+    "trains",
+    "islands",
+    "chess",
+    "robots",
+    "jazz",
+    "dragons",
+    "detectives",
+    "submarines",
+    "deserts",
+    "twins",
+    "heists",
+    "ghosts",
+    "kings",
+    "pilots",
+    "gardens",
+    "storms",
+    "circuses",
+    "spies",
+    "volcanoes",
+    "wolves",
+]
 
 
 # ---------------------------------------------------------------- servers (child processes)
@@ -73,8 +112,12 @@ def _serve_bare(workdir: str, port: int) -> None:
         scores = vecs @ user + bias
         top = np.argpartition(-scores, 20)[:20]
         top = top[np.argsort(-scores[top])]
-        return JSONResponse({"request_id": body.get("request_id"),
-                             "items": [{"item_id": ids[i], "score": round(float(scores[i]), 6)} for i in top]})
+        return JSONResponse(
+            {
+                "request_id": body.get("request_id"),
+                "items": [{"item_id": ids[i], "score": round(float(scores[i]), 6)} for i in top],
+            }
+        )
 
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
@@ -95,21 +138,34 @@ def _serve_synthetic(workdir: str, port: int, n_items: int, index: str) -> None:
     extra = n_items - len(rec.item_ids)
     rng = np.random.default_rng(0)
     source = rng.integers(0, len(rec.item_ids), extra)
-    content = bundle.item_content[source] + rng.normal(0, 0.02, (extra, bundle.item_content.shape[1])).astype(np.float32)
+    content = bundle.item_content[source] + rng.normal(0, 0.02, (extra, bundle.item_content.shape[1])).astype(
+        np.float32
+    )
     synthetic = pd.DataFrame({"item_id": [f"syn{i}" for i in range(extra)]})
     for column in bundle.catalog.columns:
         if column not in ("item_id", "id_row"):
             synthetic[column] = bundle.catalog[column].iloc[source].to_numpy()
     synthetic["id_row"] = int(bundle.meta["n_id_items"])
-    big = Bundle(pd.concat([bundle.catalog, synthetic[bundle.catalog.columns]], ignore_index=True),
-                 np.vstack([bundle.item_content, content]).astype(np.float32), bundle.users, bundle.histories,
-                 bundle.texts, bundle.text_vectors, bundle.kg_demo, dict(bundle.meta), bundle.item_links,
-                 bundle.content_map, bundle.fusion, bundle.ease)
+    big = Bundle(
+        pd.concat([bundle.catalog, synthetic[bundle.catalog.columns]], ignore_index=True),
+        np.vstack([bundle.item_content, content]).astype(np.float32),
+        bundle.users,
+        bundle.histories,
+        bundle.texts,
+        bundle.text_vectors,
+        bundle.kg_demo,
+        dict(bundle.meta),
+        bundle.item_links,
+        bundle.content_map,
+        bundle.fusion,
+        bundle.ease,
+    )
     del content
     torch.set_num_threads(2)  # building: the item tower over every item
     big_rec = Recommender(big, rec.model)
-    settings = ServeSettings(workdir=tempfile.mkdtemp(prefix="bench-serve-"), poll_seconds=0, index=index,
-                             index_min_items=0)
+    settings = ServeSettings(
+        workdir=tempfile.mkdtemp(prefix="bench-serve-"), poll_seconds=0, index=index, index_min_items=0
+    )
     app = create_app(holder=ModelHolder(settings, recommender=big_rec))
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
@@ -164,20 +220,19 @@ async def closed_loop(url: str, bodies: Callable[[int], bytes], clients: int, se
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
-        for phase, length in (("warm-up", min(2.0, seconds)), ("measure", seconds)):
-            done, errors, counter = 0, 0, [0]
-            stop_at = time.perf_counter() + length
 
-            async def client() -> None:
-                nonlocal done, errors
-                while time.perf_counter() < stop_at:
-                    counter[0] += 1
-                    status, _ = await _post(session, url, bodies(counter[0]))
-                    done, errors = done + 1, errors + (status != 200)
+        async def client(stop_at: float, counts: list[int]) -> None:  # counts: [sent, done, errors]
+            while time.perf_counter() < stop_at:
+                counts[0] += 1
+                status, _ = await _post(session, url, bodies(counts[0]))
+                counts[1], counts[2] = counts[1] + 1, counts[2] + (status != 200)
 
+        for length in (min(2.0, seconds), seconds):  # a warm-up, then the measured phase
+            counts = [0, 0, 0]
             start = time.perf_counter()
-            await asyncio.gather(*[client() for _ in range(clients)])
+            await asyncio.gather(*[client(start + length, counts) for _ in range(clients)])
             elapsed = time.perf_counter() - start
+    done, errors = counts[1], counts[2]
     return {"rps": done / elapsed, "errors": errors, "requests": done}
 
 
@@ -211,8 +266,9 @@ def _set_affinity(pid: int, cpus: set[int]) -> None:
             pass
 
 
-def wrk_closed_loop(url: str, bodies: Callable[[int], bytes], clients: int, seconds: float,
-                    folder: Path, cpus: list[int] | None = None) -> dict[str, float]:
+def wrk_closed_loop(
+    url: str, bodies: Callable[[int], bytes], clients: int, seconds: float, folder: Path, cpus: list[int] | None = None
+) -> dict[str, float]:
     """`closed_loop` driven by wrk: 2,000 bodies cycled through a Lua script; a warm-up run first."""
     body_file, script = folder / "bodies.jsonl", folder / "post.lua"
     if not body_file.exists():
@@ -230,8 +286,13 @@ end
     results = []
     for length in (min(2.0, seconds), seconds):
         pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus and shutil.which("taskset") else []
-        out = subprocess.run([*pin, "wrk", "-t1", f"-c{clients}", f"-d{max(1, round(length))}s", "-s", str(script), url],
-                             capture_output=True, text=True, timeout=length + 60, check=True).stdout
+        out = subprocess.run(
+            [*pin, "wrk", "-t1", f"-c{clients}", f"-d{max(1, round(length))}s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=length + 60,
+            check=True,
+        ).stdout
         lines = {line.split(":")[0].strip(): line for line in out.splitlines() if ":" in line}
         errors = sum(int(n) for n in lines.get("Non-2xx or 3xx responses", "x: 0").split(":")[1].split())
         done = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
@@ -278,9 +339,14 @@ async def open_loop(url: str, bodies: Callable[[int], bytes], rate: float, secon
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one(session, at, bodies(i + 1))))
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 120)
-    return {"p50_ms": 1e3 * _percentile(latencies, 50), "p99_ms": 1e3 * _percentile(latencies, 99),
-            "max_ms": 1e3 * max(latencies), "errors": errors, "requests": n,
-            "achieved_rps": n / (loop.time() - start)}
+    return {
+        "p50_ms": 1e3 * _percentile(latencies, 50),
+        "p99_ms": 1e3 * _percentile(latencies, 99),
+        "max_ms": 1e3 * max(latencies),
+        "errors": errors,
+        "requests": n,
+        "achieved_rps": n / (loop.time() - start),
+    }
 
 
 async def item_latency(base: str, trials: int) -> dict[str, float]:
@@ -291,8 +357,15 @@ async def item_latency(base: str, trials: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         for trial in range(trials):
             item_id = f"bench-{os.getpid()}-{trial}"
-            item = [{"item_id": item_id, "title": f"Bench Movie {trial}", "year": 2020, "genres": "Drama|Sci-Fi",
-                     "description": f"A benchmark film about {TOPICS[trial % len(TOPICS)]}."}]
+            item = [
+                {
+                    "item_id": item_id,
+                    "title": f"Bench Movie {trial}",
+                    "year": 2020,
+                    "genres": "Drama|Sci-Fi",
+                    "description": f"A benchmark film about {TOPICS[trial % len(TOPICS)]}.",
+                }
+            ]
             start = time.perf_counter()
             status, _ = await _post(session, f"{base}/items", json.dumps(item).encode())
             assert status == 200, status
@@ -314,8 +387,11 @@ def _request_maker(users: list[str], items: list[str], text: bool, seed: int = 0
     def make(i: int) -> bytes:
         request: dict[str, Any] = {"request_id": f"r{i}", "k": 20}
         if text or i % 2:
-            request["profile"] = {"age": rng.randint(15, 70), "gender": rng.choice("MF"),
-                                  "occupation": rng.choice(["student", "engineer", "artist", "writer", "other"])}
+            request["profile"] = {
+                "age": rng.randint(15, 70),
+                "gender": rng.choice("MF"),
+                "occupation": rng.choice(["student", "engineer", "artist", "writer", "other"]),
+            }
             request["history"] = [{"item_id": rng.choice(items), "rating": 5} for _ in range(rng.randint(0, 10))]
         else:
             request["user_id"] = rng.choice(users)
@@ -354,7 +430,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured load phase")
     parser.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/API rounds of the no-text phases")
-    parser.add_argument("--aiohttp", action="store_true", help="drive the closed loop with aiohttp even where wrk is installed")
+    parser.add_argument(
+        "--aiohttp", action="store_true", help="drive the closed loop with aiohttp even where wrk is installed"
+    )
     parser.add_argument("--no-pin", action="store_true", help="leave servers and load generator on every core")
     parser.add_argument("--serve", choices=["bare", "synthetic"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -372,7 +450,9 @@ def main() -> None:
 
     if alias_version(os.environ.get("RECSYS_MODEL_NAME", "recsys-cold-start")) is None:
         if not args.train:
-            raise SystemExit(f"no champion in {workdir}: run `make run`, `recsys run --workdir {workdir}`, or pass --train")
+            raise SystemExit(
+                f"no champion in {workdir}: run `make run`, `recsys run --workdir {workdir}`, or pass --train"
+            )
         subprocess.run([sys.executable, "-m", "recsys_tasks.cli", "run", "--workdir", str(workdir)], check=True)
     try:
         import uvloop
@@ -389,11 +469,32 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     try:
         bare_port, api_port = _free_port(), _free_port()
-        servers.append(_start(me + ["--serve", "bare", "--port", str(bare_port), "--workdir", str(workdir)], env,
-                              f"http://127.0.0.1:{bare_port}/docs"))
-        servers.append(_start([sys.executable, "-m", "recsys_tasks.cli", "serve", "--workdir", str(serve_dir),
-                               "--port", str(api_port), "--poll-seconds", "0", "--no-access-log"], env,
-                              f"http://127.0.0.1:{api_port}/health"))
+        servers.append(
+            _start(
+                me + ["--serve", "bare", "--port", str(bare_port), "--workdir", str(workdir)],
+                env,
+                f"http://127.0.0.1:{bare_port}/docs",
+            )
+        )
+        servers.append(
+            _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "recsys_tasks.cli",
+                    "serve",
+                    "--workdir",
+                    str(serve_dir),
+                    "--port",
+                    str(api_port),
+                    "--poll-seconds",
+                    "0",
+                    "--no-access-log",
+                ],
+                env,
+                f"http://127.0.0.1:{api_port}/health",
+            )
+        )
         bare, api = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{api_port}"
         no_text = _request_maker(users, items, text=False)
         s = args.seconds
@@ -405,30 +506,67 @@ def main() -> None:
         with _pinned(servers, not args.no_pin) as generator_cores:
             for _ in range(args.rounds):
                 for side, url in (("bare", f"{bare}/bare"), ("api", f"{api}/recommend")):
-                    runs[side].append(wrk_closed_loop(url, no_text, 50, s, serve_dir, generator_cores) if driver == "wrk"
-                                      else asyncio.run(closed_loop(url, no_text, 50, s)))
+                    runs[side].append(
+                        wrk_closed_loop(url, no_text, 50, s, serve_dir, generator_cores)
+                        if driver == "wrk"
+                        else asyncio.run(closed_loop(url, no_text, 50, s))
+                    )
             for _ in range(args.rounds):
                 for name, url in (("bare endpoint", f"{bare}/bare"), ("/recommend", f"{api}/recommend")):
                     opens[name].append(asyncio.run(open_loop(url, no_text, 300, s)))
-        pinning = f"servers on 1 core, the load generator on {len(generator_cores)}" if generator_cores else "not pinned"
+        pinning = (
+            f"servers on 1 core, the load generator on {len(generator_cores)}" if generator_cores else "not pinned"
+        )
         b, a = (_median([r["rps"] for r in runs[k]]) for k in ("bare", "api"))
-        rows += [(f"bare endpoint, 50 clients, closed loop ({driver})", f"{b:.0f} req/s",
-                  f"{_spread(runs['bare'], 'rps', 'req/s')}; {pinning}"),
-                 (f"/recommend, 50 clients, closed loop ({driver})", f"{a:.0f} req/s",
-                  f"{_spread(runs['api'], 'rps', 'req/s')}; {100 * a / b:.0f}% of bare (target >= 70%)")]
+        rows += [
+            (
+                f"bare endpoint, 50 clients, closed loop ({driver})",
+                f"{b:.0f} req/s",
+                f"{_spread(runs['bare'], 'rps', 'req/s')}; {pinning}",
+            ),
+            (
+                f"/recommend, 50 clients, closed loop ({driver})",
+                f"{a:.0f} req/s",
+                f"{_spread(runs['api'], 'rps', 'req/s')}; {100 * a / b:.0f}% of bare (target >= 70%)",
+            ),
+        ]
         for name, results in opens.items():
             p50, p99 = _median([r["p50_ms"] for r in results]), _median([r["p99_ms"] for r in results])
-            rows.append((f"{name}, 300 req/s open loop, no text", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
-                         f"p99 {_spread(results, 'p99_ms', 'ms')}, "
-                         f"{sum(r['errors'] for r in results)} errors" + (" (target p99 <= 25 ms)" if name == "/recommend" else "")))
+            rows.append(
+                (
+                    f"{name}, 300 req/s open loop, no text",
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                    f"p99 {_spread(results, 'p99_ms', 'ms')}, "
+                    f"{sum(r['errors'] for r in results)} errors"
+                    + (" (target p99 <= 25 ms)" if name == "/recommend" else ""),
+                )
+            )
         # New sentences: the API as configured (ONNX Runtime), the opt-in int8 graph and, as the baseline,
         # PyTorch; the same sentences for each in a round, other ones in every round.
         urls = {"onnx": api}
         for runtime in ("onnx-int8", "torch"):
             port = _free_port()
-            servers.append(_start([sys.executable, "-m", "recsys_tasks.cli", "serve", "--workdir", str(serve_dir),
-                                   "--port", str(port), "--poll-seconds", "0", "--no-access-log",
-                                   "--text-runtime", runtime], env, f"http://127.0.0.1:{port}/health"))
+            servers.append(
+                _start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "recsys_tasks.cli",
+                        "serve",
+                        "--workdir",
+                        str(serve_dir),
+                        "--port",
+                        str(port),
+                        "--poll-seconds",
+                        "0",
+                        "--no-access-log",
+                        "--text-runtime",
+                        runtime,
+                    ],
+                    env,
+                    f"http://127.0.0.1:{port}/health",
+                )
+            )
             urls[runtime] = f"http://127.0.0.1:{port}"
         texts: dict[str, list[dict[str, float]]] = {runtime: [] for runtime in urls}
         for r in range(args.rounds):
@@ -437,16 +575,29 @@ def main() -> None:
                 texts[runtime].append(asyncio.run(open_loop(f"{url}/recommend", sentences, 50, s)))
         _stop(servers.pop())
         _stop(servers.pop())
-        notes = {"onnx": " (target p99 <= 50 ms)", "onnx-int8": " (opt-in: --text-runtime onnx-int8)",
-                 "torch": " (baseline: PyTorch encoder)"}
+        notes = {
+            "onnx": " (target p99 <= 50 ms)",
+            "onnx-int8": " (opt-in: --text-runtime onnx-int8)",
+            "torch": " (baseline: PyTorch encoder)",
+        }
         for runtime, results in texts.items():
             p50, p99 = _median([x["p50_ms"] for x in results]), _median([x["p99_ms"] for x in results])
-            rows.append((f"/recommend, 50 new sentences/s, {runtime}", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
-                         f"p99 {_spread(results, 'p99_ms', 'ms')}, {sum(x['errors'] for x in results)} "
-                         "errors" + notes[runtime]))
+            rows.append(
+                (
+                    f"/recommend, 50 new sentences/s, {runtime}",
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                    f"p99 {_spread(results, 'p99_ms', 'ms')}, {sum(x['errors'] for x in results)} "
+                    "errors" + notes[runtime],
+                )
+            )
         i = asyncio.run(item_latency(api, 20))
-        rows.append(("POST /items -> recommendable", f"median {i['median_ms']:.0f} ms, max {i['max_ms']:.0f} ms",
-                     f"{i['trials']} items (target <= 1000 ms)"))
+        rows.append(
+            (
+                "POST /items -> recommendable",
+                f"median {i['median_ms']:.0f} ms, max {i['max_ms']:.0f} ms",
+                f"{i['trials']} items (target <= 1000 ms)",
+            )
+        )
         for server in servers:
             _stop(server)
         servers.clear()
@@ -455,23 +606,45 @@ def main() -> None:
             for index in ("exact", "faiss"):
                 port = _free_port()
                 started = time.perf_counter()
-                servers.append(_start(me + ["--serve", "synthetic", "--port", str(port), "--items", str(args.items),
-                                            "--index", index, "--workdir", str(workdir)], env,
-                                      f"http://127.0.0.1:{port}/health"))
+                servers.append(
+                    _start(
+                        me
+                        + [
+                            "--serve",
+                            "synthetic",
+                            "--port",
+                            str(port),
+                            "--items",
+                            str(args.items),
+                            "--index",
+                            index,
+                            "--workdir",
+                            str(workdir),
+                        ],
+                        env,
+                        f"http://127.0.0.1:{port}/health",
+                    )
+                )
                 ready = time.perf_counter() - started
                 o = asyncio.run(open_loop(f"http://127.0.0.1:{port}/recommend", no_text, 50, s))
-                rows.append((f"{args.items:,} items, {index}, 50 req/s open loop",
-                             f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms",
-                             f"max {o['max_ms']:.0f} ms, {o['errors']} errors, ready in {ready:.0f} s "
-                             "(target p99 <= 100 ms)"))
+                rows.append(
+                    (
+                        f"{args.items:,} items, {index}, 50 req/s open loop",
+                        f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms",
+                        f"max {o['max_ms']:.0f} ms, {o['errors']} errors, ready in {ready:.0f} s "
+                        "(target p99 <= 100 ms)",
+                    )
+                )
                 _stop(servers.pop())
     finally:
         for server in servers:
             _stop(server)
         shutil.rmtree(serve_dir, ignore_errors=True)
-    print(f"\nServing benchmark, {workdir} champion, top-20, loopback; {os.cpu_count()} cores shared by the "
-          f"load generator and the server under test; {s:.0f} s per phase; load average before/after: "
-          f"{load_before} / {' '.join(f'{x:.1f}' for x in os.getloadavg())}.\n")
+    print(
+        f"\nServing benchmark, {workdir} champion, top-20, loopback; {os.cpu_count()} cores shared by the "
+        f"load generator and the server under test; {s:.0f} s per phase; load average before/after: "
+        f"{load_before} / {' '.join(f'{x:.1f}' for x in os.getloadavg())}.\n"
+    )
     width = max(len(r[0]) for r in rows)
     print(f"| {'measure'.ljust(width)} | figure | note |\n|{'-' * (width + 2)}|---|---|")
     for name, figure, note in rows:

@@ -58,7 +58,7 @@ def _resolve_source(extract_cfg):
 
     if not extract_cfg.source.startswith("sql:"):
         return extract_cfg
-    conn = BaseHook.get_connection(extract_cfg.source[len("sql:"):])
+    conn = BaseHook.get_connection(extract_cfg.source[len("sql:") :])
     try:
         uri = conn.get_hook().sqlalchemy_url.render_as_string(hide_password=False)
     except Exception:  # no provider hook with a SQLAlchemy URL for this type: the connection's own URI
@@ -77,44 +77,102 @@ def _resolve_source(extract_cfg):
     tags=["recsys", "cold-start", "mlflow"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "owner": "ml-platform"},
     params={
-        "source": Param("bundled", type="string", title="Data source",
-                        description="'bundled' (MovieLens-100K + Freebase KG), a path to a RecBole "
-                                    "atomic-file directory or a CSV directory, or a database: "
-                                    "'sql:<Airflow connection id>', a SQLAlchemy URI, or 'sql' for the "
-                                    "URI in RECSYS_SOURCE_URI (tables users, items, interactions; "
-                                    "kg, links optional)."),
-        "previous_snapshot": Param(None, type=["null", "string"], title="Previous snapshot (SQL)",
-                                   description="Incremental extraction from a database: an earlier run's "
-                                               "extract directory; only newer interactions are read and "
-                                               "merged with it. Empty: read everything."),
-        "holdout": Param(True, type="boolean", title="Hold out test slices",
-                         description="Off: train on every interaction, skip evaluation, and promote only "
-                                     "if there is no champion yet."),
-        "seed": Param(42, type="integer", minimum=0, title="Split seed",
-                      description="Seed of the cold-user / cold-item split (and of the models)."),
-        "sample_users": Param(0, type="integer", minimum=0, title="Sample users",
-                              description="0 = all users; otherwise a seeded sample of this many users."),
-        "kg_model": Param("DistMult", type="string", title="KG model",
-                          enum=["DistMult", "ComplEx", "TransE", "RotatE", "TransH", "ConvE"],
-                          description="PyKEEN model, chosen by name."),
-        "kg_epochs": Param(20, type="integer", minimum=1, title="KG epochs",
-                           description="Upper bound; early stopping on a validation split may stop sooner."),
-        "kg_dim": Param(64, type="integer", minimum=2, title="KG embedding dimension",
-                        description="Size of the entity and relation vectors PyKEEN learns."),
-        "text_model": Param("sentence-transformers/all-MiniLM-L6-v2", type="string", title="Text model",
-                            description="Hugging Face encoder: the packaged all-MiniLM-L6-v2 by default, "
-                                        "or any local folder / hub name."),
-        "finetune_epochs": Param(40, type="integer", minimum=1, title="Fine-tune epochs",
-                                 description="Upper bound; early stopping on pseudo-cold validation users."),
-        "promotion_margin": Param(0.0, type="number", minimum=0, title="Promotion margin",
-                                  description="The candidate's mean cold-slice NDCG@20 must beat the "
-                                              "champion's by more than this."),
-        "model_name": Param("recsys-cold-start", type="string", title="Registered model name",
-                            description="MLflow registered model that receives the new version and its "
-                                        "'champion' or 'challenger' alias."),
-        "overrides": Param(None, type=["null", "array"], items={"type": "string"}, title="Config overrides",
-                           description="Any other config key as key=value, one per line, e.g. "
-                                       "finetune.dim=128 (the keys of recsys_tasks/config.py)."),
+        "source": Param(
+            "bundled",
+            type="string",
+            title="Data source",
+            description="'bundled' (MovieLens-100K + Freebase KG), a path to a RecBole "
+            "atomic-file directory or a CSV directory, or a database: "
+            "'sql:<Airflow connection id>', a SQLAlchemy URI, or 'sql' for the "
+            "URI in RECSYS_SOURCE_URI (tables users, items, interactions; "
+            "kg, links optional).",
+        ),
+        "previous_snapshot": Param(
+            None,
+            type=["null", "string"],
+            title="Previous snapshot (SQL)",
+            description="Incremental extraction from a database: an earlier run's "
+            "extract directory; only newer interactions are read and "
+            "merged with it. Empty: read everything.",
+        ),
+        "holdout": Param(
+            True,
+            type="boolean",
+            title="Hold out test slices",
+            description="Off: train on every interaction, skip evaluation, and promote only "
+            "if there is no champion yet.",
+        ),
+        "seed": Param(
+            42,
+            type="integer",
+            minimum=0,
+            title="Split seed",
+            description="Seed of the cold-user / cold-item split (and of the models).",
+        ),
+        "sample_users": Param(
+            0,
+            type="integer",
+            minimum=0,
+            title="Sample users",
+            description="0 = all users; otherwise a seeded sample of this many users.",
+        ),
+        "kg_model": Param(
+            "DistMult",
+            type="string",
+            title="KG model",
+            enum=["DistMult", "ComplEx", "TransE", "RotatE", "TransH", "ConvE"],
+            description="PyKEEN model, chosen by name.",
+        ),
+        "kg_epochs": Param(
+            20,
+            type="integer",
+            minimum=1,
+            title="KG epochs",
+            description="Upper bound; early stopping on a validation split may stop sooner.",
+        ),
+        "kg_dim": Param(
+            64,
+            type="integer",
+            minimum=2,
+            title="KG embedding dimension",
+            description="Size of the entity and relation vectors PyKEEN learns.",
+        ),
+        "text_model": Param(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            type="string",
+            title="Text model",
+            description="Hugging Face encoder: the packaged all-MiniLM-L6-v2 by default, "
+            "or any local folder / hub name.",
+        ),
+        "finetune_epochs": Param(
+            40,
+            type="integer",
+            minimum=1,
+            title="Fine-tune epochs",
+            description="Upper bound; early stopping on pseudo-cold validation users.",
+        ),
+        "promotion_margin": Param(
+            0.0,
+            type="number",
+            minimum=0,
+            title="Promotion margin",
+            description="The candidate's mean cold-slice NDCG@20 must beat the champion's by more than this.",
+        ),
+        "model_name": Param(
+            "recsys-cold-start",
+            type="string",
+            title="Registered model name",
+            description="MLflow registered model that receives the new version and its "
+            "'champion' or 'challenger' alias.",
+        ),
+        "overrides": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            title="Config overrides",
+            description="Any other config key as key=value, one per line, e.g. "
+            "finetune.dim=128 (the keys of recsys_tasks/config.py).",
+        ),
     },
 )
 def recsys_cold_start():
@@ -151,6 +209,7 @@ def _stage_task(stage):
 
 dag_object = recsys_cold_start()
 
+
 def _progress(stage, result) -> None:
     """One line per finished stage on the terminal `make run` started from (``RECSYS_PROGRESS_FD``)."""
     fd = os.environ.get("RECSYS_PROGRESS_FD")
@@ -184,8 +243,10 @@ def _test_quietly() -> int:
             os.dup2(terminal, 1), os.dup2(errors, 2)
     summary_path = run_dir(run.run_id) / "summary.json"
     if run.state != "success" or not summary_path.exists():
-        print(f"DAG run {run.run_id} ended in state {run.state}; the failing task's error is in {log_path}",
-              file=sys.stderr)
+        print(
+            f"DAG run {run.run_id} ended in state {run.state}; the failing task's error is in {log_path}",
+            file=sys.stderr,
+        )
         return 1
     summary = json.loads(summary_path.read_text())
     print()

@@ -69,8 +69,10 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
 def finish(result: StageResult, tmp_dir: Path) -> StageResult:
     """Write ``result.json`` into the temporary directory with paths rebased to the final one."""
     final = Path(result.out_dir)
-    rebased = {k: str(final / Path(v).relative_to(tmp_dir)) if Path(v).is_relative_to(tmp_dir) else v
-               for k, v in result.artifacts.items()}
+    rebased = {
+        k: str(final / Path(v).relative_to(tmp_dir)) if Path(v).is_relative_to(tmp_dir) else v
+        for k, v in result.artifacts.items()
+    }
     out = StageResult(result.stage, str(final), rebased, result.metrics, result.info)
     write_json(tmp_dir / "result.json", out.to_dict())
     return out

@@ -22,8 +22,10 @@ from recsys_tasks.config import ConfigError, PipelineConfig
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.workdir:
         os.environ["RECSYS_WORKDIR"] = str(Path(args.workdir).resolve())
     try:
@@ -61,13 +63,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from recsys_tasks.registry.store import load_recommender
     from recsys_tasks.model.requests import read_requests
+    from recsys_tasks.registry.store import load_recommender
 
     requests = read_requests(args.requests)
     recommender = load_recommender(args.model, args.model_name)
     for start in range(0, len(requests), 256):
-        for response in recommender.recommend(requests[start:start + 256], k=args.k):
+        for response in recommender.recommend(requests[start : start + 256], k=args.k):
             print(json.dumps(response))
     return 0
 
@@ -77,12 +79,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     from recsys_tasks.serving.app import ServeSettings, create_app
 
-    settings = ServeSettings.from_env(model_uri=args.model, model_name=args.model_name, host=args.host,
-                                      poll_seconds=args.poll_seconds, default_k=args.k,
-                                      text_runtime=args.text_runtime)  # no API key beyond loopback: exits 2
+    settings = ServeSettings.from_env(
+        model_uri=args.model,
+        model_name=args.model_name,
+        host=args.host,
+        poll_seconds=args.poll_seconds,
+        default_k=args.k,
+        text_runtime=args.text_runtime,
+    )  # no API key beyond loopback: exits 2
     app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
-                log_level="info" if args.verbose else "warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        access_log=args.access_log,
+        log_level="info" if args.verbose else "warning",
+    )
     return 0
 
 
@@ -95,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default="bundled", help="'bundled', a RecBole atomic-file dir or a CSV dir")
     run.add_argument("--workdir", help="where runs and the embedded MLflow store live (RECSYS_WORKDIR)")
     run.add_argument("--config", help="a YAML file with PipelineConfig sections")
-    run.add_argument("--no-holdout", action="store_true",
-                     help="train on every interaction, skip evaluation, promote only if there is no champion")
+    run.add_argument(
+        "--no-holdout",
+        action="store_true",
+        help="train on every interaction, skip evaluation, promote only if there is no champion",
+    )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. kg.epochs=5")
     run.set_defaults(func=_run)
 
@@ -112,17 +128,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workdir", help="the workdir whose registry holds the model (RECSYS_WORKDIR)")
     serve.add_argument("--model", help="an MLflow model URI (default: models:/<name>@champion, followed as it moves)")
     serve.add_argument("--model-name", default=PipelineConfig().registry.model_name, help="registered model name")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="interface to listen on (beyond loopback only with RECSYS_API_KEY set)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (beyond loopback only with RECSYS_API_KEY set)"
+    )
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (0: never)")
     serve.add_argument("--k", type=int, default=20, help="items per response unless a request says otherwise")
-    serve.add_argument("--text-runtime", choices=["onnx", "onnx-int8", "torch"], default="onnx",
-                       help="what encodes new sentences: ONNX Runtime (exported once, cached in "
-                            "<workdir>/serving/onnx), the same graph with int8 weights (~2.5x faster, "
-                            "vectors at cosine ~0.95 to the trained ones) or PyTorch")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
-                       help="log each request (uvicorn's access log)")
+    serve.add_argument(
+        "--text-runtime",
+        choices=["onnx", "onnx-int8", "torch"],
+        default="onnx",
+        help="what encodes new sentences: ONNX Runtime (exported once, cached in "
+        "<workdir>/serving/onnx), the same graph with int8 weights (~2.5x faster, "
+        "vectors at cosine ~0.95 to the trained ones) or PyTorch",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log each request (uvicorn's access log)",
+    )
     serve.set_defaults(func=_serve)
     return parser
 

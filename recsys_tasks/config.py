@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -160,14 +161,21 @@ class FinetuneConfig:
             "fusion_support": all(k >= 0 for k in self.fusion_support),
             "fusion_warm_cuts": all(0 < f < 1 for f in self.fusion_warm_cuts),
         }
-        rules = {"map_alphas": "positive penalties, at least one", "map_rbf_scale": "positive",
-                 "map_max_landmarks": "at least 1", "profile_dims": "at least one, each at least 1",
-                 "pseudo_new_folds": "at least 1", "validation_support": "at least one, none negative",
-                 "fusion_support": "none negative", "fusion_warm_cuts": "fractions strictly between 0 and 1"}
+        rules = {
+            "map_alphas": "positive penalties, at least one",
+            "map_rbf_scale": "positive",
+            "map_max_landmarks": "at least 1",
+            "profile_dims": "at least one, each at least 1",
+            "pseudo_new_folds": "at least 1",
+            "validation_support": "at least one, none negative",
+            "fusion_support": "none negative",
+            "fusion_warm_cuts": "fractions strictly between 0 and 1",
+        }
         for name, ok in checks.items():
             if not ok:
-                raise ConfigError(f"config key 'finetune.{name}': {getattr(self, name)!r} is invalid; expected "
-                                  f"{rules[name]}")
+                raise ConfigError(
+                    f"config key 'finetune.{name}': {getattr(self, name)!r} is invalid; expected {rules[name]}"
+                )
 
 
 @dataclass(frozen=True)
@@ -205,17 +213,17 @@ class PipelineConfig:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineConfig":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
         return _build(cls, data or {}, "")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
+    def from_yaml(cls, path: str | Path) -> PipelineConfig:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def with_overrides(self, overrides: Mapping[str, Any] | list[str]) -> "PipelineConfig":
+    def with_overrides(self, overrides: Mapping[str, Any] | list[str]) -> PipelineConfig:
         """Apply ``{"kg.epochs": 5}`` or ``["kg.epochs=5"]``; unknown keys are errors."""
         if not isinstance(overrides, Mapping):
             overrides = dict(_parse_assignment(s) for s in overrides)

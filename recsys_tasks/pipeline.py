@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -62,7 +63,7 @@ def write_resolved_config(cfg: PipelineConfig, directory: Path) -> Path:
 
 def new_run_id(prefix: str = "cli") -> str:
     """``<prefix>_<UTC time>_<random>``: two runs started in the same second never share a directory."""
-    return f"{prefix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+    return f"{prefix}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
 
 
 def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | None = None) -> dict[str, Any]:
@@ -77,16 +78,31 @@ def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | No
         if stage.name == "extract":  # validated first: bad data writes no run directory
             write_resolved_config(cfg, ctx.run_dir)
     registered = results.pop("register")
-    return summarize(run_id, ctx.run_dir, results, registered.info,
-                     {name: r.info["seconds"] for name, r in {**results, "register": registered}.items()})
+    return summarize(
+        run_id,
+        ctx.run_dir,
+        results,
+        registered.info,
+        {name: r.info["seconds"] for name, r in {**results, "register": registered}.items()},
+    )
 
 
-def summarize(run_id: str, base: Path, results: Mapping[str, StageResult], registered: Mapping[str, Any],
-              seconds: Mapping[str, float] | None = None) -> dict[str, Any]:
+def summarize(
+    run_id: str,
+    base: Path,
+    results: Mapping[str, StageResult],
+    registered: Mapping[str, Any],
+    seconds: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """The run's summary, also written to ``<run dir>/summary.json``."""
     evaluation = results["evaluate"]
-    summary = {"run_id": run_id, "run_dir": str(base), **registered,
-               "metrics": evaluation.metrics, "table": evaluation.info.get("table"),
-               "stage_seconds": dict(seconds or {})}
+    summary = {
+        "run_id": run_id,
+        "run_dir": str(base),
+        **registered,
+        "metrics": evaluation.metrics,
+        "table": evaluation.info.get("table"),
+        "stage_seconds": dict(seconds or {}),
+    }
     write_json(base / "summary.json", summary)
     return summary

@@ -40,9 +40,15 @@ def slice_chart(frame: pd.DataFrame, path: str | Path, metric: str = "ndcg@20") 
         rows = rows.assign(order=rows["ranker"].map(lambda r: len(baselines) if r == MODEL else baselines.index(r)))
         rows = rows.sort_values("order")
         for n, (ranker, value) in enumerate(zip(rows["ranker"], rows[metric])):
-            ax.bar(x + (n - (len(rows) - 1) / 2) * width, value, width,
-                   color=colours[ranker], edgecolor="white", linewidth=0.5,
-                   label=None if ranker in drawn else ranker)
+            ax.bar(
+                x + (n - (len(rows) - 1) / 2) * width,
+                value,
+                width,
+                color=colours[ranker],
+                edgecolor="white",
+                linewidth=0.5,
+                label=None if ranker in drawn else ranker,
+            )
             drawn.add(ranker)
     ax.set_xticks(np.arange(len(slices)), slices, rotation=20, ha="right")
     ax.set_ylabel(metric.upper())
@@ -51,8 +57,14 @@ def slice_chart(frame: pd.DataFrame, path: str | Path, metric: str = "ndcg@20") 
     if drawn:
         handles, labels = ax.get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: labels[i] == MODEL)
-        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+        )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -65,8 +77,13 @@ def curves_chart(curves: pd.DataFrame, path: str | Path) -> Path:
     columns = [c for c in curves.columns if c != "epoch"]
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), dpi=110, squeeze=False)
     for ax, column in zip(axes[0], columns):
-        ax.plot(curves["epoch"], curves[column], marker="o", markersize=3,
-                color=MODEL_COLOUR if column == "loss" else BASELINE_COLOURS[0])
+        ax.plot(
+            curves["epoch"],
+            curves[column],
+            marker="o",
+            markersize=3,
+            color=MODEL_COLOUR if column == "loss" else BASELINE_COLOURS[0],
+        )
         ax.set_title(column)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -11,9 +11,9 @@ this module at parse time): each stage imports its library function when it runs
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig
@@ -62,15 +62,28 @@ def _text_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
 def _finetune(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     from recsys_tasks.model.finetune import finetune
 
-    return finetune(ctx.cfg.finetune, inputs["extract"].out_dir, inputs["kg_embed"].out_dir,
-                    inputs["text_embed"].out_dir, out, ctx.cfg.text.model, ctx.cfg.extract.positive_threshold)
+    return finetune(
+        ctx.cfg.finetune,
+        inputs["extract"].out_dir,
+        inputs["kg_embed"].out_dir,
+        inputs["text_embed"].out_dir,
+        out,
+        ctx.cfg.text.model,
+        ctx.cfg.extract.positive_threshold,
+    )
 
 
 def _evaluate(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     from recsys_tasks.evaluation.evaluate import evaluate
 
-    return evaluate(ctx.cfg.evaluate, inputs["extract"].out_dir, inputs["text_embed"].out_dir,
-                    inputs["finetune"].artifacts["bundle"], out, ctx.cfg.extract.positive_threshold)
+    return evaluate(
+        ctx.cfg.evaluate,
+        inputs["extract"].out_dir,
+        inputs["text_embed"].out_dir,
+        inputs["finetune"].artifacts["bundle"],
+        out,
+        ctx.cfg.extract.positive_threshold,
+    )
 
 
 def _register(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
@@ -81,24 +94,54 @@ def _register(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("extract", (), False, _extract,
-          "read the source, validate it, snapshot it to Parquet, build the cold-start split",
-          (("n_users", "users"), ("n_items", "items"), ("n_interactions", "interactions"))),
-    Stage("kg_embed", ("extract",), False, _kg_embed,
-          "embed the knowledge graph (items, attributes, demographics, likes) with PyKEEN",
-          (("n_triples", "triples"), ("epochs_trained", "epochs"), ("mrr", "MRR"))),
-    Stage("text_embed", ("extract",), True, _text_embed,
-          "encode item, profile and stated-taste text with a BERT-family encoder",
-          (("n_texts", "texts"), ("texts_per_second", "texts/s"))),
-    Stage("finetune", ("extract", "kg_embed", "text_embed"), True, _finetune,
-          "train the hybrid two-tower model, its content map and its fusion",
-          (("epochs_trained", "epochs"), ("val_ndcg", "validation NDCG@20"))),
-    Stage("evaluate", ("extract", "text_embed", "finetune"), False, _evaluate,
-          "score every cold-start slice, the baselines fit in the same run",
-          (("cold_mean_ndcg", "cold-slice NDCG"), ("cold_mean_ndcg/best_baseline", "best baselines"))),
-    Stage("register", ("extract", "kg_embed", "text_embed", "finetune", "evaluate"), False, _register,
-          "log the run to MLflow, register the model, move `champion` only if it is better",
-          (("model_version", "version"), ("alias", "alias"))),
+    Stage(
+        "extract",
+        (),
+        False,
+        _extract,
+        "read the source, validate it, snapshot it to Parquet, build the cold-start split",
+        (("n_users", "users"), ("n_items", "items"), ("n_interactions", "interactions")),
+    ),
+    Stage(
+        "kg_embed",
+        ("extract",),
+        False,
+        _kg_embed,
+        "embed the knowledge graph (items, attributes, demographics, likes) with PyKEEN",
+        (("n_triples", "triples"), ("epochs_trained", "epochs"), ("mrr", "MRR")),
+    ),
+    Stage(
+        "text_embed",
+        ("extract",),
+        True,
+        _text_embed,
+        "encode item, profile and stated-taste text with a BERT-family encoder",
+        (("n_texts", "texts"), ("texts_per_second", "texts/s")),
+    ),
+    Stage(
+        "finetune",
+        ("extract", "kg_embed", "text_embed"),
+        True,
+        _finetune,
+        "train the hybrid two-tower model, its content map and its fusion",
+        (("epochs_trained", "epochs"), ("val_ndcg", "validation NDCG@20")),
+    ),
+    Stage(
+        "evaluate",
+        ("extract", "text_embed", "finetune"),
+        False,
+        _evaluate,
+        "score every cold-start slice, the baselines fit in the same run",
+        (("cold_mean_ndcg", "cold-slice NDCG"), ("cold_mean_ndcg/best_baseline", "best baselines")),
+    ),
+    Stage(
+        "register",
+        ("extract", "kg_embed", "text_embed", "finetune", "evaluate"),
+        False,
+        _register,
+        "log the run to MLflow, register the model, move `champion` only if it is better",
+        (("model_version", "version"), ("alias", "alias")),
+    ),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 
@@ -119,6 +162,11 @@ def progress_line(stage: Stage, result: StageResult) -> str:
 
 def _figure(value: object) -> str:
     if isinstance(value, float):  # counts whole, rates to a decimal, scores to four
-        return f"{value:,.0f}" if value.is_integer() or abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 \
+        return (
+            f"{value:,.0f}"
+            if value.is_integer() or abs(value) >= 100
+            else f"{value:.1f}"
+            if abs(value) >= 1
             else f"{value:.4f}"
+        )
     return str(value)

@@ -42,9 +42,15 @@ class Stack:
 
     def start(self, name: str, args: list[str]) -> None:
         with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(args, env=self.env, cwd=self.cwd, stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                args,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def dead(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
@@ -85,7 +91,10 @@ def _secrets(path: Path) -> dict[str, str]:
     """The API server's JWT secret and secret key, generated once and kept (mode 600)."""
     stored = json.loads(path.read_text()) if path.exists() else {}
     if not stored:
-        stored = {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32), "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16)}
+        stored = {
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        }
         path.touch(mode=0o600)
         path.write_text(json.dumps(stored) + "\n")
     return stored
@@ -112,8 +121,9 @@ def _wait(stack: Stack, what: str, url: str, timeout: float, names: tuple[str, .
     while time.monotonic() < deadline:
         dead = {n: rc for n, rc in stack.dead().items() if names is None or n in names}
         if dead:
-            raise RuntimeError(f"{what}: {', '.join(dead)} exited ({dead})\n"
-                               + "\n".join(f"--- {n}\n{stack.tail(n)}" for n in dead))
+            raise RuntimeError(
+                f"{what}: {', '.join(dead)} exited ({dead})\n" + "\n".join(f"--- {n}\n{stack.tail(n)}" for n in dead)
+            )
         if _up(url):
             return
         time.sleep(1)
@@ -153,15 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_uri = tracking_uri()
     external_mlflow = mlflow_uri.startswith(("http://", "https://"))
     mlflow_url = mlflow_uri.rstrip("/") if external_mlflow else f"http://{args.host}:{args.mlflow_port}"
-    env = {**os.environ,
-           "AIRFLOW__API__BASE_URL": airflow_url,
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r, _ in logins),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-           "RECSYS_MLFLOW_UI_URL": mlflow_url}
+    env = {
+        **os.environ,
+        "AIRFLOW__API__BASE_URL": airflow_url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r, _ in logins),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+        "RECSYS_MLFLOW_UI_URL": mlflow_url,
+    }
     for key, value in _secrets(home / "ui-secrets.json").items():  # one JWT secret for signers and checkers,
-        env.setdefault(key, value)                                   # kept so that a restart keeps the sessions
+        env.setdefault(key, value)  # kept so that a restart keeps the sessions
     airflow = str(BIN / "airflow")
 
     migrate = subprocess.run([airflow, "db", "migrate"], env=env, cwd=work, capture_output=True, text=True)
@@ -176,11 +188,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not external_mlflow:
             artifacts = (work / "mlartifacts").resolve().as_uri()
-            stack.start("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", mlflow_uri,
-                                   "--default-artifact-root", artifacts, "--host", args.host,
-                                   "--port", str(args.mlflow_port), "--workers", "1"])
-        stack.start("api-server", [airflow, "api-server", "--host", args.host, "--port", str(args.airflow_port),
-                                   "--workers", "1"])
+            stack.start(
+                "mlflow",
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    mlflow_uri,
+                    "--default-artifact-root",
+                    artifacts,
+                    "--host",
+                    args.host,
+                    "--port",
+                    str(args.mlflow_port),
+                    "--workers",
+                    "1",
+                ],
+            )
+        stack.start(
+            "api-server",
+            [airflow, "api-server", "--host", args.host, "--port", str(args.airflow_port), "--workers", "1"],
+        )
         for name in ("scheduler", "dag-processor", "triggerer"):
             stack.start(name, [airflow, name])
         if not external_mlflow:
@@ -195,18 +223,35 @@ def main(argv: list[str] | None = None) -> int:
             dead = {n: rc for n, rc in stack.dead().items() if n in core}
             if dead:
                 for name in dead:
-                    print(f"{name} exited with code {dead[name]}; its log ends with:\n{stack.tail(name)}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"{name} exited with code {dead[name]}; its log ends with:\n{stack.tail(name)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 return 1
             if not args.no_serve and not served and time.monotonic() >= next_poll:
                 version = _champion(args.model_name)
                 if version is None and next_poll == 0.0:
-                    print(f"Serving API: waiting for a champion of {args.model_name} (trigger {DAG_ID} in the "
-                          "Airflow UI, or `make run`); it starts here as soon as one is registered.", flush=True)
+                    print(
+                        f"Serving API: waiting for a champion of {args.model_name} (trigger {DAG_ID} in the "
+                        "Airflow UI, or `make run`); it starts here as soon as one is registered.",
+                        flush=True,
+                    )
                 next_poll = time.monotonic() + 10
                 if version is not None:
-                    stack.start("serve", [str(BIN / "recsys"), "serve", "--host", args.host, "--port",
-                                          str(args.serve_port), "--model-name", args.model_name])
+                    stack.start(
+                        "serve",
+                        [
+                            str(BIN / "recsys"),
+                            "serve",
+                            "--host",
+                            args.host,
+                            "--port",
+                            str(args.serve_port),
+                            "--model-name",
+                            args.model_name,
+                        ],
+                    )
                     served = True
                     try:
                         _wait(stack, "the serving API", f"{serve_url}/health", 600, ("serve",))
@@ -227,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped", flush=True)
 
 
-def _banner(airflow_url: str, mlflow_url: str, model: str, logins: list[tuple[str, str, str]],
-            password_file: Path, logs: Path) -> str:
+def _banner(
+    airflow_url: str, mlflow_url: str, model: str, logins: list[tuple[str, str, str]], password_file: Path, logs: Path
+) -> str:
     width = max(len(n) for n, _, _ in logins)
     lines = [
         "",

@@ -52,15 +52,20 @@ USERS = [
 ]
 ITEMS_HEADER = ["item_id", "title", "year", "genres"]
 ITEMS = [
-    [str(i), "Crash, The" if i == 7 else f"Movie {i}", str(1980 + i),
-     "|".join(dict.fromkeys((GENRES[i % 4], GENRES[(i * 3) % 4])))]  # one or two genres
+    [
+        str(i),
+        "Crash, The" if i == 7 else f"Movie {i}",
+        str(1980 + i),
+        "|".join(dict.fromkeys((GENRES[i % 4], GENRES[(i * 3) % 4]))),
+    ]  # one or two genres
     for i in range(1, N_ITEMS + 1)
 ]
 INTERACTIONS_HEADER = ["user_id", "item_id", "rating", "timestamp"]
 # User u rates 5 distinct items (3u + 2k mod 15) at increasing times; ratings cycle 1..5.
 INTERACTIONS = [
     [str(u), str((3 * u + 2 * k) % N_ITEMS + 1), str((u + k) % 5 + 1), str(BASE_TIME + 1000 * u + 10 * k)]
-    for u in range(1, N_USERS + 1) for k in range(PER_USER)
+    for u in range(1, N_USERS + 1)
+    for k in range(PER_USER)
 ]
 LINKS_HEADER = ["item_id", "entity_id"]
 LINKS = [[str(i), f"m.film{i}"] for i in range(1, 11)]  # items 11-15 have no KG entity
@@ -78,8 +83,10 @@ KG = [
 RECBOLE = {
     "inter": (["user_id:token", "item_id:token", "rating:float", "timestamp:float"], INTERACTIONS),
     "user": (["user_id:token", "age:token", "gender:token", "occupation:token", "zip_code:token"], USERS),
-    "item": (["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"],
-             [[i, t, y, g.replace("|", " ")] for i, t, y, g in ITEMS]),  # RecBole separates genres by spaces
+    "item": (
+        ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"],
+        [[i, t, y, g.replace("|", " ")] for i, t, y, g in ITEMS],
+    ),  # RecBole separates genres by spaces
     "kg": (["head_id:token", "relation_id:token", "tail_id:token"], KG),
     "link": (["item_id:token", "entity_id:token"], LINKS),
 }
@@ -91,10 +98,20 @@ CSV = {
     "links.csv": (LINKS_HEADER, LINKS),
 }
 
-RECBOLE_FILES = {"interactions": "tiny.inter", "users": "tiny.user", "items": "tiny.item",
-                 "kg": "tiny.kg", "links": "tiny.link"}
-CSV_FILES = {"interactions": "interactions.csv", "users": "users.csv", "items": "items.csv",
-             "kg": "kg.csv", "links": "links.csv"}
+RECBOLE_FILES = {
+    "interactions": "tiny.inter",
+    "users": "tiny.user",
+    "items": "tiny.item",
+    "kg": "tiny.kg",
+    "links": "tiny.link",
+}
+CSV_FILES = {
+    "interactions": "interactions.csv",
+    "users": "users.csv",
+    "items": "items.csv",
+    "kg": "kg.csv",
+    "links": "links.csv",
+}
 
 
 @dataclass(frozen=True)
@@ -128,8 +145,7 @@ def write_rows(path: Path, header: list[str], rows: Iterable[list[str]]) -> Path
         if _is_csv(path):
             writer = csv.writer(handle, lineterminator="\n")
         else:
-            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n",
-                                escapechar="\\")
+            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n", escapechar="\\")
         writer.writerow(header)
         writer.writerows(rows)
     return path
@@ -158,7 +174,7 @@ def write_variant(
         rows[row][names.index(column)] = value
     for old, new in (rename or {}).items():
         j = names.index(old)
-        header[j] = new + header[j][len(old):]
+        header[j] = new + header[j][len(old) :]
     dropped = set(drop_rows)
     rows = [r for n, r in enumerate(rows) if n not in dropped] + [list(r) for r in append]
     return write_rows(path, header, [] if header_only else rows)
@@ -193,8 +209,10 @@ def tiny_csv_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def make_tiny_dir() -> Callable[[Path, str], Path]:
     """``make_tiny_dir(directory, "recbole" | "csv")`` writes the tiny data; usable from any fixture scope."""
+
     def make(directory: Path, fmt: str) -> Path:
         return {"recbole": make_recbole_dir, "csv": make_csv_dir}[fmt](Path(directory))
+
     return make
 
 
@@ -276,8 +294,9 @@ def tiny_kg_config() -> Any:
     """PyKEEN's DistMult at dimension 4 for 2 epochs on the CPU: the tiny KG stage's config."""
     from recsys_tasks.config import KGConfig
 
-    return KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
-                    device="cpu")
+    return KGConfig(
+        embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -287,8 +306,9 @@ def tiny_kg_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_kg(tiny_snapshot: Any, tiny_kg_config: Any, tiny_kg_checkpoints: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Any:
+def tiny_kg(
+    tiny_snapshot: Any, tiny_kg_config: Any, tiny_kg_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     """``kg_embed`` of ``tiny_snapshot`` with ``tiny_kg_config``; its folder's parent holds nothing else."""
     import pykeen.stoppers.early_stopping as early_stopping
     import pykeen.training.training_loop as training_loop
@@ -309,8 +329,11 @@ def tiny_text(tiny_snapshot: Any, tiny_bert: str, tmp_path_factory: pytest.TempP
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return text_embed(TextConfig(model=tiny_bert, device="cpu"), tiny_snapshot.out_dir,
-                          tmp_path_factory.mktemp("tiny-text") / "text")
+        return text_embed(
+            TextConfig(model=tiny_bert, device="cpu"),
+            tiny_snapshot.out_dir,
+            tmp_path_factory.mktemp("tiny-text") / "text",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -318,20 +341,33 @@ def tiny_finetune_config() -> Any:
     """The hybrid at dimension 4 for 2 epochs on the CPU, histories of up to 5 items: the tiny finetune's config."""
     from recsys_tasks.config import FinetuneConfig
 
-    return FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3,
-                          device="cpu")
+    return FinetuneConfig(
+        dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3, device="cpu"
+    )
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_snapshot: Any, tiny_kg: Any, tiny_text: Any, tiny_bert: str, tiny_finetune_config: Any,
-                tmp_path_factory: pytest.TempPathFactory) -> Any:
+def tiny_bundle(
+    tiny_snapshot: Any,
+    tiny_kg: Any,
+    tiny_text: Any,
+    tiny_bert: str,
+    tiny_finetune_config: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
     """``finetune`` on the tiny stages: the StageResult; ``tiny_bundle.path("bundle")`` is the bundle folder."""
     from recsys_tasks.model.finetune import finetune
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return finetune(tiny_finetune_config, tiny_snapshot.out_dir, tiny_kg.out_dir, tiny_text.out_dir,
-                        tmp_path_factory.mktemp("tiny-finetune") / "finetune", tiny_bert)
+        return finetune(
+            tiny_finetune_config,
+            tiny_snapshot.out_dir,
+            tiny_kg.out_dir,
+            tiny_text.out_dir,
+            tmp_path_factory.mktemp("tiny-finetune") / "finetune",
+            tiny_bert,
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -81,8 +81,16 @@ def test_finish_rebases_paths_and_writes_result_json(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with atomic_dir(out) as tmp:
         (tmp / "table.parquet").write_bytes(b"x")
-        result = finish(StageResult("demo", str(out), {"table": str(tmp / "table.parquet"), "elsewhere": "/data/x"},
-                                    {"n": 3.0}, {"holdout": True}), tmp)
+        result = finish(
+            StageResult(
+                "demo",
+                str(out),
+                {"table": str(tmp / "table.parquet"), "elsewhere": "/data/x"},
+                {"n": 3.0},
+                {"holdout": True},
+            ),
+            tmp,
+        )
     assert result.artifacts == {"table": str(out / "table.parquet"), "elsewhere": "/data/x"}
     assert result.path("table").read_bytes() == b"x"
     assert StageResult.load(out) == result
@@ -97,12 +105,25 @@ def test_stage_result_dict_round_trip_is_json() -> None:
 
 # ---------------------------------------------------------------- JSON helpers
 def test_write_json_handles_numpy_values_and_paths(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "x.json", {
-        "b": np.int64(3), "a": np.float32(0.5), "arr": np.arange(3), "matrix": np.eye(2, dtype=int),
-        "flag": np.bool_(True), "path": Path("/tmp/p"),
-    })
-    assert read_json(path) == {"a": 0.5, "arr": [0, 1, 2], "b": 3, "flag": True,
-                               "matrix": [[1, 0], [0, 1]], "path": "/tmp/p"}
+    path = write_json(
+        tmp_path / "x.json",
+        {
+            "b": np.int64(3),
+            "a": np.float32(0.5),
+            "arr": np.arange(3),
+            "matrix": np.eye(2, dtype=int),
+            "flag": np.bool_(True),
+            "path": Path("/tmp/p"),
+        },
+    )
+    assert read_json(path) == {
+        "a": 0.5,
+        "arr": [0, 1, 2],
+        "b": 3,
+        "flag": True,
+        "matrix": [[1, 0], [0, 1]],
+        "path": "/tmp/p",
+    }
     text = path.read_text()
     assert text.index('"a"') < text.index('"b"') and text.endswith("\n")  # sorted keys, stable diffs
 

@@ -6,32 +6,50 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tasks.evaluation.baselines import (
-    ALSFoldIn, DemographicPopularity, GenrePopularity, GenreProfile, ItemKNN, Popularity, RandomScorer,
-    TextProfile, baselines_for, parse_genres,
-)
 from recsys_tasks.config import EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
-from recsys_tasks.protocol.queries import Query, Scorer
 from recsys_tasks.data.split import Split
+from recsys_tasks.evaluation.baselines import (
+    ALSFoldIn,
+    DemographicPopularity,
+    GenrePopularity,
+    GenreProfile,
+    ItemKNN,
+    Popularity,
+    RandomScorer,
+    TextProfile,
+    baselines_for,
+    parse_genres,
+)
+from recsys_tasks.protocol.queries import Query, Scorer
 
 ITEMS = ["a", "b", "c", "d"]
 
 
 def _train(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
-                         "rating": [float(r[2]) for r in rows], "timestamp": np.arange(len(rows), dtype=np.int64)})
+    return pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "rating": [float(r[2]) for r in rows],
+            "timestamp": np.arange(len(rows), dtype=np.int64),
+        }
+    )
 
 
-def _query(user: str = "new", items: tuple[str, ...] = (), text: str | None = None,
-           profile: dict | None = None) -> Query:
+def _query(
+    user: str = "new", items: tuple[str, ...] = (), text: str | None = None, profile: dict | None = None
+) -> Query:
     history = tuple((item, 5.0, t) for t, item in enumerate(items))
     return Query(user, profile or {"age": None, "gender": "", "occupation": "", "zip_code": ""}, history, text)
 
 
 def test_popularity_ranks_the_most_liked_item_first_and_ignores_low_ratings() -> None:
-    train = _train([(f"u{i}", "a", 4) for i in range(3)] + [(f"u{i}", "b", 5) for i in range(2)]
-                   + [(f"v{i}", "b", 2) for i in range(3)])
+    train = _train(
+        [(f"u{i}", "a", 4) for i in range(3)]
+        + [(f"u{i}", "b", 5) for i in range(2)]
+        + [(f"v{i}", "b", 2) for i in range(3)]
+    )
     scores = Popularity(ITEMS, train).score([_query(), _query("other")])
     assert scores.dtype == np.float32 and scores.shape == (2, 4)
     assert scores[0].tolist() == [3.0, 2.0, 0.0, 0.0]
@@ -40,23 +58,29 @@ def test_popularity_ranks_the_most_liked_item_first_and_ignores_low_ratings() ->
 
 @pytest.fixture
 def demographic() -> tuple[pd.DataFrame, pd.DataFrame]:
-    users = pd.DataFrame({
-        "user_id": ["f1", "f2", "f3", "f4", "m1", "m2", "m3", "m4", "m5"],
-        "age": pd.array([30, 31, 29, 30, 40, 41, 42, 43, 44], dtype="Int64"),
-        "gender": ["F"] * 4 + ["M"] * 5,
-        "occupation": ["doctor"] * 3 + ["lawyer"] + ["engineer"] * 5,
-        "zip_code": [""] * 9,
-    })
-    train = _train([("f1", "b", 5), ("f2", "b", 5), ("f3", "b", 4), ("f4", "c", 5)]
-                   + [(f"m{i}", "a", 5) for i in range(1, 6)])
+    users = pd.DataFrame(
+        {
+            "user_id": ["f1", "f2", "f3", "f4", "m1", "m2", "m3", "m4", "m5"],
+            "age": pd.array([30, 31, 29, 30, 40, 41, 42, 43, 44], dtype="Int64"),
+            "gender": ["F"] * 4 + ["M"] * 5,
+            "occupation": ["doctor"] * 3 + ["lawyer"] + ["engineer"] * 5,
+            "zip_code": [""] * 9,
+        }
+    )
+    train = _train(
+        [("f1", "b", 5), ("f2", "b", 5), ("f3", "b", 4), ("f4", "c", 5)] + [(f"m{i}", "a", 5) for i in range(1, 6)]
+    )
     return users, train
 
 
-@pytest.mark.parametrize(("profile", "best"), [
-    ({"gender": "F", "age": 31, "occupation": "doctor"}, "b"),    # own group: 3 users
-    ({"gender": "M", "age": 40, "occupation": "artist"}, "a"),    # no such group: (M, 35-44)
-    ({"gender": "", "age": None, "occupation": ""}, "a"),          # nothing known: everyone
-])
+@pytest.mark.parametrize(
+    ("profile", "best"),
+    [
+        ({"gender": "F", "age": 31, "occupation": "doctor"}, "b"),  # own group: 3 users
+        ({"gender": "M", "age": 40, "occupation": "artist"}, "a"),  # no such group: (M, 35-44)
+        ({"gender": "", "age": None, "occupation": ""}, "a"),  # nothing known: everyone
+    ],
+)
 def test_demographic_popularity_uses_the_profiles_group(demographic, profile, best) -> None:
     users, train = demographic
     scorer = DemographicPopularity(ITEMS, train, users, min_group=3)
@@ -73,8 +97,9 @@ def test_demographic_popularity_backs_off_from_a_small_group(demographic) -> Non
 
 
 def test_item_knn_recommends_the_co_occurring_item() -> None:
-    train = _train([("u1", "a", 5), ("u1", "b", 1), ("u2", "a", 3), ("u2", "b", 4), ("u3", "c", 5),
-                    ("u3", "d", 5), ("u4", "c", 5)])
+    train = _train(
+        [("u1", "a", 5), ("u1", "b", 1), ("u2", "a", 3), ("u2", "b", 4), ("u3", "c", 5), ("u3", "d", 5), ("u4", "c", 5)]
+    )
     scores = ItemKNN(ITEMS, train).score([_query(items=("a",)), _query()])
     assert scores[0, 1] == pytest.approx(1.0)  # a and b always rated together
     assert scores[0, 0] == 0.0 and scores[0, 2] == 0.0 and scores[0, 3] == 0.0
@@ -100,27 +125,43 @@ def test_item_knn_scores_and_ranks_as_the_exact_item_item_cosine() -> None:
     of its exact cosines with the history, so the same ranking as a dense computation by hand."""
     items = [f"i{j}" for j in range(12)]
     rng = np.random.default_rng(5)
-    rows = [(f"u{u}", items[j], 1 + int(rng.integers(5))) for u in range(30)
-            for j in sorted(set(rng.choice(12, int(rng.integers(1, 7)), p=np.linspace(2, 1, 12) / 18).tolist()))]
+    rows = [
+        (f"u{u}", items[j], 1 + int(rng.integers(5)))
+        for u in range(30)
+        for j in sorted(set(rng.choice(12, int(rng.integers(1, 7)), p=np.linspace(2, 1, 12) / 18).tolist()))
+    ]
     train = _train(rows)
     histories = [("i0",), ("i1", "i5"), ("i3", "i4", "i9"), ()]
     scores = ItemKNN(items, train).score([_query(items=h) for h in histories])
     exact = _exact_item_knn(items, train, histories)
     np.testing.assert_allclose(scores, exact, atol=1e-6)
     for got, want in zip(scores, exact):  # best first, ties (equal to 1e-6) by catalog order
-        assert np.lexsort((np.arange(12), -np.round(got, 6))).tolist() == np.lexsort(
-            (np.arange(12), -np.round(want, 6))).tolist()
+        assert (
+            np.lexsort((np.arange(12), -np.round(got, 6))).tolist()
+            == np.lexsort((np.arange(12), -np.round(want, 6))).tolist()
+        )
 
 
 def test_item_knn_with_k_neighbours_keeps_each_items_k_most_similar() -> None:
     """a's neighbours by cosine: b (1.0), then c (1/2), then d (1/√6): with one neighbour, a history
     of a scores b only."""
-    train = _train([("u1", "a", 5), ("u1", "b", 5), ("u2", "a", 5), ("u2", "b", 5), ("u2", "c", 5), ("u3", "c", 5),
-                    ("u1", "d", 5), ("u4", "d", 5), ("u5", "d", 5)])
+    train = _train(
+        [
+            ("u1", "a", 5),
+            ("u1", "b", 5),
+            ("u2", "a", 5),
+            ("u2", "b", 5),
+            ("u2", "c", 5),
+            ("u3", "c", 5),
+            ("u1", "d", 5),
+            ("u4", "d", 5),
+            ("u5", "d", 5),
+        ]
+    )
     full = ItemKNN(ITEMS, train).score([_query(items=("a",))])[0]
     one = ItemKNN(ITEMS, train, neighbours=1).score([_query(items=("a",))])[0]
     assert full[0] == 0.0 and full[1] == pytest.approx(1.0) and full[2] == pytest.approx(0.5)
-    assert full[3] == pytest.approx(1 / 6 ** 0.5)
+    assert full[3] == pytest.approx(1 / 6**0.5)
     assert one.tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0])
 
 
@@ -132,6 +173,7 @@ def test_item_knn_refuses_fewer_than_one_neighbour() -> None:
 # ---------------------------------------------------------------- demographic popularity (`model.popularity`)
 def test_demographic_popularity_is_the_same_object_for_the_baseline_and_the_model() -> None:
     from recsys_tasks.model import popularity
+
     assert DemographicPopularity is popularity.DemographicPopularity
     assert EvaluateConfig().demographic_min_group == popularity.MIN_GROUP
 
@@ -139,11 +181,24 @@ def test_demographic_popularity_is_the_same_object_for_the_baseline_and_the_mode
 def test_most_liked_lists_known_segments_with_enough_users_most_liked_first(demographic) -> None:
     """Doctors (3 F, 25-34) liked b; the lawyer c; 5 M engineers a; unknown values name no segment."""
     users, train = demographic
-    users = pd.concat([users, pd.DataFrame({"user_id": ["x1", "x2", "x3"], "age": pd.array([None] * 3, dtype="Int64"),
-                                            "gender": [""] * 3, "occupation": ["doctor"] * 3, "zip_code": ""})])
+    users = pd.concat(
+        [
+            users,
+            pd.DataFrame(
+                {
+                    "user_id": ["x1", "x2", "x3"],
+                    "age": pd.array([None] * 3, dtype="Int64"),
+                    "gender": [""] * 3,
+                    "occupation": ["doctor"] * 3,
+                    "zip_code": "",
+                }
+            ),
+        ]
+    )
     train = pd.concat([train, _train([("x1", "d", 5), ("x2", "d", 5), ("x3", "d", 4)])])
     popular = DemographicPopularity(ITEMS, train, users, min_group=3).most_liked(
-        [("gender", "age", "occupation"), ("gender",), ("occupation",)], top_n=1)
+        [("gender", "age", "occupation"), ("gender",), ("occupation",)], top_n=1
+    )
     assert popular[()] == ["a", "b", "d", "c"]  # 5, 3 and 3 (ties by id), 1
     assert popular[("gender=F", "age=25-34", "occupation=doctor")] == ["b"]
     assert popular[("gender=M", "age=35-44", "occupation=engineer")] == ["a"]
@@ -152,10 +207,13 @@ def test_most_liked_lists_known_segments_with_enough_users_most_liked_first(demo
     assert not any("lawyer" in "".join(k) for k in popular)  # a group of one
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"min_group": -1}, "min_group must be 0 or more"),
-    ({"item_ids": ["a", "b", "a"]}, "item_ids holds duplicates"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"min_group": -1}, "min_group must be 0 or more"),
+        ({"item_ids": ["a", "b", "a"]}, "item_ids holds duplicates"),
+    ],
+)
 def test_demographic_popularity_refuses_bad_arguments(demographic, kwargs: dict, error: str) -> None:
     users, train = demographic
     arguments = {"item_ids": ITEMS, "train": train, "users": users} | kwargs
@@ -236,11 +294,25 @@ def test_text_profile_ranks_by_cosine_to_the_mean_history_embedding() -> None:
 
 
 def _tiny_dataset() -> tuple[Dataset, Split]:
-    items = pd.DataFrame({"item_id": ITEMS, "title": ITEMS, "year": pd.array([2000] * 4, dtype="Int64"),
-                          "genres": ["Drama", "Comedy|Drama", "Horror", ""], "description": [""] * 4,
-                          "entity_id": [""] * 4})
-    users = pd.DataFrame({"user_id": ["u1", "u2"], "age": pd.array([20, None], dtype="Int64"),
-                          "gender": ["F", "M"], "occupation": ["x", "y"], "zip_code": ["", ""]})
+    items = pd.DataFrame(
+        {
+            "item_id": ITEMS,
+            "title": ITEMS,
+            "year": pd.array([2000] * 4, dtype="Int64"),
+            "genres": ["Drama", "Comedy|Drama", "Horror", ""],
+            "description": [""] * 4,
+            "entity_id": [""] * 4,
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "age": pd.array([20, None], dtype="Int64"),
+            "gender": ["F", "M"],
+            "occupation": ["x", "y"],
+            "zip_code": ["", ""],
+        }
+    )
     inter = _train([("u1", "a", 5), ("u1", "b", 4), ("u2", "a", 3), ("u2", "c", 5)])
     kg = pd.DataFrame({"head_id": [], "relation_id": [], "tail_id": []})
     split = Split(inter.assign(part="train"), (), (), 0, True)
@@ -253,8 +325,15 @@ def test_baselines_for_fits_every_baseline_by_name(with_text: bool) -> None:
     text = np.eye(4, 3, dtype=np.float32) if with_text else None
     cfg = EvaluateConfig(als_factors=2, als_iterations=2)
     scorers = baselines_for(dataset, split, cfg, text)
-    expected = {"popularity", "demographic_popularity", "item_knn", "als", "genre_popularity", "random",
-                "genre_profile"} | ({"text_profile"} if with_text else set())
+    expected = {
+        "popularity",
+        "demographic_popularity",
+        "item_knn",
+        "als",
+        "genre_popularity",
+        "random",
+        "genre_profile",
+    } | ({"text_profile"} if with_text else set())
     assert set(scorers) == expected
     queries = [_query("u1", ("a",), "I like Drama movies."), _query("cold")]
     for name, scorer in scorers.items():

@@ -33,15 +33,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from tiny_pipeline import TINY_PIPELINE
 
 from recsys_tasks.processes import process_tree, stop_processes
-from tiny_pipeline import TINY_PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium"))
@@ -55,8 +56,10 @@ OVERRIDES = [f"{key}={value}" for key, value in TINY_PIPELINE.items() if key not
 RUN_TIMEOUT_S = 480
 
 if not CHROMIUM.exists():
-    pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install chromium chromium-driver; "
-                ".ci/run does)", allow_module_level=True)
+    pytest.skip(
+        f"chromium is not installed at {CHROMIUM} (apt-get install chromium chromium-driver; .ci/run does)",
+        allow_module_level=True,
+    )
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
@@ -108,32 +111,66 @@ def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[S
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     for key in ("MLFLOW_TRACKING_URI", "RECSYS_MLFLOW_UI_URL", "RECSYS_API_KEY"):
         env.pop(key, None)
-    env.update({
-        "AIRFLOW_HOME": str(home), "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run triggered here, no @weekly one
-        "RECSYS_WORKDIR": str(work), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run triggered here, no @weekly one
+            "RECSYS_WORKDIR": str(work),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
 
     # The champion the UI-triggered run is compared with: the same data and config, through the CLI.
     sets = [arg for key, value in TINY_PIPELINE.items() for arg in ("--set", f"{key}={value}")]
-    seeded = subprocess.run([str(BIN / "recsys"), "run", "--data", str(data), *sets], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=600)
+    seeded = subprocess.run(
+        [str(BIN / "recsys"), "run", "--data", str(data), *sets],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert seeded.returncode == 0, seeded.stdout[-2000:] + seeded.stderr[-3000:]
     assert json.loads(seeded.stdout)["alias"] == "champion"
 
     airflow_port, mlflow_port, serve_port = _free_ports(3)
     log = base / "launcher.log"
     with log.open("wb") as out:
-        launcher = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ui.py"), "--airflow-port",
-                                     str(airflow_port), "--mlflow-port", str(mlflow_port), "--serve-port",
-                                     str(serve_port)], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    stack = Stack(f"http://127.0.0.1:{airflow_port}", f"http://127.0.0.1:{mlflow_port}",
-                  f"http://127.0.0.1:{serve_port}", {}, launcher, log, home, data)
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "ui.py"),
+                "--airflow-port",
+                str(airflow_port),
+                "--mlflow-port",
+                str(mlflow_port),
+                "--serve-port",
+                str(serve_port),
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    stack = Stack(
+        f"http://127.0.0.1:{airflow_port}",
+        f"http://127.0.0.1:{mlflow_port}",
+        f"http://127.0.0.1:{serve_port}",
+        {},
+        launcher,
+        log,
+        home,
+        data,
+    )
     try:
         deadline = time.monotonic() + 300
         while "recsys UI is up" not in stack.output():
@@ -247,8 +284,9 @@ def test_logins_are_generated_per_role_and_the_plugin_page_needs_one(stack: Stac
     assert requests.get(page, timeout=30).status_code == 401
 
     def token(user: str) -> dict[str, str]:
-        answer = requests.post(f"{stack.airflow}/auth/token", timeout=30,
-                               json={"username": user, "password": stack.passwords[user]})
+        answer = requests.post(
+            f"{stack.airflow}/auth/token", timeout=30, json={"username": user, "password": stack.passwords[user]}
+        )
         assert answer.status_code == 201, answer.text
         return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
@@ -256,8 +294,9 @@ def test_logins_are_generated_per_role_and_the_plugin_page_needs_one(stack: Stac
     report = requests.get(page, headers=viewer, timeout=60)
     assert report.status_code == 200 and "champion" in report.text
     # A viewer reads but may not trigger: not everyone is an admin.
-    denied = requests.post(f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns", headers=viewer, timeout=30,
-                           json={"logical_date": None})
+    denied = requests.post(
+        f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns", headers=viewer, timeout=30, json={"logical_date": None}
+    )
     assert denied.status_code == 403, denied.text
 
 
@@ -404,6 +443,7 @@ def test_serving_api_answers_on_the_champion(stack: Stack) -> None:
     assert f"{stack.serve}/docs  (champion v1" in stack.output()
     health = requests.get(f"{stack.serve}/health", timeout=30).json()
     assert (health["model_name"], str(health["model_version"])) == (MODEL, "1")
-    answer = requests.post(f"{stack.serve}/recommend", timeout=60,
-                           json={"request_id": "r1", "text": "I like Sci-Fi movies.", "k": 3}).json()
+    answer = requests.post(
+        f"{stack.serve}/recommend", timeout=60, json={"request_id": "r1", "text": "I like Sci-Fi movies.", "k": 3}
+    ).json()
     assert answer["request_id"] == "r1" and len(answer["items"]) == 3

@@ -54,8 +54,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_bert
         mp.delenv("RECSYS_WORKDIR", raising=False)  # main() sets it from --workdir; restored afterwards
         mp.setenv("HF_HUB_OFFLINE", "1")
         with contextlib.redirect_stdout(out):
-            code = main(["run", "--data", str(tiny_data), "--workdir", str(workdir), *SETS,
-                         "--set", f"text.model={tiny_bert}"])
+            code = main(
+                ["run", "--data", str(tiny_data), "--workdir", str(workdir), *SETS, "--set", f"text.model={tiny_bert}"]
+            )
     assert code == 0
     return Trained(workdir, tiny_data, json.loads(out.getvalue()))
 
@@ -112,13 +113,16 @@ def test_the_run_used_the_text_model_it_was_given(trained: Trained, tiny_bert: s
 
 
 # ---------------------------------------------------------------- recommend
-def test_recommend_prints_one_response_per_request(trained: Trained, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    requests = _requests(tmp_path / "requests.jsonl",
-                         {"request_id": "new", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.", "k": 3},
-                         "",  # blank lines are skipped
-                         {"request_id": "cand", "candidates": ["1", "2", "3"], "k": 2},
-                         {"request_id": "default-k"})
+def test_recommend_prints_one_response_per_request(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests = _requests(
+        tmp_path / "requests.jsonl",
+        {"request_id": "new", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.", "k": 3},
+        "",  # blank lines are skipped
+        {"request_id": "cand", "candidates": ["1", "2", "3"], "k": 2},
+        {"request_id": "default-k"},
+    )
     assert main(["recommend", "--workdir", str(trained.workdir), "--requests", str(requests), "--k", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     responses = [json.loads(line) for line in lines]
@@ -135,38 +139,57 @@ def test_recommend_prints_one_response_per_request(trained: Trained, tmp_path: P
     assert {i["item_id"] for i in responses[1]["items"]} <= {"1", "2", "3"}
 
 
-def test_recommend_prints_the_reason_of_each_item(trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_prints_the_reason_of_each_item(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Items 3 and 4 of the tiny KG share a director: with 3 in the history, 4 is explained by it
     (the tiny model's vectors are noise: their agreement, which a KG link needs, is not asked here)."""
     from recsys_tasks.explain import reasons
+
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
-    requests = _requests(tmp_path / "r.jsonl", {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}],
-                                                "candidates": ["4"]})
+    requests = _requests(
+        tmp_path / "r.jsonl", {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]}
+    )
     assert main(["recommend", "--workdir", str(trained.workdir), "--requests", str(requests)]) == 0
     [response] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert response["items"] == [{"item_id": "4", "score": response["items"][0]["score"],
-                                  "reason": "shares its director with Movie 3"}]
+    assert response["items"] == [
+        {"item_id": "4", "score": response["items"][0]["score"], "reason": "shares its director with Movie 3"}
+    ]
 
 
-def test_recommend_with_an_explicit_model_version(trained: Trained, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_with_an_explicit_model_version(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     requests = _requests(tmp_path / "r.jsonl", {"request_id": "a", "k": 1})
-    code = main(["recommend", "--workdir", str(trained.workdir), "--model", f"models:/{MODEL_NAME}/1",
-                 "--requests", str(requests)])
+    code = main(
+        [
+            "recommend",
+            "--workdir",
+            str(trained.workdir),
+            "--model",
+            f"models:/{MODEL_NAME}/1",
+            "--requests",
+            str(requests),
+        ]
+    )
     assert code == 0
     [response] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert response["model_version"] == "1" and len(response["items"]) == 1
 
 
-@pytest.mark.parametrize(("lines", "named"), [
-    (['{"request_id": "a"}', '{"request_id": "b", '], ["r.jsonl", "line 2", "not valid JSON"]),
-    (['{"request_id": "a", "k": 0}'], ["r.jsonl", "line 1", "field k"]),
-    (['{"request_id": "a", "candidates": ["1", "zz99"]}'], ["candidates", "zz99"]),
-    (['{"request_id": "a", "history": [{"item_id": "nope7"}]}'], ["history", "nope7"]),
-], ids=["malformed-json", "bad-field", "unknown-candidate", "unknown-history-item"])
-def test_recommend_rejects_bad_requests(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                        lines: list[str], named: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        (['{"request_id": "a"}', '{"request_id": "b", '], ["r.jsonl", "line 2", "not valid JSON"]),
+        (['{"request_id": "a", "k": 0}'], ["r.jsonl", "line 1", "field k"]),
+        (['{"request_id": "a", "candidates": ["1", "zz99"]}'], ["candidates", "zz99"]),
+        (['{"request_id": "a", "history": [{"item_id": "nope7"}]}'], ["history", "nope7"]),
+    ],
+    ids=["malformed-json", "bad-field", "unknown-candidate", "unknown-history-item"],
+)
+def test_recommend_rejects_bad_requests(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], named: list[str]
+) -> None:
     requests = _requests(tmp_path / "r.jsonl", *lines)
     assert main(["recommend", "--workdir", str(trained.workdir), "--requests", str(requests)]) == 2
     captured = capsys.readouterr()
@@ -175,8 +198,9 @@ def test_recommend_rejects_bad_requests(trained: Trained, tmp_path: Path, capsys
         assert word in captured.err
 
 
-def test_recommend_rejects_unknown_model_uri(trained: Trained, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_rejects_unknown_model_uri(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     requests = _requests(tmp_path / "r.jsonl", {"request_id": "a"})
     uri = "models:/no-such-model@champion"
     assert main(["recommend", "--workdir", str(trained.workdir), "--model", uri, "--requests", str(requests)]) == 2
@@ -184,8 +208,9 @@ def test_recommend_rejects_unknown_model_uri(trained: Trained, tmp_path: Path,
     assert captured.out == "" and uri in captured.err
 
 
-def test_recommend_rejects_missing_requests_file(trained: Trained, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_rejects_missing_requests_file(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "absent.jsonl"
     assert main(["recommend", "--workdir", str(trained.workdir), "--requests", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
@@ -197,15 +222,25 @@ def _bad_rating_dir(tiny_recbole_dir: Path, write_variant: Callable[..., Path]) 
     return tiny_recbole_dir
 
 
-@pytest.mark.parametrize(("args", "named"), [
-    (lambda tmp, bad: ["--data", str(tmp / "no-such-dir")], ["no-such-dir", "does not exist"]),
-    (lambda tmp, bad: ["--data", str(bad)], ["tiny.inter", "'rating'", "row 4", "'7'"]),
-    (lambda tmp, bad: ["--set", "nosuch.key=1"], ["nosuch.key"]),
-    (lambda tmp, bad: ["--set", "kg.epochs=many"], ["kg.epochs", "many"]),
-], ids=["missing-dir", "bad-rating", "unknown-key", "bad-value"])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (lambda tmp, bad: ["--data", str(tmp / "no-such-dir")], ["no-such-dir", "does not exist"]),
+        (lambda tmp, bad: ["--data", str(bad)], ["tiny.inter", "'rating'", "row 4", "'7'"]),
+        (lambda tmp, bad: ["--set", "nosuch.key=1"], ["nosuch.key"]),
+        (lambda tmp, bad: ["--set", "kg.epochs=many"], ["kg.epochs", "many"]),
+    ],
+    ids=["missing-dir", "bad-rating", "unknown-key", "bad-value"],
+)
 def test_failing_run_writes_nothing_and_keeps_the_champion(
-        trained: Trained, tmp_path: Path, tiny_recbole_dir: Path, write_variant: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str], args: Callable[[Path, Path], list[str]], named: list[str]) -> None:
+    trained: Trained,
+    tmp_path: Path,
+    tiny_recbole_dir: Path,
+    write_variant: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    args: Callable[[Path, Path], list[str]],
+    named: list[str],
+) -> None:
     bad = _bad_rating_dir(tiny_recbole_dir, write_variant)
     argv = ["run", "--workdir", str(trained.workdir), "--data", str(trained.data), *SETS, *args(tmp_path, bad)]
     files_before, registry_before = _run_files(trained.workdir), _registry_state(trained)

@@ -36,10 +36,12 @@ def test_from_dict_sets_given_keys_and_keeps_defaults_elsewhere() -> None:
 
 def test_from_dict_coerces_strings_to_the_field_types() -> None:
     """Values from a form or environment arrive as strings; they become the dataclass types."""
-    cfg = PipelineConfig.from_dict({
-        "kg": {"epochs": "5", "learning_rate": "0.5", "include_freebase": "false"},
-        "evaluate": {"support_sizes": "0,5"},
-    })
+    cfg = PipelineConfig.from_dict(
+        {
+            "kg": {"epochs": "5", "learning_rate": "0.5", "include_freebase": "false"},
+            "evaluate": {"support_sizes": "0,5"},
+        }
+    )
     assert cfg.kg.epochs == 5 and type(cfg.kg.epochs) is int
     assert cfg.kg.learning_rate == 0.5 and type(cfg.kg.learning_rate) is float
     assert cfg.kg.include_freebase is False
@@ -95,10 +97,19 @@ def test_tuple_override_from_a_comma_list(raw: str, expected: tuple[int, ...]) -
     assert all(type(k) is int for k in cfg.evaluate.support_sizes)
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("true", True), ("false", False), ("True", True), ("False", False),
-    ("yes", True), ("no", False), ("1", True), ("0", False),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("true", True),
+        ("false", False),
+        ("True", True),
+        ("False", False),
+        ("yes", True),
+        ("no", False),
+        ("1", True),
+        ("0", False),
+    ],
+)
 def test_bool_override_from_strings(raw: str, expected: bool) -> None:
     cfg = PipelineConfig().with_overrides([f"kg.include_freebase={raw}"])
     assert cfg.kg.include_freebase is expected
@@ -124,15 +135,18 @@ def test_override_without_equals_sign_is_an_error() -> None:
         PipelineConfig().with_overrides(["kg.epochs"])
 
 
-@pytest.mark.parametrize("override, key", [
-    ("kg.epochs=abc", "kg.epochs"),
-    ("kg.epochs=2.5", "kg.epochs"),
-    ("kg.epochs=true", "kg.epochs"),
-    ("kg.learning_rate=fast", "kg.learning_rate"),
-    ("kg.include_freebase=maybe", "kg.include_freebase"),
-    ("kg.include_freebase=5", "kg.include_freebase"),
-    ("evaluate.support_sizes=a,b", "evaluate.support_sizes"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("kg.epochs=abc", "kg.epochs"),
+        ("kg.epochs=2.5", "kg.epochs"),
+        ("kg.epochs=true", "kg.epochs"),
+        ("kg.learning_rate=fast", "kg.learning_rate"),
+        ("kg.include_freebase=maybe", "kg.include_freebase"),
+        ("kg.include_freebase=5", "kg.include_freebase"),
+        ("evaluate.support_sizes=a,b", "evaluate.support_sizes"),
+    ],
+)
 def test_bad_override_value_is_an_error_naming_key_and_value(override: str, key: str) -> None:
     value = override.partition("=")[2]
     with pytest.raises(ConfigError, match=rf"config key {key!r}: cannot use") as info:
@@ -213,29 +227,33 @@ def test_the_tuning_grids_keep_the_values_the_figures_were_measured_with() -> No
 
 
 def test_a_grid_is_set_from_an_override_and_round_trips() -> None:
-    cfg = PipelineConfig().with_overrides(["finetune.profile_weights=0,4", "finetune.map_alphas=[0.5, 2]",
-                                           "finetune.pseudo_new_folds=3"])
+    cfg = PipelineConfig().with_overrides(
+        ["finetune.profile_weights=0,4", "finetune.map_alphas=[0.5, 2]", "finetune.pseudo_new_folds=3"]
+    )
     assert cfg.finetune.profile_weights == (0.0, 4.0) and type(cfg.finetune.profile_weights[1]) is float
     assert cfg.finetune.map_alphas == (0.5, 2.0) and cfg.finetune.pseudo_new_folds == 3
     assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert PipelineConfig.from_dict(PipelineConfig().to_dict()) == PipelineConfig()  # floats survive JSON exactly
 
 
-@pytest.mark.parametrize("override, key", [
-    ("finetune.profile_weights=2,4", "finetune.profile_weights"),  # no 0: nothing to compare with
-    ("finetune.fusion_prior_grid=0,-1", "finetune.fusion_prior_grid"),
-    ("finetune.fusion_ease_grid=0.5", "finetune.fusion_ease_grid"),
-    ("finetune.fusion_taste_grid=1,2", "finetune.fusion_taste_grid"),
-    ("finetune.map_alphas=0,1", "finetune.map_alphas"),
-    ("finetune.map_alphas=[]", "finetune.map_alphas"),
-    ("finetune.map_rbf_scale=0", "finetune.map_rbf_scale"),
-    ("finetune.map_max_landmarks=0", "finetune.map_max_landmarks"),
-    ("finetune.profile_dims=0,16", "finetune.profile_dims"),
-    ("finetune.pseudo_new_folds=0", "finetune.pseudo_new_folds"),
-    ("finetune.validation_support=[]", "finetune.validation_support"),
-    ("finetune.fusion_support=-1", "finetune.fusion_support"),
-    ("finetune.fusion_warm_cuts=0.5,1", "finetune.fusion_warm_cuts"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("finetune.profile_weights=2,4", "finetune.profile_weights"),  # no 0: nothing to compare with
+        ("finetune.fusion_prior_grid=0,-1", "finetune.fusion_prior_grid"),
+        ("finetune.fusion_ease_grid=0.5", "finetune.fusion_ease_grid"),
+        ("finetune.fusion_taste_grid=1,2", "finetune.fusion_taste_grid"),
+        ("finetune.map_alphas=0,1", "finetune.map_alphas"),
+        ("finetune.map_alphas=[]", "finetune.map_alphas"),
+        ("finetune.map_rbf_scale=0", "finetune.map_rbf_scale"),
+        ("finetune.map_max_landmarks=0", "finetune.map_max_landmarks"),
+        ("finetune.profile_dims=0,16", "finetune.profile_dims"),
+        ("finetune.pseudo_new_folds=0", "finetune.pseudo_new_folds"),
+        ("finetune.validation_support=[]", "finetune.validation_support"),
+        ("finetune.fusion_support=-1", "finetune.fusion_support"),
+        ("finetune.fusion_warm_cuts=0.5,1", "finetune.fusion_warm_cuts"),
+    ],
+)
 def test_a_bad_tuning_grid_is_an_error_naming_its_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"config key '{key}'"):
         PipelineConfig().with_overrides([override])

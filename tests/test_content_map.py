@@ -94,7 +94,12 @@ def test_it_saves_and_loads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.weights, content_map.weights)
     np.testing.assert_array_equal(loaded.landmarks, content_map.landmarks)
     assert (loaded.alpha, loaded.genres, loaded.year_edges, loaded.gamma, loaded.profile_weight) == (
-        content_map.alpha, content_map.genres, content_map.year_edges, content_map.gamma, 8.0)
+        content_map.alpha,
+        content_map.genres,
+        content_map.year_edges,
+        content_map.gamma,
+        8.0,
+    )
     assert loaded.has_profile and loaded.profile(text).shape == (len(text), 3)
     np.testing.assert_allclose(loaded.profile(text), (text - center) @ basis.T, atol=1e-6)
     np.testing.assert_array_equal(loaded(text, items)[1], content_map(text, items)[1])
@@ -113,8 +118,13 @@ def test_a_map_saved_before_the_kernel_or_the_catalog_fields_maps_linearly(tmp_p
     fitted = ContentMap.fit(text, np.zeros((len(text), 2)), np.zeros(len(text)), items)  # its fields, then linear
     n_inputs = fitted.landmarks.shape[1]
     linear = np.random.default_rng(4).normal(size=(n_inputs + 1, 3)).astype(np.float32)
-    np.savez(tmp_path / "content_map.npz", weights=linear, alpha=np.float64(1.0),
-             genres=np.array(fitted.genres), year_edges=np.array(fitted.year_edges))
+    np.savez(
+        tmp_path / "content_map.npz",
+        weights=linear,
+        alpha=np.float64(1.0),
+        genres=np.array(fitted.genres),
+        year_edges=np.array(fitted.year_edges),
+    )
     loaded = ContentMap.load(tmp_path)
     assert loaded.landmarks is None and loaded.text_dim == 8 and loaded.genres == fitted.genres
     assert loaded(text, items)[0].shape == (len(text), 2)
@@ -147,8 +157,9 @@ def test_the_float32_kernel_is_scikit_learns() -> None:
     x, landmarks = rng.normal(size=(50, 9)).astype(np.float32), rng.normal(size=(20, 9)).astype(np.float32)
     ours = _rbf(x, landmarks, 0.3)
     assert ours.dtype == np.float32 and ours.shape == (50, 20)
-    np.testing.assert_allclose(ours, rbf_kernel(x.astype(np.float64), landmarks.astype(np.float64), gamma=0.3),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ours, rbf_kernel(x.astype(np.float64), landmarks.astype(np.float64), gamma=0.3), atol=1e-6
+    )
     assert np.allclose(_rbf(landmarks, landmarks, 0.3).diagonal(), 1.0, atol=1e-6)  # no negative distance
 
 

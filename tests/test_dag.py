@@ -107,8 +107,16 @@ def test_schedule_catchup_retries_and_docs(dag) -> None:
 
 def test_every_param_is_documented(dag) -> None:
     params = dag.params
-    assert {"source", "holdout", "kg_model", "kg_epochs", "text_model", "finetune_epochs",
-            "promotion_margin", "overrides"} <= set(params.keys())
+    assert {
+        "source",
+        "holdout",
+        "kg_model",
+        "kg_epochs",
+        "text_model",
+        "finetune_epochs",
+        "promotion_margin",
+        "overrides",
+    } <= set(params.keys())
     untitled = [k for k in params.keys() if not params.get_param(k).schema.get("title")]
     undescribed = [k for k in params.keys() if not params.get_param(k).description]
     assert (untitled, undescribed) == ([], []), "the trigger form shows a title and a description per field"
@@ -137,19 +145,33 @@ def test_parsing_the_dag_file_imports_no_heavy_library() -> None:
         "assert module.dag_object.dag_id == 'recsys_cold_start'\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 # ---------------------------------------------------------------- trigger form -> config
 def test_config_from_params_maps_the_trigger_form() -> None:
-    cfg = config_from_params({
-        "source": "/data/ml", "holdout": True, "seed": 7, "kg_model": "ComplEx", "kg_epochs": 3,
-        "text_model": "/models/bert", "finetune_epochs": 4, "promotion_margin": 0.05,
-        "model_name": "other", "overrides": ["finetune.dim=16", "evaluate.k=10"],
-    })
+    cfg = config_from_params(
+        {
+            "source": "/data/ml",
+            "holdout": True,
+            "seed": 7,
+            "kg_model": "ComplEx",
+            "kg_epochs": 3,
+            "text_model": "/models/bert",
+            "finetune_epochs": 4,
+            "promotion_margin": 0.05,
+            "model_name": "other",
+            "overrides": ["finetune.dim=16", "evaluate.k=10"],
+        }
+    )
     assert (cfg.extract.source, cfg.extract.seed) == ("/data/ml", 7)
     assert (cfg.kg.model, cfg.kg.epochs) == ("ComplEx", 3)
     assert cfg.text.model == "/models/bert"
@@ -176,9 +198,16 @@ def test_overrides_apply_after_named_params() -> None:
     assert cfg.kg.epochs == 9
 
 
-@pytest.mark.parametrize("params", [{"overrides": ["nosuch.key=1"]}, {"overrides": ["kg.nosuch=1"]},
-                                    {"overrides": ["kg.epochs"]}, {"kg_epochs": "many"}],
-                         ids=["unknown-section", "unknown-key", "no-value", "bad-value"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"overrides": ["nosuch.key=1"]},
+        {"overrides": ["kg.nosuch=1"]},
+        {"overrides": ["kg.epochs"]},
+        {"kg_epochs": "many"},
+    ],
+    ids=["unknown-section", "unknown-key", "no-value", "bad-value"],
+)
 def test_config_from_params_rejects_bad_overrides(params: dict) -> None:
     with pytest.raises(ConfigError):
         config_from_params(params)

@@ -62,11 +62,29 @@ def test_genre_lists(dataset: Dataset) -> None:
     assert _with(dataset, items=items).genre_lists()[0] == []
 
 
-@pytest.mark.parametrize("age, band", [
-    (1, "under 18"), (17, "under 18"), (18, "18-24"), (24, "18-24"), (25, "25-34"), (34, "25-34"),
-    (35, "35-44"), (45, "45-49"), (49, "45-49"), (50, "50-55"), (55, "50-55"), (56, "56+"), (90, "56+"),
-    (None, "unknown"), (float("nan"), "unknown"), (pd.NA, "unknown"), (np.int64(30), "25-34"), (30.0, "25-34"),
-])
+@pytest.mark.parametrize(
+    "age, band",
+    [
+        (1, "under 18"),
+        (17, "under 18"),
+        (18, "18-24"),
+        (24, "18-24"),
+        (25, "25-34"),
+        (34, "25-34"),
+        (35, "35-44"),
+        (45, "45-49"),
+        (49, "45-49"),
+        (50, "50-55"),
+        (55, "50-55"),
+        (56, "56+"),
+        (90, "56+"),
+        (None, "unknown"),
+        (float("nan"), "unknown"),
+        (pd.NA, "unknown"),
+        (np.int64(30), "25-34"),
+        (30.0, "25-34"),
+    ],
+)
 def test_age_band(age: object, band: str) -> None:
     assert age_band(age) == band  # type: ignore[arg-type]
 

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,8 +36,13 @@ DAG_ID = "recsys_cold_start"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 GPU_TASKS = {"text_embed", "finetune"}
-RUN_CONF = {"sample_users": 100, "kg_epochs": 1, "finetune_epochs": 1, "kg_dim": 8,
-            "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=16"]}
+RUN_CONF = {
+    "sample_users": 100,
+    "kg_epochs": 1,
+    "finetune_epochs": 1,
+    "kg_dim": 8,
+    "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=16"],
+}
 RUN_TIMEOUT_S = 600
 IDENTITY_MODULE = '''import os
 
@@ -113,8 +119,15 @@ class Processes:
 
     def start(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self.started[name] = proc
         return proc
@@ -153,31 +166,33 @@ def _environment(tmp: Path, dbs: dict[str, str], prefix: str, api_port: int) -> 
     airflow_db = f"postgresql+psycopg2://{dbs['airflow']}"
     passwords = tmp / "passwords.json"
     passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}))
-    env.update({
-        "AIRFLOW_HOME": str(tmp / "airflow"),
-        "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # one secret for signers and checkers
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{airflow_db}",
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow" / "logs"),
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # no @weekly run next to the triggered one
-        "MLFLOW_TRACKING_URI": f"postgresql://{dbs['mlflow']}",
-        "RECSYS_WORKDIR": str(tmp / "work"),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp / "identity"), env.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp / "airflow"),
+            "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # one secret for signers and checkers
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{airflow_db}",
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow" / "logs"),
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # no @weekly run next to the triggered one
+            "MLFLOW_TRACKING_URI": f"postgresql://{dbs['mlflow']}",
+            "RECSYS_WORKDIR": str(tmp / "work"),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp / "identity"), env.get("PYTHONPATH")])),
+        }
+    )
     env.pop("RECSYS_GPU_QUEUE", None)  # the DAG's default queue name, "gpu"
     return env
 
@@ -190,8 +205,9 @@ class Api:
         self.base, self.session = base, requests.Session()
 
     def login(self, password: str) -> None:
-        response = self.session.post(f"{self.base}/auth/token", json={"username": "admin", "password": password},
-                                     timeout=30)
+        response = self.session.post(
+            f"{self.base}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        )
         assert response.status_code == 201, response.text
         self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
@@ -210,7 +226,8 @@ def _wait(what: str, check, timeout: float, procs: Processes, interval: float = 
     while time.monotonic() < deadline:
         dead = procs.dead()
         assert not dead, f"{what}: component(s) exited {dead}\n" + "\n".join(
-            f"--- {name}\n{procs.tail(name)}" for name in dead)
+            f"--- {name}\n{procs.tail(name)}" for name in dead
+        )
         try:
             result = check()
         except OSError:  # the server is not listening yet
@@ -239,22 +256,46 @@ def test_dag_runs_on_celery_with_a_gpu_queue_postgres_and_redis(
     workers_cwd.mkdir()
 
     started = time.monotonic()
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300,
-                             cwd=workers_cwd)
+    migrate = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, cwd=workers_cwd
+    )
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
 
     procs = Processes(tmp_path / "logs")
     try:
-        procs.start("api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(api_port),
-                                   "--workers", "1"], env, workers_cwd)
+        procs.start(
+            "api-server",
+            [airflow, "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"],
+            env,
+            workers_cwd,
+        )
         procs.start("scheduler", [airflow, "scheduler"], env, workers_cwd)
         procs.start("dag-processor", [airflow, "dag-processor"], env, workers_cwd)
         for name, queue in (("worker-default", "default"), ("worker-gpu", "gpu")):
-            worker_env = {**env, "RECSYS_TEST_WORKER_NAME": name,
-                          "AIRFLOW__CORE__HOSTNAME_CALLABLE": "recsys_test_worker_identity.hostname"}
-            procs.start(name, [airflow, "celery", "worker", "--queues", queue, "--concurrency", "1",
-                               "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
-                               "--without-gossip", "--without-mingle"], worker_env, workers_cwd)
+            worker_env = {
+                **env,
+                "RECSYS_TEST_WORKER_NAME": name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "recsys_test_worker_identity.hostname",
+            }
+            procs.start(
+                name,
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--queues",
+                    queue,
+                    "--concurrency",
+                    "1",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--skip-serve-logs",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                worker_env,
+                workers_cwd,
+            )
 
         api = Api(f"http://127.0.0.1:{api_port}")
         _wait("the api-server", lambda: api.session.get(f"{api.base}/api/v2/version", timeout=5).ok, 180, procs)
@@ -272,12 +313,15 @@ def test_dag_runs_on_celery_with_a_gpu_queue_postgres_and_redis(
 
         final = _wait(f"DAG run {run_id}", finished, RUN_TIMEOUT_S, procs, interval=5)
         run_s = time.monotonic() - started - ready_s
-        tis = {ti["task_id"]: ti for ti in
-               api.ok("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+        tis = {
+            ti["task_id"]: ti
+            for ti in api.ok("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        }
         summary = {t: (ti["state"], ti["queue"], ti["hostname"]) for t, ti in tis.items()}
         assert final["state"] == "success", (
             f"{summary}\n--- scheduler\n{procs.tail('scheduler')}\n--- worker-default\n{procs.tail('worker-default')}"
-            f"\n--- worker-gpu\n{procs.tail('worker-gpu')}\n--- task logs\n{_task_log_tails(tmp_path)}")
+            f"\n--- worker-gpu\n{procs.tail('worker-gpu')}\n--- task logs\n{_task_log_tails(tmp_path)}"
+        )
 
         # text_embed and finetune went to the queue gpu and ran on the gpu worker; nothing else did.
         assert set(tis) == {"extract", "kg_embed", "text_embed", "finetune", "evaluate", "register"}
@@ -292,8 +336,11 @@ def test_dag_runs_on_celery_with_a_gpu_queue_postgres_and_redis(
             assert (f"task_id='{task_id}'" in cpu_log) == (task_id not in GPU_TASKS), task_id
 
         # MLflow's Postgres store holds the champion the register task reported.
-        registered = api.ok("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/register/xcomEntries/"
-                                   "return_value", params={"deserialize": True})["value"]
+        registered = api.ok(
+            "GET",
+            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value",
+            params={"deserialize": True},
+        )["value"]
         if isinstance(registered, str):
             registered = json.loads(registered)
         assert registered["alias"] == "champion" and registered["promoted"] is True

@@ -33,13 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 ENV_EXAMPLE = DOCKER / ".env.example"
-AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+AIRFLOW_SERVICES = {
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-gpu",
+}
 SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "mlflow", "recsys-api"}
 BASE = "apache/airflow:3.3.2"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|API_KEY")
-SECRETS = {"POSTGRES_PASSWORD", "_AIRFLOW_WWW_USER_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "RECSYS_API_KEY"}
+SECRETS = {
+    "POSTGRES_PASSWORD",
+    "_AIRFLOW_WWW_USER_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SECRET_KEY",
+    "RECSYS_API_KEY",
+}
 PUBLISHED = {"airflow-apiserver": 8080, "mlflow": 5000, "recsys-api": 8000}
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; $${...} is a literal `$`.
 _REFERENCE = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
@@ -144,8 +158,10 @@ def test_airflow_runs_celery_on_postgres_and_redis(services: dict[str, Any]) -> 
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert re.match(r"postgresql\+psycopg2://[^@]+@postgres/", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]), name
         assert re.match(r"db\+postgresql://[^@]+@postgres/", env["AIRFLOW__CELERY__RESULT_BACKEND"]), name
-        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env[
-            "AIRFLOW__CELERY__BROKER_URL"], name
+        assert (
+            env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+            and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        ), name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
         assert env["RECSYS_GPU_QUEUE"] == "gpu" and env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
         assert env["RECSYS_WORKDIR"] == "/opt/airflow/recsys", name
@@ -170,9 +186,7 @@ def test_cpu_worker_takes_the_default_queue(services: dict[str, Any]) -> None:
     assert "deploy" not in services["airflow-worker"]
 
 
-def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time_on_an_nvidia_device(
-    services: dict[str, Any]
-) -> None:
+def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time_on_an_nvidia_device(services: dict[str, Any]) -> None:
     gpu = services["airflow-worker-gpu"]
     command = _command(gpu)
     assert command[:2] == ["celery", "worker"]
@@ -274,8 +288,9 @@ def test_mlflow_requires_authentication(services: dict[str, Any]) -> None:
     assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
     assert "admin_password" not in ini["mlflow"]  # only from the required environment variable
     users_db = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
-    assert any(users_db.startswith(target + "/") for target, source in mounts.items()
-               if source in {"mlflow-auth"}), "the users' database lives in a volume"
+    assert any(users_db.startswith(target + "/") for target, source in mounts.items() if source in {"mlflow-auth"}), (
+        "the users' database lives in a volume"
+    )
     for name, service in services.items():  # every client signs in
         client_env = _env(service)
         if client_env.get("MLFLOW_TRACKING_URI", "").startswith("http://mlflow"):
@@ -305,7 +320,7 @@ def test_gpu_image_takes_a_cuda_build_of_torch_from_the_pytorch_index() -> None:
     text = (DOCKER / "Dockerfile.gpu").read_text()
     assert re.search(r"--index-url \"https://download\.pytorch\.org/whl/\$\{CUDA_TAG\}\"", text)
     assert re.search(r"^ARG CUDA_TAG=cu\d+$", text, flags=re.MULTILINE)
-    assert 'TORCH_VERSION=2.13.0' in text and "torch.version.cuda" in text  # the build fails on a CPU wheel
+    assert "TORCH_VERSION=2.13.0" in text and "torch.version.cuda" in text  # the build fails on a CPU wheel
     cpu = (DOCKER / "Dockerfile").read_text()
     assert "https://download.pytorch.org/whl/cpu" in cpu
 
@@ -319,15 +334,27 @@ def test_build_context_leaves_out_local_state() -> None:
 def test_docker_compose_config_validates_the_file(tmp_path: Path) -> None:
     client = _compose_client()
     if client is None:
-        pytest.skip("no Compose client (docker-compose or the docker compose plugin) is installed; "
-                    "`apt-get install -y docker-compose` adds one (no Docker engine needed)")
-    refused = subprocess.run([*client, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
-                             capture_output=True, text=True, timeout=120, cwd=DOCKER)
+        pytest.skip(
+            "no Compose client (docker-compose or the docker compose plugin) is installed; "
+            "`apt-get install -y docker-compose` adds one (no Docker engine needed)"
+        )
+    refused = subprocess.run(
+        [*client, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=DOCKER,
+    )
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr  # the secrets are empty
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in _filled_env().items()))
-    done = subprocess.run([*client, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
-                          capture_output=True, text=True, timeout=120, cwd=DOCKER)
+    done = subprocess.run(
+        [*client, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=DOCKER,
+    )
     assert done.returncode == 0, done.stderr
     assert "is not set" not in done.stderr, done.stderr  # .env.example covers every variable
     resolved = yaml.safe_load(done.stdout)["services"]

@@ -21,8 +21,13 @@ from recsys_tasks.pipeline import run_dir
 from recsys_tasks.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_CONF = {"sample_users": 150, "kg_epochs": 2, "finetune_epochs": 3, "kg_dim": 16,
-            "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=32", "finetune.id_epochs=2"]}
+RUN_CONF = {
+    "sample_users": 150,
+    "kg_epochs": 2,
+    "finetune_epochs": 3,
+    "kg_dim": 16,
+    "overrides": ["kg.early_stopping_frequency=1", "finetune.dim=32", "finetune.id_epochs=2"],
+}
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {dags!r})
@@ -35,25 +40,28 @@ print("DAGRUN", json.dumps({{"state": str(run.state), "run_id": run.run_id}}))
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path, tiny_bert: str) -> None:
-    env = {**os.environ,
-           "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
-           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
-           "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
-           "RECSYS_WORKDIR": str(tmp_path / "work"),
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
+        "RECSYS_WORKDIR": str(tmp_path / "work"),
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     (tmp_path / "airflow").mkdir()
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     script = SCRIPT.format(dags=str(ROOT / "dags"), conf=json.dumps({**RUN_CONF, "text_model": tiny_bert}))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DAGRUN ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = json.loads(lines[-1][len("DAGRUN "):])
+    run = json.loads(lines[-1][len("DAGRUN ") :])
     assert run["state"].endswith("success"), proc.stderr[-3000:]
 
     # The run's own artifacts: every stage's directory and the summary, under the Airflow run's id.
@@ -71,8 +79,15 @@ def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path, tiny_bert: 
 
     # The full evaluation table: every slice, each with its baselines and the model.
     table = (runs[0] / "evaluate" / "table.md").read_text()
-    for slice_name in ("cold-user@0", "cold-user@5", "cold-user@10", "cold-user@20", "cold-user@0+text",
-                       "cold-item", "warm"):
+    for slice_name in (
+        "cold-user@0",
+        "cold-user@5",
+        "cold-user@10",
+        "cold-user@20",
+        "cold-user@0+text",
+        "cold-item",
+        "warm",
+    ):
         assert f"| {slice_name} " in table, slice_name
     metrics = summary["metrics"]
     assert 0.0 < metrics["cold_mean_ndcg"] <= 1.0
@@ -86,7 +101,15 @@ def test_dag_runs_end_to_end_and_promotes_a_champion(tmp_path: Path, tiny_bert: 
     version = MlflowClient().get_model_version_by_alias("recsys-cold-start", "champion")
     assert str(version.version) == summary["model_version"]
     model = mlflow.pyfunc.load_model("models:/recsys-cold-start@champion")
-    answer = model.predict([{"request_id": "new", "profile": {"age": 30, "gender": "F", "occupation": "writer"},
-                             "text": "I like Comedy and Romance movies.", "k": 5}])
+    answer = model.predict(
+        [
+            {
+                "request_id": "new",
+                "profile": {"age": 30, "gender": "F", "occupation": "writer"},
+                "text": "I like Comedy and Romance movies.",
+                "k": 5,
+            }
+        ]
+    )
     assert answer[0]["request_id"] == "new" and len(answer[0]["items"]) == 5
     assert not (tmp_path / "mlruns").exists(), "artifacts must go to the workdir, not the CWD"

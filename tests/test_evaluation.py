@@ -26,16 +26,21 @@ class Fixed:
         return np.array([self.rows[q.user_id] for q in queries], dtype=np.float32)
 
 
-def _slice(name: str, users: list[str], candidates: np.ndarray, positives: list[list[int]],
-           baselines: tuple[str, ...]) -> Slice:
-    return Slice(name, tuple(Query(u, PROFILE, ()) for u in users), candidates,
-                 tuple(np.array(p, dtype=np.int64) for p in positives), baselines)
+def _slice(
+    name: str, users: list[str], candidates: np.ndarray, positives: list[list[int]], baselines: tuple[str, ...]
+) -> Slice:
+    return Slice(
+        name,
+        tuple(Query(u, PROFILE, ()) for u in users),
+        candidates,
+        tuple(np.array(p, dtype=np.int64) for p in positives),
+        baselines,
+    )
 
 
 USERS = ["u0", "u1", "u2"]
 COLD_USER = _slice("cold-user@0", USERS, np.ones(4, bool), [[0], [1], [2]], ("popularity",))
-COLD_ITEM = _slice("cold-item", USERS[:2], np.array([False, False, True, True]), [[2], [3]],
-                   ("random", "text_profile"))
+COLD_ITEM = _slice("cold-item", USERS[:2], np.array([False, False, True, True]), [[2], [3]], ("random", "text_profile"))
 WARM = _slice("warm", USERS, np.ones((3, 4), bool), [[3], [3], [0]], ("popularity",))
 SLICES = [COLD_USER, COLD_ITEM, WARM]
 
@@ -51,9 +56,13 @@ def frame():
 
 def test_one_row_per_slice_and_ranker(frame) -> None:
     assert list(zip(frame["slice"], frame["ranker"])) == [
-        ("cold-user@0", "popularity"), ("cold-user@0", "model"),
-        ("cold-item", "random"), ("cold-item", "model"),
-        ("warm", "popularity"), ("warm", "model")]
+        ("cold-user@0", "popularity"),
+        ("cold-user@0", "model"),
+        ("cold-item", "random"),
+        ("cold-item", "model"),
+        ("warm", "popularity"),
+        ("warm", "model"),
+    ]
     assert frame["users"].tolist() == [3, 3, 2, 2, 3, 3]
     row = frame.set_index(["slice", "ranker"])
     assert row.loc[("cold-user@0", "popularity"), "ndcg@2"] == pytest.approx((1 + 1 / np.log2(3) + 0) / 3)
@@ -145,8 +154,15 @@ def test_baselines_on_the_real_snapshot(movielens_snapshot) -> None:
     dataset, split = Dataset.load(movielens_snapshot.out_dir), Split.load(movielens_snapshot.out_dir)
     cfg = EvaluateConfig()
     slices = {s.name: s for s in build_slices(dataset, split, cfg, 4.0)}
-    assert list(slices) == ["cold-user@0", "cold-user@5", "cold-user@10", "cold-user@20",
-                            "cold-user@0+text", "cold-item", "warm"]
+    assert list(slices) == [
+        "cold-user@0",
+        "cold-user@5",
+        "cold-user@10",
+        "cold-user@20",
+        "cold-user@0+text",
+        "cold-item",
+        "warm",
+    ]
     cold_rows = np.isin(dataset.items["item_id"].to_numpy(), list(split.cold_items))
     assert np.array_equal(slices["cold-item"].candidates, cold_rows)
     train_users = set(split.train["user_id"])

@@ -133,6 +133,7 @@ def _recbole(mutate: Callable[[Path, Variant], object]) -> Callable[[Path, Path,
     def apply(recbole: Path, csv: Path, variant: Variant) -> Path:
         mutate(recbole, variant)
         return recbole
+
     return apply
 
 
@@ -140,6 +141,7 @@ def _csv(mutate: Callable[[Path, Variant], object]) -> Callable[[Path, Path, Var
     def apply(recbole: Path, csv: Path, variant: Variant) -> Path:
         mutate(csv, variant)
         return csv
+
     return apply
 
 
@@ -149,31 +151,53 @@ ERROR_CASES = {
     "missing .inter": (_recbole(lambda d, v: (d / "tiny.inter").unlink()), r"missing file .*\.inter"),
     "missing .user": (_recbole(lambda d, v: (d / "tiny.user").unlink()), r"missing file .*tiny\.user"),
     "missing .item": (_recbole(lambda d, v: (d / "tiny.item").unlink()), r"missing file .*tiny\.item"),
-    "missing interactions.csv": (_csv(lambda d, v: (d / "interactions.csv").unlink()),
-                                 "missing file .*interactions.csv"),
+    "missing interactions.csv": (
+        _csv(lambda d, v: (d / "interactions.csv").unlink()),
+        "missing file .*interactions.csv",
+    ),
     "missing users.csv": (_csv(lambda d, v: (d / "users.csv").unlink()), "missing file .*users.csv"),
     "missing items.csv": (_csv(lambda d, v: (d / "items.csv").unlink()), "missing file .*items.csv"),
-    "rating renamed score": (_recbole(lambda d, v: v(d / "tiny.inter", rename={"rating": "score"})),
-                             r"tiny\.inter: missing required column\(s\) \['rating'\]"),
-    "csv rating renamed score": (_csv(lambda d, v: v(d / "interactions.csv", rename={"rating": "score"})),
-                                 r"interactions\.csv: missing required column\(s\) \['rating'\]"),
-    "non-numeric rating": (_recbole(lambda d, v: v(d / "tiny.inter", cells={(3, "rating"): "good"})),
-                           r"tiny\.inter, column 'rating', row 4 \(line 5\): value 'good' is not a number"),
-    "rating 7": (_csv(lambda d, v: v(d / "interactions.csv", cells={(3, "rating"): "7"})),
-                 r"interactions\.csv, column 'rating', row 4 \(line 5\): value '7' is outside"),
-    "rating 0": (_recbole(lambda d, v: v(d / "tiny.inter", cells={(0, "rating"): "0"})),
-                 r"column 'rating', row 1 \(line 2\): value '0' is outside"),
-    "timestamp yesterday": (_recbole(lambda d, v: v(d / "tiny.inter", cells={(8, "timestamp"): "yesterday"})),
-                            r"column 'timestamp', row 9 \(line 10\): value 'yesterday' is not a timestamp"),
-    "unknown user": (_recbole(lambda d, v: v(d / "tiny.inter", append=[["500", "1", "3", "880000000"]])),
-                     r"column 'user_id'.*not in tiny\.user, e\.g\. \['500'\]"),
-    "unknown item": (_csv(lambda d, v: v(d / "interactions.csv", append=[["1", "500", "3", "880000000"]])),
-                     r"column 'item_id'.*not in items\.csv, e\.g\. \['500'\]"),
+    "rating renamed score": (
+        _recbole(lambda d, v: v(d / "tiny.inter", rename={"rating": "score"})),
+        r"tiny\.inter: missing required column\(s\) \['rating'\]",
+    ),
+    "csv rating renamed score": (
+        _csv(lambda d, v: v(d / "interactions.csv", rename={"rating": "score"})),
+        r"interactions\.csv: missing required column\(s\) \['rating'\]",
+    ),
+    "non-numeric rating": (
+        _recbole(lambda d, v: v(d / "tiny.inter", cells={(3, "rating"): "good"})),
+        r"tiny\.inter, column 'rating', row 4 \(line 5\): value 'good' is not a number",
+    ),
+    "rating 7": (
+        _csv(lambda d, v: v(d / "interactions.csv", cells={(3, "rating"): "7"})),
+        r"interactions\.csv, column 'rating', row 4 \(line 5\): value '7' is outside",
+    ),
+    "rating 0": (
+        _recbole(lambda d, v: v(d / "tiny.inter", cells={(0, "rating"): "0"})),
+        r"column 'rating', row 1 \(line 2\): value '0' is outside",
+    ),
+    "timestamp yesterday": (
+        _recbole(lambda d, v: v(d / "tiny.inter", cells={(8, "timestamp"): "yesterday"})),
+        r"column 'timestamp', row 9 \(line 10\): value 'yesterday' is not a timestamp",
+    ),
+    "unknown user": (
+        _recbole(lambda d, v: v(d / "tiny.inter", append=[["500", "1", "3", "880000000"]])),
+        r"column 'user_id'.*not in tiny\.user, e\.g\. \['500'\]",
+    ),
+    "unknown item": (
+        _csv(lambda d, v: v(d / "interactions.csv", append=[["1", "500", "3", "880000000"]])),
+        r"column 'item_id'.*not in items\.csv, e\.g\. \['500'\]",
+    ),
     "no interactions": (_recbole(lambda d, v: v(d / "tiny.inter", header_only=True)), "no interactions"),
-    "duplicate user id": (_recbole(lambda d, v: v(d / "tiny.user", append=[["12", "30", "F", "x", "1"]])),
-                          r"tiny\.user, column 'user_id', row 13 \(line 14\): value '12' is a duplicate id"),
-    "duplicate item id": (_csv(lambda d, v: v(d / "items.csv", append=[["1", "Again", "1999", "Drama"]])),
-                          r"items\.csv, column 'item_id', row 16 \(line 17\): value '1' is a duplicate id"),
+    "duplicate user id": (
+        _recbole(lambda d, v: v(d / "tiny.user", append=[["12", "30", "F", "x", "1"]])),
+        r"tiny\.user, column 'user_id', row 13 \(line 14\): value '12' is a duplicate id",
+    ),
+    "duplicate item id": (
+        _csv(lambda d, v: v(d / "items.csv", append=[["1", "Again", "1999", "Drama"]])),
+        r"items\.csv, column 'item_id', row 16 \(line 17\): value '1' is a duplicate id",
+    ),
     "empty .item file": (_recbole(lambda d, v: (d / "tiny.item").write_text("")), r"tiny\.item: not a readable"),
 }
 
@@ -193,8 +217,12 @@ def test_bad_input_raises_and_writes_nothing(
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_bad_input_keeps_the_previous_good_result(
-    case: str, tiny_recbole_dir: Path, tiny_csv_dir: Path, tmp_path: Path, write_variant: Variant,
-    tiny_snapshot: StageResult
+    case: str,
+    tiny_recbole_dir: Path,
+    tiny_csv_dir: Path,
+    tmp_path: Path,
+    write_variant: Variant,
+    tiny_snapshot: StageResult,
 ) -> None:
     out = tmp_path / "snap"
     shutil.copytree(tiny_snapshot.out_dir, out)  # the session's good extract, copied: the previous result

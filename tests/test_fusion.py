@@ -6,17 +6,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys_tasks.model.fusion import (
+    EASE_MIN_HISTORY,
+    EDGES,
+    Fusion,
+    FusionWeights,
+    ease_matrix,
+    fusion_meta,
+    id_items,
+    tune_fusion,
+    tune_taste,
+)
 from recsys_tasks.model.popularity import DemographicPopularity
-from recsys_tasks.model.fusion import (EASE_MIN_HISTORY, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items,
-                                 tune_fusion, tune_taste)
 from recsys_tasks.protocol.queries import Query
 
 ITEMS = ["a", "b", "c", "d"]
 
 
 def _train(pairs: list[tuple[str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [u for u, _, _ in pairs], "item_id": [i for _, i, _ in pairs],
-                         "rating": [r for _, _, r in pairs], "timestamp": range(len(pairs))})
+    return pd.DataFrame(
+        {
+            "user_id": [u for u, _, _ in pairs],
+            "item_id": [i for _, i, _ in pairs],
+            "rating": [r for _, _, r in pairs],
+            "timestamp": range(len(pairs)),
+        }
+    )
 
 
 # ---------------------------------------------------------------- EASE
@@ -55,8 +70,15 @@ def test_buckets_of_history_length() -> None:
 def _fusion(prior: tuple[float, ...], ease: tuple[float, ...], taste: float = 0.0) -> Fusion:
     """Catalog a, b, c, d, x: x is a new item (no ID row); ID rows in another order than the catalog's."""
     train = _train([("1", "a", 5.0), ("1", "b", 5.0), ("2", "a", 4.0), ("2", "c", 2.0), ("3", "b", 5.0)])
-    users = pd.DataFrame({"user_id": ["1", "2", "3"], "age": [30, 30, 30], "gender": ["F"] * 3,
-                          "occupation": ["writer"] * 3, "zip_code": [""] * 3})
+    users = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3"],
+            "age": [30, 30, 30],
+            "gender": ["F"] * 3,
+            "occupation": ["writer"] * 3,
+            "zip_code": [""] * 3,
+        }
+    )
     id_row = np.array([2, 0, 1, 3, 4])  # catalog a, b, c, d, x; x: 4 = n_id, no ID
     counts = DemographicPopularity(["b", "c", "a", "d"], train, users, 4.0, min_group=1)  # over ID rows
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)  # ID rows: b, c, a, d
@@ -138,13 +160,17 @@ def test_a_known_users_row_is_remembered_by_key_until_the_catalog_changes() -> N
     assert not np.array_equal(first, fusion.id_scores([query], [np.array([1])], keys=[("3", "F")]))
 
 
-
 # ---------------------------------------------------------------- stated taste
 def test_a_stated_genre_adds_the_taste_weight_to_its_items_with_an_id_and_is_never_remembered() -> None:
     fusion = _fusion(prior=(0,) * 5, ease=(0,) * 5, taste=2.0)
     query = Query("3", {"gender": "F"}, (("a", 5.0, 1),), "I like sci-fi")
-    scores = fusion.add(np.zeros((2, 5), np.float32), [query, query], [np.array([0])] * 2, keys=[("3",), ("3",)],
-                        named=[{"sci-fi"}, set()])
+    scores = fusion.add(
+        np.zeros((2, 5), np.float32),
+        [query, query],
+        [np.array([0])] * 2,
+        keys=[("3",), ("3",)],
+        named=[{"sci-fi"}, set()],
+    )
     assert scores[0].tolist() == [0.0, 2.0, 0.0, 0.0, 0.0]  # b is Sci-Fi; x is too, but has no ID row
     assert scores[1].tolist() == [0.0] * 5  # the same user's remembered row without a stated genre: no boost
     assert fusion.taste_positions({"drama", "sci-fi", "western"}).tolist() == [0, 1]  # a, b: positions in id_cols
@@ -165,8 +191,9 @@ def test_the_taste_weight_is_tuned_and_a_useless_boost_gets_none() -> None:
 def test_fusion_json_without_a_taste_weight_loads_with_none() -> None:
     catalog = pd.DataFrame({"item_id": ["a", "b"], "id_row": [0, 1], "genres": ["Drama", "Sci-Fi"]})
     train = _train([("1", "a", 5.0), ("2", "b", 5.0)])
-    users = pd.DataFrame({"user_id": ["1", "2"], "age": [30, 30], "gender": ["F", "M"], "occupation": ["x", "x"],
-                          "zip_code": ["", ""]})
+    users = pd.DataFrame(
+        {"user_id": ["1", "2"], "age": [30, 30], "gender": ["F", "M"], "occupation": ["x", "x"], "zip_code": ["", ""]}
+    )
     meta = fusion_meta(FusionWeights((1.0,) * 5, (0.0,) * 5), set(), 200.0, {})
     del meta["weights"]["taste"]  # saved before the term
     fusion = Fusion.from_meta(meta, None, catalog, train, users, n_id=2, threshold=4.0)

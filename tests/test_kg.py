@@ -69,8 +69,9 @@ def test_linked_freebase_entities_are_replaced_by_item_nodes(triples: pd.DataFra
 
 def test_every_item_has_its_genres_and_one_decade(triples: pd.DataFrame, data: tuple[Dataset, Split]) -> None:
     items = data[0].items
-    expected_genres = {(f"item:{i}", f"genre:{g}")
-                       for i, gs in zip(items["item_id"], items["genres"]) for g in gs.split("|")}
+    expected_genres = {
+        (f"item:{i}", f"genre:{g}") for i, gs in zip(items["item_id"], items["genres"]) for g in gs.split("|")
+    }
     assert _edges(triples, "has_genre") == expected_genres
     assert ("item:1", "genre:Comedy") in expected_genres and ("item:2", "genre:Drama") in expected_genres
     decades = _edges(triples, "released_in")
@@ -121,8 +122,10 @@ def test_triples_have_no_duplicates(triples: pd.DataFrame) -> None:
 @pytest.mark.parametrize(
     ("flag", "relations_gone"),
     [
-        ("include_freebase", {"film.film.genre", "film.film.directed_by", "film.director.film", "film.film.sequel",
-                              "film.film.country"}),
+        (
+            "include_freebase",
+            {"film.film.genre", "film.film.directed_by", "film.director.film", "film.film.sequel", "film.film.country"},
+        ),
         ("include_demographics", {"has_gender", "has_age", "has_occupation"}),
         ("include_likes", {"liked"}),
     ],
@@ -134,8 +137,10 @@ def test_include_flags_switch_their_edge_kind_off(
     assert relations_gone <= set(triples["relation"])
     assert not relations_gone & set(without["relation"])
     kept = triples[~triples["relation"].isin(relations_gone)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(without.sort_values(list(without.columns)).reset_index(drop=True),
-                                  kept.sort_values(list(kept.columns)).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        without.sort_values(list(without.columns)).reset_index(drop=True),
+        kept.sort_values(list(kept.columns)).reset_index(drop=True),
+    )
     if flag == "include_freebase":
         assert not any(label.startswith("fb:") for label in set(without["head"]) | set(without["tail"]))
 
@@ -152,8 +157,9 @@ def _franchises(scrambled: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     kg = [[f"m.{2 * k + j}", "film.film.directed_by", f"m.d{k}"] for k in range(n // 2) for j in (0, 1)]
     kg += [[f"m.{2 * k + j}", "film.film.genre", f"m.g{k % 6}"] for k in range(n // 2) for j in (0, 1)]
     rng = np.random.default_rng(1)
-    likes = [[f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False)
-             for j in (0, 1)]
+    likes = [
+        [f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False) for j in (0, 1)
+    ]
     train = pd.DataFrame(likes, columns=["user_id", "item_id", "rating"]).assign(timestamp=0)
     return items, pd.DataFrame(kg, columns=["head_id", "relation_id", "tail_id"]), train
 
@@ -255,8 +261,9 @@ def test_kg_embed_writes_only_inside_its_out_dir(embedded: tuple[StageResult, Pa
 
 
 @pytest.mark.slow
-def test_unknown_kge_model_raises_and_writes_nothing(snapshot_dir: Path, tiny_kg_config: KGConfig,
-                                                     tmp_path: Path) -> None:
+def test_unknown_kge_model_raises_and_writes_nothing(
+    snapshot_dir: Path, tiny_kg_config: KGConfig, tmp_path: Path
+) -> None:
     out = tmp_path / "kg"
     with pytest.raises(Exception, match="NoSuchModel|nosuchmodel"):
         kg_embed(dataclasses.replace(tiny_kg_config, model="NoSuchModel"), snapshot_dir, out)

@@ -132,11 +132,11 @@ def test_a_full_catalog_float32_batch_scores_each_query_as_if_it_were_alone() ->
     for key, values in batch.items():
         assert values.shape == (n_queries,) and np.all((values >= 0) & (values <= 1)), key
     for q in range(0, n_queries, 20):
-        alone = ranking_metrics(scores[q:q + 1], mask[q], [positives[q]], k)
+        alone = ranking_metrics(scores[q : q + 1], mask[q], [positives[q]], k)
         for key in batch:
             assert batch[key][q] == pytest.approx(alone[key][0]), (key, q)
     # a positive that is not a candidate is never counted: recall's denominator is the candidates among them
     q = next(q for q in range(n_queries) if not mask[q, positives[q]].all())
-    ranked = set(top_k(scores[q:q + 1], mask[q], k)[0].tolist())
+    ranked = set(top_k(scores[q : q + 1], mask[q], k)[0].tolist())
     counted = [p for p in positives[q].tolist() if mask[q, p]]
     assert batch["recall"][q] == pytest.approx(len(ranked & set(counted)) / len(counted))

@@ -11,8 +11,18 @@ import torch
 
 from recsys_tasks.model.hybrid import HybridModel, ModelSpec, load_model, save_model
 
-SPEC = ModelSpec(content_dim=6, text_dim=4, kg_dim=2, n_id_items=4, n_genders=2, n_ages=7, n_occupations=3,
-                 dim=4, hidden=8, demo_dim=2)
+SPEC = ModelSpec(
+    content_dim=6,
+    text_dim=4,
+    kg_dim=2,
+    n_id_items=4,
+    n_genders=2,
+    n_ages=7,
+    n_occupations=3,
+    dim=4,
+    hidden=8,
+    demo_dim=2,
+)
 N_ITEMS = 6  # 4 with an ID row, 2 new items
 ID_ROWS = torch.tensor([0, 1, 2, 3, 4, 4])  # 4 = SPEC.n_id_items: "no ID"
 
@@ -124,19 +134,24 @@ def test_a_disliked_history_item_weighs_the_learned_weight(model: HybridModel, c
     other[5] = inputs[5].clone()
     other[5][0, 1:3] = (other[5][0, 1:3] + 1) % N_ITEMS  # other items where user 0 disliked
     with torch.no_grad():
-        torch.testing.assert_close(model.users(*inputs, vecs, history_liked=_liked()), model.users(*inputs, vecs))  # w = 1
-        assert not torch.allclose(model.users(*other, vecs, history_liked=_liked())[0],
-                                  model.users(*inputs, vecs, history_liked=_liked())[0])
+        torch.testing.assert_close(
+            model.users(*inputs, vecs, history_liked=_liked()), model.users(*inputs, vecs)
+        )  # w = 1
+        assert not torch.allclose(
+            model.users(*other, vecs, history_liked=_liked())[0], model.users(*inputs, vecs, history_liked=_liked())[0]
+        )
         model.disliked_log_weight.fill_(-40.0)  # w ~ 0: user 0's pool is its liked items alone
-        torch.testing.assert_close(model.users(*other, vecs, history_liked=_liked()),
-                                   model.users(*inputs, vecs, history_liked=_liked()))
+        torch.testing.assert_close(
+            model.users(*other, vecs, history_liked=_liked()), model.users(*inputs, vecs, history_liked=_liked())
+        )
         changed = model.users(*inputs, vecs, history_liked=_liked())
     assert not torch.allclose(changed[0], model.users(*inputs, vecs)[0])  # and not the plain mean
     torch.testing.assert_close(changed[1:], model.users(*inputs, vecs)[1:])  # users 1, 2 liked all they have
 
 
-def test_a_checkpoint_without_the_disliked_weight_pools_the_plain_mean(model: HybridModel, content: torch.Tensor,
-                                                                       tmp_path: Path) -> None:
+def test_a_checkpoint_without_the_disliked_weight_pools_the_plain_mean(
+    model: HybridModel, content: torch.Tensor, tmp_path: Path
+) -> None:
     """Bundles saved before the weight: every history item weighs 1, as they were trained."""
     state = {k: v for k, v in model.state_dict().items() if k != "disliked_log_weight"}
     torch.save({"spec": model.spec.to_dict(), "state_dict": state}, tmp_path / "old.pt")
@@ -144,8 +159,9 @@ def test_a_checkpoint_without_the_disliked_weight_pools_the_plain_mean(model: Hy
     assert loaded.disliked_log_weight.item() == 0.0
     vecs, _ = model.items(content, ID_ROWS)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.users(*_user_inputs(), vecs, history_liked=_liked()),
-                                   model.users(*_user_inputs(), vecs))
+        torch.testing.assert_close(
+            loaded.users(*_user_inputs(), vecs, history_liked=_liked()), model.users(*_user_inputs(), vecs)
+        )
 
 
 def test_save_and_load_give_identical_outputs(model: HybridModel, content: torch.Tensor, tmp_path: Path) -> None:
@@ -184,15 +200,16 @@ def test_load_model_rejects_a_checkpoint_of_other_shapes(model: HybridModel, tmp
 def test_an_ablated_input_changes_nothing(content: torch.Tensor, off: str) -> None:
     """inputs=(...) without one kind: perturbing that kind's features leaves every output unchanged."""
     torch.manual_seed(0)
-    model = HybridModel(ModelSpec(**{**SPEC.to_dict(), "inputs": tuple(i for i in ("text", "kg", "demographics")
-                                                                        if i != off)})).eval()
+    model = HybridModel(
+        ModelSpec(**{**SPEC.to_dict(), "inputs": tuple(i for i in ("text", "kg", "demographics") if i != off)})
+    ).eval()
     demo, kg, profile, taste, has_taste, history, mask = _user_inputs()
     noisy_content, noisy = content.clone(), {}
     if off == "text":
-        noisy_content[:, :SPEC.text_dim] += 5.0
+        noisy_content[:, : SPEC.text_dim] += 5.0
         noisy = {"profile": profile + 5.0, "taste": taste + 5.0}
     elif off == "kg":
-        noisy_content[:, SPEC.text_dim:] += 5.0
+        noisy_content[:, SPEC.text_dim :] += 5.0
         noisy = {"kg": kg + 5.0}
     else:
         noisy = {"demo": torch.zeros_like(demo), "kg": kg + 5.0, "profile": profile + 5.0}

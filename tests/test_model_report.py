@@ -14,18 +14,31 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.evaluation.table import flat_metrics, mlflow_safe
-from recsys_tasks.report.model_report import (ModelReport, SliceScores, VersionReport, chart_svg,
-                                       load_report, mlflow_ui_url, render_html, slice_scores)
+from recsys_tasks.report.model_report import (
+    ModelReport,
+    SliceScores,
+    VersionReport,
+    chart_svg,
+    load_report,
+    mlflow_ui_url,
+    render_html,
+    slice_scores,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 # slice, ranker, kind, users, ndcg@20: the shape `evaluate_slices` returns (recall, auc, seconds filled below).
 ROWS = [
-    ("cold-user@0", "popularity", "baseline", 40, 0.10), ("cold-user@0", "model", "model", 40, 0.15),
-    ("cold-user@5", "popularity", "baseline", 40, 0.12), ("cold-user@5", "item_knn", "baseline", 40, 0.20),
+    ("cold-user@0", "popularity", "baseline", 40, 0.10),
+    ("cold-user@0", "model", "model", 40, 0.15),
+    ("cold-user@5", "popularity", "baseline", 40, 0.12),
+    ("cold-user@5", "item_knn", "baseline", 40, 0.20),
     ("cold-user@5", "model", "model", 40, 0.18),
-    ("cold-user@0+text", "genre_popularity", "baseline", 40, 0.11), ("cold-user@0+text", "model", "model", 40, 0.16),
-    ("cold-item", "text_profile", "baseline", 30, 0.30), ("cold-item", "model", "model", 30, 0.45),
-    ("warm", "als", "baseline", 50, 0.40), ("warm", "model", "model", 50, 0.35),
+    ("cold-user@0+text", "genre_popularity", "baseline", 40, 0.11),
+    ("cold-user@0+text", "model", "model", 40, 0.16),
+    ("cold-item", "text_profile", "baseline", 30, 0.30),
+    ("cold-item", "model", "model", 30, 0.45),
+    ("warm", "als", "baseline", 50, 0.40),
+    ("warm", "model", "model", 50, 0.35),
 ]
 EXPECTED = {  # slice -> (users, model, baselines)
     "cold-user@0": (40, 0.15, {"popularity": 0.10}),
@@ -39,8 +52,21 @@ EXPECTED = {  # slice -> (users, model, baselines)
 @pytest.fixture
 def logged() -> dict[str, float]:
     """The flat metrics of ROWS under the MLflow-safe names the register stage logs."""
-    frame = pd.DataFrame([{"slice": s, "ranker": r, "kind": k, "users": u, "ndcg@20": v, "recall@20": v / 2,
-                           "auc": math.nan, "seconds": 0.1} for s, r, k, u, v in ROWS])
+    frame = pd.DataFrame(
+        [
+            {
+                "slice": s,
+                "ranker": r,
+                "kind": k,
+                "users": u,
+                "ndcg@20": v,
+                "recall@20": v / 2,
+                "auc": math.nan,
+                "seconds": 0.1,
+            }
+            for s, r, k, u, v in ROWS
+        ]
+    )
     return {mlflow_safe(k): v for k, v in flat_metrics(frame).items()}
 
 
@@ -69,10 +95,19 @@ def test_recall_is_another_metric_of_the_same_slices(logged: dict[str, float]) -
 
 
 def test_a_missing_or_nan_score_is_left_out_not_drawn_as_zero() -> None:
-    rows = slice_scores({"warm/users": 3, "warm/ndcg/als": float("nan"), "warm/ndcg/model": 0.2,
-                         "cold-item/users": 2, "cold-item/ndcg/random": 0.1})
-    assert [(r.name, r.model, dict(r.baselines)) for r in rows] == [("cold-item", None, {"random": 0.1}),
-                                                                    ("warm", 0.2, {})]
+    rows = slice_scores(
+        {
+            "warm/users": 3,
+            "warm/ndcg/als": float("nan"),
+            "warm/ndcg/model": 0.2,
+            "cold-item/users": 2,
+            "cold-item/ndcg/random": 0.1,
+        }
+    )
+    assert [(r.name, r.model, dict(r.baselines)) for r in rows] == [
+        ("cold-item", None, {"random": 0.1}),
+        ("warm", 0.2, {}),
+    ]
     assert rows[0].ratio is None and rows[1].best_baseline is None
 
 
@@ -80,10 +115,16 @@ def test_a_missing_or_nan_score_is_left_out_not_drawn_as_zero() -> None:
 def test_chart_draws_one_bar_per_score_with_length_proportional_to_it(logged: dict[str, float]) -> None:
     rows = slice_scores(logged)
     root = ET.fromstring(chart_svg(rows, k=20, title="champion v3"))  # well-formed, stand-alone SVG
-    bars = {rect.find(f"{SVG}title").text: float(rect.get("width"))
-            for rect in root.iter(f"{SVG}rect") if rect.find(f"{SVG}title") is not None}
-    expected = {f"{r.name} / {name}: {value:.4f}": value for r in rows
-                for name, value in [*r.baselines.items(), ("model", r.model)]}
+    bars = {
+        rect.find(f"{SVG}title").text: float(rect.get("width"))
+        for rect in root.iter(f"{SVG}rect")
+        if rect.find(f"{SVG}title") is not None
+    }
+    expected = {
+        f"{r.name} / {name}: {value:.4f}": value
+        for r in rows
+        for name, value in [*r.baselines.items(), ("model", r.model)]
+    }
     assert set(bars) == set(expected)
     per_unit = {round(bars[key] / value, 6) for key, value in expected.items()}
     assert len(per_unit) == 1  # the same scale for every bar
@@ -100,9 +141,20 @@ def test_chart_of_nothing_says_so() -> None:
 
 # ---------------------------------------------------------------- the page
 def _version(alias: str, version: str, rows: list[SliceScores], decision: str = "") -> VersionReport:
-    return VersionReport(alias=alias, version=version, run_id="abc123", run_name=f"run-{version}", experiment_id="7",
-                         created="2026-01-01 00:00 UTC", decision=decision, source="bundled", k=20,
-                         primary=0.2, primary_baseline=0.1, slices=tuple(rows))
+    return VersionReport(
+        alias=alias,
+        version=version,
+        run_id="abc123",
+        run_name=f"run-{version}",
+        experiment_id="7",
+        created="2026-01-01 00:00 UTC",
+        decision=decision,
+        source="bundled",
+        k=20,
+        primary=0.2,
+        primary_baseline=0.1,
+        slices=tuple(rows),
+    )
 
 
 def test_page_without_a_registered_model_says_what_to_do() -> None:
@@ -114,8 +166,14 @@ def test_page_without_a_registered_model_says_what_to_do() -> None:
 def test_page_shows_champion_and_challenger_side_by_side(logged: dict[str, float]) -> None:
     rows = slice_scores(logged)
     worse = [SliceScores(r.name, r.users, None if r.model is None else r.model - 0.01, r.baselines) for r in rows]
-    report = ModelReport("m", True, (_version("champion", "3", rows, "no champion yet"),
-                                     _version("challenger", "4", worse, "does not beat the champion")))
+    report = ModelReport(
+        "m",
+        True,
+        (
+            _version("champion", "3", rows, "no champion yet"),
+            _version("challenger", "4", worse, "does not beat the champion"),
+        ),
+    )
     html = render_html(report, "http://mlflow:5000/")
     assert html.count('<section class="card champion">') == html.count('<section class="card challenger">') == 1
     assert "challenger − champion" in html and html.count("-0.0100") == len(rows)

@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 
 from recsys_tasks.text import onnx as onnx_text
-from recsys_tasks.text.onnx import OnnxExportError, OnnxTextEncoder, sentence_encoder
 from recsys_tasks.text.encoder import TextEncoder
+from recsys_tasks.text.onnx import OnnxExportError, OnnxTextEncoder, sentence_encoder
 
 pytestmark = pytest.mark.slow
 
-TEXTS = ["Hi.", "", "I like owls.", "I like Sci-Fi and Thriller movies, especially about trains (#7).",
-         "Toy Story (1995). Genres: Animation, Children's, Comedy.",
-         "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 8]
+TEXTS = [
+    "Hi.",
+    "",
+    "I like owls.",
+    "I like Sci-Fi and Thriller movies, especially about trains (#7).",
+    "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+    "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 8,
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +49,9 @@ def test_onnx_runtime_gives_the_vectors_of_pytorch(onnx_encoder: OnnxTextEncoder
     assert onnx_encoder.encode_padded([]).shape == (0, torch_encoder.dim)
 
 
-def test_the_exported_graph_is_reused(onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_exported_graph_is_reused(
+    onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     exports: list[Path] = []
     monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: exports.append(path))
     again = OnnxTextEncoder(torch_encoder, onnx_encoder.path.parent)
@@ -53,8 +59,9 @@ def test_the_exported_graph_is_reused(onnx_encoder: OnnxTextEncoder, torch_encod
     assert [p.name for p in onnx_encoder.path.parent.iterdir()] == [onnx_encoder.path.name]  # no temporary left
 
 
-def test_a_damaged_graph_is_exported_again(onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder,
-                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_graph_is_exported_again(
+    onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     damaged = tmp_path / onnx_encoder.path.name
     damaged.write_bytes(onnx_encoder.path.read_bytes()[: 1 << 20])  # a cut-off copy
     with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):
@@ -64,9 +71,9 @@ def test_a_damaged_graph_is_exported_again(onnx_encoder: OnnxTextEncoder, torch_
     np.testing.assert_allclose(encoder.encode_padded(TEXTS[:3]), torch_encoder.encode(TEXTS[:3]), atol=1e-5)
 
 
-def test_a_graph_that_disagrees_with_pytorch_is_not_served(onnx_encoder: OnnxTextEncoder, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_graph_that_disagrees_with_pytorch_is_not_served(
+    onnx_encoder: OnnxTextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A graph whose vectors differ (here: exported from other weights) is replaced; if the fresh
     export differs too, serving falls back to PyTorch and says why."""
     monkeypatch.setattr(onnx_text, "_fingerprint", lambda encoder: onnx_encoder.path.stem)
@@ -79,8 +86,9 @@ def test_a_graph_that_disagrees_with_pytorch_is_not_served(onnx_encoder: OnnxTex
     assert "differs from PyTorch" in caplog.text and "serving with PyTorch, not ONNX Runtime" in caplog.text
 
 
-def test_a_model_that_cannot_be_exported_is_served_by_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_a_model_that_cannot_be_exported_is_served_by_pytorch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def fail(encoder: TextEncoder, path: Path) -> None:
         raise OnnxExportError("torch.onnx.export failed for 'packaged': UnsupportedOperatorError: aten::frobnicate")
 
@@ -103,8 +111,12 @@ def test_the_runtime_is_checked() -> None:
 
 
 def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pytorch(
-        onnx_encoder: OnnxTextEncoder, torch_encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    onnx_encoder: OnnxTextEncoder,
+    torch_encoder: TextEncoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)  # the fp32 graph is there: checked, not exported
     monkeypatch.setattr(onnx_text, "_export", lambda encoder, path: pytest.fail("exported again"))
     with caplog.at_level(logging.INFO):
@@ -113,7 +125,9 @@ def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pyt
     assert "pre-processing" not in caplog.text  # the quantizer's hint (on the root logger) is not the server's log
     assert isinstance(int8, OnnxTextEncoder) and int8.runtime == "onnx-int8" and int8.path.name.endswith(".int8.onnx")
     assert int8.path.stat().st_size < onnx_encoder.path.stat().st_size / 2  # int8 weights
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([onnx_encoder.path.name, int8.path.name])  # no temporary
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [onnx_encoder.path.name, int8.path.name]
+    )  # no temporary
     expected, vectors = torch_encoder.encode(TEXTS), int8.encode_padded(TEXTS)
     cosines = (vectors * expected).sum(1)
     assert cosines.min() > onnx_text.INT8_MIN_COSINE and cosines.mean() > 0.9
@@ -124,9 +138,9 @@ def test_the_int8_graph_is_quantized_from_the_checked_one_and_stays_close_to_pyt
     np.testing.assert_array_equal(again.encode_padded(TEXTS), vectors)
 
 
-def test_an_int8_graph_below_the_cosine_floor_is_not_served(onnx_encoder: OnnxTextEncoder, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_an_int8_graph_below_the_cosine_floor_is_not_served(
+    onnx_encoder: OnnxTextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     os.link(onnx_encoder.path, tmp_path / onnx_encoder.path.name)
     monkeypatch.setattr(onnx_text, "INT8_MIN_COSINE", 1.01)  # nothing reaches it
     with caplog.at_level(logging.WARNING, logger="recsys_tasks.text.onnx"):

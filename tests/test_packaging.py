@@ -70,5 +70,12 @@ def test_the_lock_pins_every_declared_dependency_once() -> None:
 
 @pytest.mark.parametrize("requirement", ["numpy>=2", "uvicorn[standard]>=0.30", "PyYAML==6.0.3", "jsonschema_rs==1"])
 def test_requirement_names_are_normalised(requirement: str) -> None:
-    assert _name(requirement) == {"numpy>=2": "numpy", "uvicorn[standard]>=0.30": "uvicorn",
-                                  "PyYAML==6.0.3": "pyyaml", "jsonschema_rs==1": "jsonschema-rs"}[requirement]
+    assert (
+        _name(requirement)
+        == {
+            "numpy>=2": "numpy",
+            "uvicorn[standard]>=0.30": "uvicorn",
+            "PyYAML==6.0.3": "pyyaml",
+            "jsonschema_rs==1": "jsonschema-rs",
+        }[requirement]
+    )

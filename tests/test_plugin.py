@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,20 +21,32 @@ PLUGIN = ROOT / "plugins" / "recsys_plugin.py"
 
 
 def test_airflow_loads_the_plugin_with_its_app_and_views(tmp_path: Path) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
-           "AIRFLOW_HOME": str(tmp_path), "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "RECSYS_MLFLOW_UI_URL": "http://mlflow.test:5001",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}"}
-    done = subprocess.run([str(Path(sys.executable).with_name("airflow")), "plugins", "-o", "json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_CONFIG": str(ROOT / "airflow.cfg"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "RECSYS_MLFLOW_UI_URL": "http://mlflow.test:5001",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "plugins", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [plugin] = [p for p in json.loads(done.stdout) if p["name"] == "recsys"]
-    assert plugin["fastapi_apps"] == [{"app": "fastapi.applications.FastAPI", "url_prefix": "/recsys",
-                                       "name": "recsys model report"}]
+    assert plugin["fastapi_apps"] == [
+        {"app": "fastapi.applications.FastAPI", "url_prefix": "/recsys", "name": "recsys model report"}
+    ]
     views = {(v["destination"], v.get("url_route")): v["href"] for v in plugin["external_views"]}
-    assert views == {("dag", "recsys-model-report"): "/recsys/dags/{DAG_ID}",
-                     ("nav", "recsys-models"): "/recsys/models/recsys-cold-start",
-                     ("nav", None): "http://mlflow.test:5001/#/models/recsys-cold-start"}
+    assert views == {
+        ("dag", "recsys-model-report"): "/recsys/dags/{DAG_ID}",
+        ("nav", "recsys-models"): "/recsys/models/recsys-cold-start",
+        ("nav", None): "http://mlflow.test:5001/#/models/recsys-cold-start",
+    }
 
 
 @pytest.fixture
@@ -64,8 +76,9 @@ def test_another_dags_tab_says_it_registers_no_model(client: TestClient) -> None
     assert page.status_code == 200 and "registers no model" in page.text and "some_other_dag" in page.text
 
 
-def test_a_registry_that_cannot_be_read_is_a_503_page(client: TestClient, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registry_that_cannot_be_read_is_a_503_page(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}")  # under a file
     page = client.get("/models/recsys-cold-start")

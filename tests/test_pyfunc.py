@@ -7,12 +7,19 @@ import json
 import pandas as pd
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
-from recsys_tasks.registry.pyfunc import _records
 from recsys_tasks.model.requests import parse_requests
+from recsys_tasks.registry.pyfunc import _records
 
-REQUESTS = [{"request_id": "a", "k": 3},
-            {"request_id": "b", "profile": {"age": 30, "gender": "F"}, "history": [{"item_id": "1", "rating": 5}],
-             "candidates": ["1", "2"], "text": "I like Drama movies."}]
+REQUESTS = [
+    {"request_id": "a", "k": 3},
+    {
+        "request_id": "b",
+        "profile": {"age": 30, "gender": "F"},
+        "history": [{"item_id": "1", "rating": 5}],
+        "candidates": ["1", "2"],
+        "text": "I like Drama movies.",
+    },
+]
 
 
 def test_inputs_format_of_mlflow_models_serve() -> None:

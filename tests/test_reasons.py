@@ -16,18 +16,17 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.config import ExtractConfig
-from recsys_tasks.protocol.queries import Query
+from recsys_tasks.data.sources import load_source
+from recsys_tasks.data.validate import validate
 from recsys_tasks.explain import genres
 from recsys_tasks.explain.genres import GenreMatcher
 from recsys_tasks.explain.reasons import LEVELS, Explainer, describe_segment, display_title, quote
 from recsys_tasks.kg.links import MIN_PAIRS, RELATION_LIFT, item_links, reason_links, relation_lift
 from recsys_tasks.model.popularity import DemographicPopularity
-from recsys_tasks.data.sources import load_source
-from recsys_tasks.data.validate import validate
+from recsys_tasks.protocol.queries import Query
 
 TITLES = ["Alien", "Blade Runner", "Titanic", "Godfather, The", "Fargo", "Heat", "Nova", "Moonshot"]
-GENRES = ["Horror|Sci-Fi", "Sci-Fi", "Drama|Romance", "Crime|Drama", "Comedy|Crime", "Action|Crime", "Sci-Fi",
-          "Comedy"]
+GENRES = ["Horror|Sci-Fi", "Sci-Fi", "Drama|Romance", "Crime|Drama", "Comedy|Crime", "Action|Crime", "Sci-Fi", "Comedy"]
 ENTITIES = ["m.alien", "m.blade", "m.titanic", "m.godfather", "m.fargo", "m.heat", "m.nova", ""]
 N_ID = 6  # rows 6 and 7 are new items (no ID row)
 ALIEN, BLADE, TITANIC, GODFATHER, FARGO, HEAT, NOVA, MOONSHOT = range(8)
@@ -39,36 +38,60 @@ M_ENGINEER = {"age": 40, "gender": "M", "occupation": "engineer", "zip_code": ""
 # and centred cosines are plain ones: Alien-Blade 0.96, Alien-Nova 0.995, Blade-Nova 0.95,
 # Titanic-Godfather 0.81, Fargo-Heat 0.85, Titanic-Heat 0.56, Fargo-Moonshot 0.996; Titanic-Fargo
 # 0.03; a-b, a-c and b-c pairs about -0.5.
-VECS = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.3], [-0.5, 0.266, 0.0], [-0.5, 0.866, -0.3], [-0.5, -0.866, 0.0],
-                 [-0.5, -0.266, 0.0], [1.0, 0.1, 0.0], [-0.4, -0.866, 0.0]], np.float32)
+VECS = np.array(
+    [
+        [1.0, 0.0, 0.0],
+        [1.0, 0.0, 0.3],
+        [-0.5, 0.266, 0.0],
+        [-0.5, 0.866, -0.3],
+        [-0.5, -0.866, 0.0],
+        [-0.5, -0.266, 0.0],
+        [1.0, 0.1, 0.0],
+        [-0.4, -0.866, 0.0],
+    ],
+    np.float32,
+)
 # Text ⊕ KG content (text_dim 2): the text parts of Alien, Blade Runner and Nova are at 0.8-1.0 of
 # "space", the others far from it; cosines with "space" have mean 0.39 and deviation 0.43 over the
 # catalog, so Blade Runner's standard score is 0.95, Titanic's -0.9.
 SPACE = np.array([1.0, 0.0], np.float32)
-TEXT = np.array([[0.9, 0.436], [0.8, 0.6], [0.0, 1.0], [0.1, 0.995], [0.2, 0.98], [0.1, 0.995], [1.0, 0.0],
-                 [0.0, 1.0]], np.float32)
+TEXT = np.array(
+    [[0.9, 0.436], [0.8, 0.6], [0.0, 1.0], [0.1, 0.995], [0.2, 0.98], [0.1, 0.995], [1.0, 0.0], [0.0, 1.0]], np.float32
+)
 CONTENT = np.hstack([TEXT, np.zeros((8, 2), np.float32)])
 
 
 def _catalog() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": [str(i + 1) for i in range(8)], "title": TITLES, "year": [1979] * 8,
-                         "genres": GENRES, "description": "", "entity_id": ENTITIES,
-                         "id_row": [min(i, N_ID) for i in range(8)]})
+    return pd.DataFrame(
+        {
+            "item_id": [str(i + 1) for i in range(8)],
+            "title": TITLES,
+            "year": [1979] * 8,
+            "genres": GENRES,
+            "description": "",
+            "entity_id": ENTITIES,
+            "id_row": [min(i, N_ID) for i in range(8)],
+        }
+    )
 
 
 def _links() -> pd.DataFrame:
-    kg = pd.DataFrame([["m.alien", "film.film.directed_by", "m.scott"],
-                       ["m.scott", "film.director.film", "m.blade"],  # the other direction, same relation
-                       ["m.blade", "film.film.actor", "m.hauer"],
-                       ["m.nova", "film.film.actor", "m.hauer"],
-                       ["m.titanic", "film.film.actor", "m.actor2"],
-                       ["m.godfather", "film.film.actor", "m.actor2"],
-                       ["m.blade", "film.film.actor", "m.far"],
-                       ["m.fargo", "film.film.actor", "m.far"],
-                       ["m.titanic", "film.film.directed_by", "m.lonely"],  # nobody else: dropped
-                       ["m.alien", "film.film.country", "m.usa"],  # unmapped relation: dropped
-                       ["m.blade", "film.film.country", "m.usa"]],
-                      columns=["head_id", "relation_id", "tail_id"])
+    kg = pd.DataFrame(
+        [
+            ["m.alien", "film.film.directed_by", "m.scott"],
+            ["m.scott", "film.director.film", "m.blade"],  # the other direction, same relation
+            ["m.blade", "film.film.actor", "m.hauer"],
+            ["m.nova", "film.film.actor", "m.hauer"],
+            ["m.titanic", "film.film.actor", "m.actor2"],
+            ["m.godfather", "film.film.actor", "m.actor2"],
+            ["m.blade", "film.film.actor", "m.far"],
+            ["m.fargo", "film.film.actor", "m.far"],
+            ["m.titanic", "film.film.directed_by", "m.lonely"],  # nobody else: dropped
+            ["m.alien", "film.film.country", "m.usa"],  # unmapped relation: dropped
+            ["m.blade", "film.film.country", "m.usa"],
+        ],
+        columns=["head_id", "relation_id", "tail_id"],
+    )
     return item_links(_catalog(), kg)
 
 
@@ -92,8 +115,9 @@ def _popular(histories: pd.DataFrame, users: pd.DataFrame, min_group: int = 3) -
 def _make_explainer() -> Explainer:
     users, histories = _users_and_histories()
     # Eight items cannot make a standard score of 2.5: the taste threshold is lowered to 0.9.
-    return Explainer(_catalog(), CONTENT, _links(), _popular(histories, users), N_ID, text_dim=2, top_n_overall=2,
-                     taste_z=0.9)
+    return Explainer(
+        _catalog(), CONTENT, _links(), _popular(histories, users), N_ID, text_dim=2, top_n_overall=2, taste_z=0.9
+    )
 
 
 @pytest.fixture
@@ -101,21 +125,35 @@ def explainer() -> Explainer:
     return _make_explainer()
 
 
-def _explain(explainer: Explainer, top: list[int], history: list[int] = (), ratings: list[float] | None = None,
-             profile: dict | None = None, text: str | None = None, taste: np.ndarray | None = None) -> list[str]:
+def _explain(
+    explainer: Explainer,
+    top: list[int],
+    history: list[int] = (),
+    ratings: list[float] | None = None,
+    profile: dict | None = None,
+    text: str | None = None,
+    taste: np.ndarray | None = None,
+) -> list[str]:
     query = Query("u", profile or {}, (), text)
     ratings = [5.0] * len(history) if ratings is None else ratings
-    return explainer.explain(query, np.array(history, np.int64), np.array(ratings, np.float64),
-                             np.array(top, np.int64), VECS, CONTENT, taste)
+    return explainer.explain(
+        query, np.array(history, np.int64), np.array(ratings, np.float64), np.array(top, np.int64), VECS, CONTENT, taste
+    )
 
 
 # ---------------------------------------------------------------- bundle-time tables
 def test_item_links_keep_shared_mapped_relations_in_plain_words() -> None:
     links = _links()
     assert links.to_numpy().tolist() == [
-        ["m.alien", "director", "m.scott"], ["m.blade", "actor", "m.far"], ["m.blade", "actor", "m.hauer"],
-        ["m.blade", "director", "m.scott"], ["m.fargo", "actor", "m.far"], ["m.godfather", "actor", "m.actor2"],
-        ["m.nova", "actor", "m.hauer"], ["m.titanic", "actor", "m.actor2"]]
+        ["m.alien", "director", "m.scott"],
+        ["m.blade", "actor", "m.far"],
+        ["m.blade", "actor", "m.hauer"],
+        ["m.blade", "director", "m.scott"],
+        ["m.fargo", "actor", "m.far"],
+        ["m.godfather", "actor", "m.actor2"],
+        ["m.nova", "actor", "m.hauer"],
+        ["m.titanic", "actor", "m.actor2"],
+    ]
 
 
 def test_item_links_of_the_tiny_dataset(tiny_recbole_dir) -> None:
@@ -135,8 +173,9 @@ def _co_liked_catalog() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     kg += [[f"m.{(k + 37) % n}", "film.film.actor", f"m.a{k}"] for k in range(n)]
     kg += [[f"m.{k}", "film.film.written_by", "m.w"] for k in range(3)]
     rng = np.random.default_rng(1)
-    likes = [[f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False)
-             for j in (0, 1)]
+    likes = [
+        [f"u{u}", str(2 * k + j), 5.0] for u in range(300) for k in rng.choice(n // 2, 2, replace=False) for j in (0, 1)
+    ]
     histories = pd.DataFrame(likes, columns=["user_id", "item_id", "rating"]).assign(timestamp=0)
     return items, pd.DataFrame(kg, columns=["head_id", "relation_id", "tail_id"]), histories
 
@@ -164,16 +203,19 @@ def test_segment_popularity_counts_positives_per_large_enough_segment() -> None:
 
 
 # ---------------------------------------------------------------- words
-@pytest.mark.parametrize(("values", "words"), [
-    ({"gender": "F", "age": "18-24", "occupation": "student"}, "female students aged 18-24"),
-    ({"age": "18-24", "occupation": "student"}, "students aged 18-24"),
-    ({"gender": "M", "occupation": "marketing"}, "men in marketing"),
-    ({"gender": "F", "age": "56+", "occupation": "retired"}, "retired women aged 56+"),
-    ({"age": "under 18"}, "viewers under 18"),
-    ({"gender": "F"}, "women"),
-    ({"occupation": "salesman"}, "salespeople"),
-    ({"gender": "X", "occupation": "student"}, None),  # no words for it: no reason claims it
-])
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"gender": "F", "age": "18-24", "occupation": "student"}, "female students aged 18-24"),
+        ({"age": "18-24", "occupation": "student"}, "students aged 18-24"),
+        ({"gender": "M", "occupation": "marketing"}, "men in marketing"),
+        ({"gender": "F", "age": "56+", "occupation": "retired"}, "retired women aged 56+"),
+        ({"age": "under 18"}, "viewers under 18"),
+        ({"gender": "F"}, "women"),
+        ({"occupation": "salesman"}, "salespeople"),
+        ({"gender": "X", "occupation": "student"}, None),  # no words for it: no reason claims it
+    ],
+)
 def test_segments_are_described_in_plain_words(values: dict, words: str | None) -> None:
     assert describe_segment(values) == words
 
@@ -205,7 +247,8 @@ def test_a_kg_link_the_models_vectors_contradict_is_not_named(explainer: Explain
 def test_a_history_item_rated_below_the_threshold_is_never_cited(explainer: Explainer) -> None:
     # Not even as the closest most liked item: Alien is; no other one is close.
     assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[2.0], profile=F_STUDENT) == [
-        "a top match for your profile"]
+        "a top match for your profile"
+    ]
     assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[2.0]) == ["a top pick overall"]
     assert _explain(explainer, [BLADE], history=[ALIEN], ratings=[0.0]) == ["shares its director with Alien"]  # unrated
 
@@ -237,8 +280,7 @@ def test_popular_in_the_finest_segment(explainer: Explainer) -> None:
     assert _explain(explainer, [GODFATHER], profile=F_STUDENT) == ["popular with female students aged 18-24"]
     assert _explain(explainer, [FARGO], profile=M_ENGINEER) == ["popular with male engineers aged 35-44"]
     # An unknown gender: the finest segment that can be named (age and occupation) is used.
-    assert _explain(explainer, [GODFATHER], profile={**F_STUDENT, "gender": ""}) == [
-        "popular with students aged 18-24"]
+    assert _explain(explainer, [GODFATHER], profile={**F_STUDENT, "gender": ""}) == ["popular with students aged 18-24"]
 
 
 def test_a_new_item_is_explained_by_the_closest_liked_item(explainer: Explainer) -> None:
@@ -255,7 +297,8 @@ def test_a_weaker_history_link_gives_way_to_the_segment(explainer: Explainer) ->
     """Fargo and Heat: cosine 0.85, under `SIMILAR_MIN`: the segment's popularity comes first;
     without a profile, the closest history item is the reason."""
     assert _explain(explainer, [FARGO], history=[HEAT], profile=M_ENGINEER) == [
-        "popular with male engineers aged 35-44"]
+        "popular with male engineers aged 35-44"
+    ]
     assert _explain(explainer, [FARGO], history=[HEAT]) == ["similar to Heat"]
     assert _explain(explainer, [TITANIC], history=[FARGO]) == ["similar to The Godfather"]  # 0.03: not similar
 
@@ -263,20 +306,36 @@ def test_a_weaker_history_link_gives_way_to_the_segment(explainer: Explainer) ->
 def test_one_reason_per_item_in_order_and_deterministic(explainer: Explainer) -> None:
     top = [BLADE, NOVA, GODFATHER, HEAT, ALIEN]
     reasons = _explain(explainer, top, history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi")
-    assert reasons == ["shares its director with Alien", "matches 'sci-fi'", "shares an actor with Titanic",
-                       "similar to Titanic", "matches 'sci-fi'"]  # Heat-Titanic 0.56: the weaker kind
+    assert reasons == [
+        "shares its director with Alien",
+        "matches 'sci-fi'",
+        "shares an actor with Titanic",
+        "similar to Titanic",
+        "matches 'sci-fi'",
+    ]  # Heat-Titanic 0.56: the weaker kind
     assert reasons == _explain(explainer, top, history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi")
 
 
 def test_items_changed_or_added_later_are_explained_with_their_new_data(explainer: Explainer) -> None:
-    explainer.set_items([NOVA, 8], [{"item_id": "7", "title": "Nova, La", "genres": "Drama"},
-                                    {"item_id": "9", "title": "Rift", "genres": "Western", "entity_id": "m.fargo"}],
-                        [False, False])
+    explainer.set_items(
+        [NOVA, 8],
+        [
+            {"item_id": "7", "title": "Nova, La", "genres": "Drama"},
+            {"item_id": "9", "title": "Rift", "genres": "Western", "entity_id": "m.fargo"},
+        ],
+        [False, False],
+    )
     vecs = np.vstack([VECS, [[1.0, 0.0, 0.3]]])  # Rift points where Blade Runner does
     content = np.vstack([CONTENT, np.zeros((1, 4), np.float32)])
     explain = lambda top, history=(), text=None: explainer.explain(  # noqa: E731
-        Query("u", {}, (), text), np.array(history, np.int64), np.full(len(history), 5.0), np.array(top), vecs,
-        content, None)
+        Query("u", {}, (), text),
+        np.array(history, np.int64),
+        np.full(len(history), 5.0),
+        np.array(top),
+        vecs,
+        content,
+        None,
+    )
     assert explain([NOVA]) == ["new: similar content to Alien"] and explainer.titles[NOVA] == "La Nova"
     assert explain([NOVA], text="sci-fi") == ["new: similar content to Alien"]  # no longer Sci-Fi
     assert explain([8], text="westerns") == ["matches 'westerns'"]  # a genre the catalog did not have
@@ -289,8 +348,10 @@ def test_a_bundle_without_links_or_liked_items_still_explains() -> None:
     query = Query("u", F_STUDENT, ())
     reasons = bare.explain(query, np.array([ALIEN]), np.array([5.0]), np.array([BLADE, NOVA]), VECS, CONTENT, None)
     assert reasons == ["similar to Alien", "similar to Alien"]  # no KG links: the model's vectors
-    assert bare.explain(query, np.zeros(0, np.int64), np.zeros(0), np.array([BLADE, NOVA]), VECS, CONTENT,
-                        None) == ["a top match for your profile", "new in the catalog"]  # nothing liked at all
+    assert bare.explain(query, np.zeros(0, np.int64), np.zeros(0), np.array([BLADE, NOVA]), VECS, CONTENT, None) == [
+        "a top match for your profile",
+        "new in the catalog",
+    ]  # nothing liked at all
 
 
 # ---------------------------------------------------------------- what is remembered = what is computed
@@ -298,10 +359,13 @@ def test_kept_unit_vectors_give_the_vectors_and_reasons_computed_per_request(mon
     """A catalog up to `UNIT_ROWS` keeps every centred unit vector; a bigger one centres a request's
     rows when asked: the same numbers, so the same reasons."""
     from recsys_tasks.explain import reasons
+
     make = _make_explainer
-    calls = [dict(top=[BLADE, NOVA, GODFATHER, HEAT, ALIEN], history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi"),
-             dict(top=[FARGO, TITANIC, NOVA, MOONSHOT], history=[HEAT, BLADE], ratings=[5.0, 2.0], profile=M_ENGINEER),
-             dict(top=[NOVA, MOONSHOT, ALIEN], history=[], profile=F_STUDENT, text="slow films", taste=SPACE)]
+    calls = [
+        dict(top=[BLADE, NOVA, GODFATHER, HEAT, ALIEN], history=[ALIEN, TITANIC], profile=F_STUDENT, text="sci-fi"),
+        dict(top=[FARGO, TITANIC, NOVA, MOONSHOT], history=[HEAT, BLADE], ratings=[5.0, 2.0], profile=M_ENGINEER),
+        dict(top=[NOVA, MOONSHOT, ALIEN], history=[], profile=F_STUDENT, text="slow films", taste=SPACE),
+    ]
     kept = make()
     kept_reasons = [_explain(kept, **c) for c in calls]
     monkeypatch.setattr(reasons, "UNIT_ROWS", 0)
@@ -322,24 +386,44 @@ def test_the_segment_named_is_the_finest_whose_most_liked_items_hold_the_item(ex
 
 
 # ---------------------------------------------------------------- stated genres (`explain.genres`)
-VOCAB = ["action", "animation", "children's", "comedy", "crime", "drama", "film-noir", "horror", "romance", "sci-fi",
-         "western"]
+VOCAB = [
+    "action",
+    "animation",
+    "children's",
+    "comedy",
+    "crime",
+    "drama",
+    "film-noir",
+    "horror",
+    "romance",
+    "sci-fi",
+    "western",
+]
 
 
-@pytest.mark.parametrize(("text", "named"), [
-    ("I love sci-fi and old film noir, but not horror", {"sci-fi": "sci-fi", "film-noir": "film noir"}),
-    ("Sci-Fi but no horror, please", {"sci-fi": "Sci-Fi"}),
-    ("I don't like comedy. Drama!", {"drama": "Drama"}),
-    ("no comedy except funny dramas", {"comedy": "funny", "drama": "dramas"}),
-    ("Don't show me Westerns: science fiction!", {"sci-fi": "science fiction"}),
-    ("I hate kids movies but love animated ones", {"animation": "animated"}),
-    ("not a fan of romance; romantic comedies are fine", {"romance": "romantic", "comedy": "comedies"}),
-    ("Dramas, crime, comedies and cartoons; never action",
-     {"drama": "Dramas", "crime": "crime", "comedy": "comedies", "animation": "cartoons"}),
-    ("Action! Not actionable. Film-noir without romance, but scifi",
-     {"action": "Action", "film-noir": "Film-noir", "sci-fi": "scifi"}),
-    ("nothing", {}), ("", {}), (None, {}),
-])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("I love sci-fi and old film noir, but not horror", {"sci-fi": "sci-fi", "film-noir": "film noir"}),
+        ("Sci-Fi but no horror, please", {"sci-fi": "Sci-Fi"}),
+        ("I don't like comedy. Drama!", {"drama": "Drama"}),
+        ("no comedy except funny dramas", {"comedy": "funny", "drama": "dramas"}),
+        ("Don't show me Westerns: science fiction!", {"sci-fi": "science fiction"}),
+        ("I hate kids movies but love animated ones", {"animation": "animated"}),
+        ("not a fan of romance; romantic comedies are fine", {"romance": "romantic", "comedy": "comedies"}),
+        (
+            "Dramas, crime, comedies and cartoons; never action",
+            {"drama": "Dramas", "crime": "crime", "comedy": "comedies", "animation": "cartoons"},
+        ),
+        (
+            "Action! Not actionable. Film-noir without romance, but scifi",
+            {"action": "Action", "film-noir": "Film-noir", "sci-fi": "scifi"},
+        ),
+        ("nothing", {}),
+        ("", {}),
+        (None, {}),
+    ],
+)
 def test_stated_genres_known_answers(text: str | None, named: dict[str, str]) -> None:
     """What the clause-by-clause parser has always answered (each phrase as written, first named
     first, negated ones left out): the one-pass parser answers the same."""
@@ -351,7 +435,7 @@ def _find_per_prefix(matcher: GenreMatcher, text: str) -> dict[str, str]:
     into clauses again and its last clause searched for a negation (quadratic in the text)."""
     found: dict[str, str] = {}
     for match in matcher._pattern.finditer(text):
-        if genres._NEGATION.search(genres._CLAUSE.split(text[:match.start()])[-1]):
+        if genres._NEGATION.search(genres._CLAUSE.split(text[: match.start()])[-1]):
             continue
         found.setdefault(matcher.names[int(match.lastgroup[1:])], match.group(0))
     return found
@@ -360,11 +444,60 @@ def _find_per_prefix(matcher: GenreMatcher, text: str) -> dict[str, str]:
 def test_the_one_pass_parser_answers_as_the_per_prefix_one_on_random_texts() -> None:
     """Random texts of genre names, aliases, negations, clause ends and near misses ("butter",
     "nothing", "cannot"), joined with and without spaces: the same genres and phrases."""
-    words = ["sci-fi", "Sci Fi", "scifi", "science fiction", "film noir", "noir", "kids", "children's", "childrens",
-             "cartoon", "cartoons", "animated", "romantic", "funny", "comedy", "comedies", "drama", "dramas",
-             "western", "Westerns", "crime", "action", "horror", "but", "BUT", "except", "butter", "exception",
-             "not", "no", "nor", "never", "don't", "dont", "doesn't", "hate", "dislike", "without", "nothing", "cannot",
-             ".", ";", ":", "!", "?", ",", "'", "-", "(", ")", "I", "like"]
+    words = [
+        "sci-fi",
+        "Sci Fi",
+        "scifi",
+        "science fiction",
+        "film noir",
+        "noir",
+        "kids",
+        "children's",
+        "childrens",
+        "cartoon",
+        "cartoons",
+        "animated",
+        "romantic",
+        "funny",
+        "comedy",
+        "comedies",
+        "drama",
+        "dramas",
+        "western",
+        "Westerns",
+        "crime",
+        "action",
+        "horror",
+        "but",
+        "BUT",
+        "except",
+        "butter",
+        "exception",
+        "not",
+        "no",
+        "nor",
+        "never",
+        "don't",
+        "dont",
+        "doesn't",
+        "hate",
+        "dislike",
+        "without",
+        "nothing",
+        "cannot",
+        ".",
+        ";",
+        ":",
+        "!",
+        "?",
+        ",",
+        "'",
+        "-",
+        "(",
+        ")",
+        "I",
+        "like",
+    ]
     matcher = GenreMatcher(VOCAB)
     rng = np.random.default_rng(7)
     for _ in range(1500):
@@ -387,6 +520,7 @@ class _Scanned:
         def scan(string: str, *args, **kwargs):
             self.chars += len(string)
             return method(string, *args, **kwargs)
+
         return scan
 
 

@@ -6,16 +6,16 @@ Known from the tiny data and the default split: user 3's training history is ite
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
-from recsys_tasks.protocol.queries import Query
 from recsys_tasks.model.recommender import Recommender, UnknownIdError
+from recsys_tasks.protocol.queries import Query
 
 MAX_HISTORY = 5
 N_ITEMS = 15
@@ -25,24 +25,35 @@ TASTE = "I like Action and Drama movies."
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
-               ) -> Iterator[Path]:
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Iterator[Path]:
     """Every stage once on the tiny data; the finetune bundle folder."""
     from recsys_tasks.data.extract import extract
     from recsys_tasks.kg.embed import kg_embed
-    from recsys_tasks.text.embed import text_embed
     from recsys_tasks.model.finetune import finetune
+    from recsys_tasks.text.embed import text_embed
 
     root = tmp_path_factory.mktemp("recommender")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         snapshot = extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir
-        kg = kg_embed(KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1,
-                               eval_fraction=0.1, device="cpu"), snapshot, root / "kg").out_dir
+        kg = kg_embed(
+            KGConfig(
+                embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu"
+            ),
+            snapshot,
+            root / "kg",
+        ).out_dir
         text = text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir
-        result = finetune(FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=MAX_HISTORY,
-                                         validation_user_frac=0.3, device="cpu"),
-                          snapshot, kg, text, root / "finetune", TextConfig().model)
+        result = finetune(
+            FinetuneConfig(
+                dim=4, hidden=8, epochs=2, batch_size=8, max_history=MAX_HISTORY, validation_user_frac=0.3, device="cpu"
+            ),
+            snapshot,
+            kg,
+            text,
+            root / "finetune",
+            TextConfig().model,
+        )
         yield result.path("bundle")
 
 
@@ -86,8 +97,9 @@ def test_only_the_latest_max_history_items_count(rec: Recommender) -> None:
 
 @pytest.mark.slow
 def test_history_and_text_change_the_scores(rec: Recommender) -> None:
-    bare, with_history, with_text = rec.score([
-        Query("u", PROFILE, ()), Query("u", PROFILE, _history(["1", "4", "8"])), Query("u", PROFILE, (), TASTE)])
+    bare, with_history, with_text = rec.score(
+        [Query("u", PROFILE, ()), Query("u", PROFILE, _history(["1", "4", "8"])), Query("u", PROFILE, (), TASTE)]
+    )
     assert not np.allclose(bare, with_history) and not np.allclose(bare, with_text)
 
 
@@ -95,9 +107,14 @@ def test_a_disliked_history_item_weighs_the_models_learned_weight_in_both_towers
     """A history item rated below the positive threshold is pooled with the model's weight, an
     unrated click as a liked item; the NumPy tower (CPU serving) and the module agree."""
     rec = Recommender.load(bundle_dir)
-    liked, mixed, clicks = (Query("u", PROFILE, tuple((i, r, 880_000_000 + n) for n, (i, r) in enumerate(h)))
-                            for h in ([("1", 5.0), ("4", 4.0), ("8", 5.0)], [("1", 5.0), ("4", 1.0), ("8", 5.0)],
-                                      [("1", 0.0), ("4", 0.0), ("8", 0.0)]))
+    liked, mixed, clicks = (
+        Query("u", PROFILE, tuple((i, r, 880_000_000 + n) for n, (i, r) in enumerate(h)))
+        for h in (
+            [("1", 5.0), ("4", 4.0), ("8", 5.0)],
+            [("1", 5.0), ("4", 1.0), ("8", 5.0)],
+            [("1", 0.0), ("4", 0.0), ("8", 0.0)],
+        )
+    )
     with torch.no_grad():
         rec.model.disliked_log_weight.fill_(0.0)  # a weight of 1: the ratings do not matter
     rec.refresh()
@@ -122,7 +139,7 @@ def test_a_cold_item_is_scored_by_its_content_alone(rec: Recommender) -> None:
     assert np.isfinite(scores[0, cold]).all()
     content_map = rec.bundle.content_map
     assert content_map.genres and content_map.year_edges  # the tiny catalog's genres and years are its fields
-    vecs, bias = content_map(rec.bundle.item_content[cold, :rec.meta["text_dim"]], catalog.iloc[cold])  # content alone
+    vecs, bias = content_map(rec.bundle.item_content[cold, : rec.meta["text_dim"]], catalog.iloc[cold])  # content alone
     np.testing.assert_allclose(rec.item_vecs[cold].numpy(), vecs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rec.item_bias[cold].numpy(), bias, rtol=1e-5, atol=1e-6)
 
@@ -146,8 +163,13 @@ def _ids(response: dict) -> list[str]:
 @pytest.mark.slow
 def test_recommend_returns_k_items_best_first(rec: Recommender) -> None:
     asked, default, everything = rec.recommend(
-        [{"request_id": "a", "profile": PROFILE, "k": 3}, {"request_id": "b", "profile": PROFILE},
-         {"request_id": "c", "profile": PROFILE, "k": 1000}], k=4)
+        [
+            {"request_id": "a", "profile": PROFILE, "k": 3},
+            {"request_id": "b", "profile": PROFILE},
+            {"request_id": "c", "profile": PROFILE, "k": 1000},
+        ],
+        k=4,
+    )
     assert (asked["request_id"], default["request_id"], everything["request_id"]) == ("a", "b", "c")
     assert len(asked["items"]) == 3 and len(default["items"]) == 4 and len(everything["items"]) == N_ITEMS
     scores = [entry["score"] for entry in everything["items"]]
@@ -156,21 +178,41 @@ def test_recommend_returns_k_items_best_first(rec: Recommender) -> None:
     assert _ids(asked) == _ids(everything)[:3] and _ids(default) == _ids(everything)[:4]
     row = rec.score([Query("", PROFILE, ())])[0]
     assert [entry["score"] for entry in everything["items"]] == pytest.approx(
-        [row[rec.item_row[i]] for i in _ids(everything)], abs=1e-5)
+        [row[rec.item_row[i]] for i in _ids(everything)], abs=1e-5
+    )
     assert asked["model_version"] == ""
 
 
 @pytest.mark.slow
 def test_history_and_exclude_are_left_out(rec: Recommender) -> None:
-    response, = rec.recommend([{"request_id": "r", "profile": PROFILE, "history": [{"item_id": "1"}, {"item_id": "4"}],
-                                "exclude": ["8", "15"], "k": 100}])
+    (response,) = rec.recommend(
+        [
+            {
+                "request_id": "r",
+                "profile": PROFILE,
+                "history": [{"item_id": "1"}, {"item_id": "4"}],
+                "exclude": ["8", "15"],
+                "k": 100,
+            }
+        ]
+    )
     assert set(_ids(response)) == set(rec.item_ids) - {"1", "4", "8", "15"}
 
 
 @pytest.mark.slow
 def test_candidates_restrict_the_ranking(rec: Recommender) -> None:
-    response, = rec.recommend([{"request_id": "r", "profile": PROFILE, "candidates": ["1", "3", "4", "8", "13"],
-                                "history": [{"item_id": "3"}], "exclude": ["8"], "k": 10}])
+    (response,) = rec.recommend(
+        [
+            {
+                "request_id": "r",
+                "profile": PROFILE,
+                "candidates": ["1", "3", "4", "8", "13"],
+                "history": [{"item_id": "3"}],
+                "exclude": ["8"],
+                "k": 10,
+            }
+        ]
+    )
     assert set(_ids(response)) == {"1", "4", "13"}  # 13: a cold item may be recommended
     scores = [entry["score"] for entry in response["items"]]
     assert scores == sorted(scores, reverse=True)
@@ -192,17 +234,21 @@ def test_a_known_user_without_history_brings_the_training_history(rec: Recommend
     query = rec.query_for({"request_id": "r", "user_id": "3"})
     assert query.history_items == USER_3_HISTORY
     assert query.profile == {"age": 29, "gender": "F", "occupation": "student", "zip_code": "10111"}
-    stored, explicit = rec.recommend([
-        {"request_id": "s", "user_id": "3", "k": 100},
-        {"request_id": "e", "profile": PROFILE, "history": [{"item_id": i} for i in USER_3_HISTORY], "k": 100}])
+    stored, explicit = rec.recommend(
+        [
+            {"request_id": "s", "user_id": "3", "k": 100},
+            {"request_id": "e", "profile": PROFILE, "history": [{"item_id": i} for i in USER_3_HISTORY], "k": 100},
+        ]
+    )
     assert not set(_ids(stored)) & set(USER_3_HISTORY)
     assert _ids(stored) == _ids(explicit)
 
 
 @pytest.mark.slow
 def test_an_explicit_history_or_profile_replaces_the_stored_one(rec: Recommender) -> None:
-    query = rec.query_for({"request_id": "r", "user_id": "3", "history": [{"item_id": "2", "rating": 5.0}],
-                           "profile": {"age": 60}})
+    query = rec.query_for(
+        {"request_id": "r", "user_id": "3", "history": [{"item_id": "2", "rating": 5.0}], "profile": {"age": 60}}
+    )
     assert query.history == (("2", 5.0, 0),)
     assert query.profile == {"age": 60, "gender": "", "occupation": "", "zip_code": ""}
     assert rec.query_for({"request_id": "r", "user_id": "3", "history": []}).history == ()
@@ -214,17 +260,19 @@ def test_cold_and_unknown_users_get_no_history(rec: Recommender) -> None:
     assert cold.history == () and cold.profile["occupation"] == "engineer"
     unknown = rec.query_for({"request_id": "r", "user_id": "no-such-user"})
     assert unknown.history == () and unknown.profile == {"age": None, "gender": "", "occupation": "", "zip_code": ""}
-    response, = rec.recommend([{"request_id": "r", "user_id": "no-such-user"}], k=5)
+    (response,) = rec.recommend([{"request_id": "r", "user_id": "no-such-user"}], k=5)
     assert len(response["items"]) == 5 and all(np.isfinite(e["score"]) for e in response["items"])
 
 
 @pytest.mark.slow
 def test_a_batch_gives_the_same_answers_as_single_requests(rec: Recommender) -> None:
-    requests = [{"request_id": "a", "user_id": "3", "k": 5}, {"request_id": "b", "profile": PROFILE, "text": TASTE,
-                                                              "k": 5}]
+    requests = [
+        {"request_id": "a", "user_id": "3", "k": 5},
+        {"request_id": "b", "profile": PROFILE, "text": TASTE, "k": 5},
+    ]
     batched = rec.recommend(requests)
     for request, response in zip(requests, batched):
-        single, = rec.recommend([request])
+        (single,) = rec.recommend([request])
         assert _ids(single) == _ids(response)
         assert [e["score"] for e in single["items"]] == pytest.approx([e["score"] for e in response["items"]], abs=1e-5)
 
@@ -249,11 +297,11 @@ def test_an_unseen_sentence_is_encoded_once_and_cached(bundle_dir: Path) -> None
 
     encoder.encode = counting_encode
     sentence = "I like slow films about space travel."
-    first, = rec.recommend([{**known, "text": sentence}])
+    (first,) = rec.recommend([{**known, "text": sentence}])
     assert len(sentences.row) == before + 1 and calls == [[sentence]]
     assert sentences.matrix.shape[0] == before + 1
     np.testing.assert_allclose(sentences.matrix[sentences.row[sentence]], encode([sentence])[0], atol=1e-5)
-    second, = rec.recommend([{**known, "text": sentence}])
+    (second,) = rec.recommend([{**known, "text": sentence}])
     assert len(sentences.row) == before + 1 and calls == [[sentence]]  # not encoded again
     assert first == second
 
@@ -265,14 +313,18 @@ def ungated(monkeypatch: pytest.MonkeyPatch) -> None:
     chance: the kinds of reason that need the model's agreement are let through here (their gates
     are tested in test_reasons.py), and the tests check the path from the data to the answer."""
     from recsys_tasks.explain import reasons
+
     monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
 
 
 @pytest.mark.slow
 def test_every_recommended_item_has_a_reason(rec: Recommender) -> None:
-    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "cold", "profile": PROFILE, "text": TASTE},
-                {"request_id": "empty", "k": N_ITEMS}]
+    requests = [
+        {"request_id": "known", "user_id": "3", "k": 5},
+        {"request_id": "cold", "profile": PROFILE, "text": TASTE},
+        {"request_id": "empty", "k": N_ITEMS},
+    ]
     for response in rec.recommend(requests):
         assert response["items"] and all(set(e) == {"item_id", "score", "reason"} for e in response["items"])
         assert all(isinstance(e["reason"], str) and e["reason"] for e in response["items"])
@@ -282,15 +334,19 @@ def test_every_recommended_item_has_a_reason(rec: Recommender) -> None:
 @pytest.mark.usefixtures("ungated")
 def test_a_history_item_sharing_a_kg_entity_explains_the_item(rec: Recommender) -> None:
     """The tiny KG says films 3 and 4 have the same director (person1)."""
-    to_4, to_3 = rec.recommend([{"request_id": "a", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]},
-                                {"request_id": "b", "history": [{"item_id": "4"}], "candidates": ["3"]}])
+    to_4, to_3 = rec.recommend(
+        [
+            {"request_id": "a", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]},
+            {"request_id": "b", "history": [{"item_id": "4"}], "candidates": ["3"]},
+        ]
+    )
     assert to_4["items"][0]["reason"] == "shares its director with Movie 3"
     assert to_3["items"][0]["reason"] == "shares its director with Movie 4"  # no rating: still cited
 
 
 @pytest.mark.slow
 def test_a_stated_genre_explains_an_item_of_that_genre(rec: Recommender) -> None:
-    response, = rec.recommend([{"request_id": "t", "text": "Mostly sci-fi, please.", "candidates": ["3", "6"]}])
+    (response,) = rec.recommend([{"request_id": "t", "text": "Mostly sci-fi, please.", "candidates": ["3", "6"]}])
     genres = dict(zip(rec.bundle.catalog["item_id"], rec.bundle.catalog["genres"]))
     assert "Sci-Fi" in genres["3"] and "Sci-Fi" not in genres["6"]
     reasons = {e["item_id"]: e["reason"] for e in response["items"]}
@@ -311,14 +367,14 @@ def test_a_bundle_saved_before_reasons_still_loads_and_explains(bundle_dir: Path
     del meta["positive_threshold"]
     (old / "bundle.json").write_text(json.dumps(meta))
     request = {"request_id": "a", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]}
-    new_answer, = Recommender.load(bundle_dir).recommend([request])
+    (new_answer,) = Recommender.load(bundle_dir).recommend([request])
     old_rec = Recommender.load(old)
     assert old_rec.bundle.item_links is None
-    old_answer, = old_rec.recommend([request])
+    (old_answer,) = old_rec.recommend([request])
     assert old_answer["items"][0]["score"] == new_answer["items"][0]["score"]
     assert new_answer["items"][0]["reason"] == "shares its director with Movie 3"
     assert old_answer["items"][0]["reason"] == "similar to Movie 3"  # the model's vectors, not the KG
-    everything, = old_rec.recommend([{"request_id": "b", "user_id": "3", "k": N_ITEMS}])
+    (everything,) = old_rec.recommend([{"request_id": "b", "user_id": "3", "k": N_ITEMS}])
     assert all(e["reason"] for e in everything["items"])
 
 
@@ -333,20 +389,24 @@ class _ExactIndex:
         scores = users @ self.vecs.T + self.bias
         order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
         found = np.full((len(users), n), -1, np.int64)  # -1: fewer than n items indexed, as FAISS
-        found[:, :order.shape[1]] = self.rows[order]
+        found[:, : order.shape[1]] = self.rows[order]
         padded = np.full((len(users), n), -np.inf, np.float32)
-        padded[:, :order.shape[1]] = np.take_along_axis(scores, order, 1)
+        padded[:, : order.shape[1]] = np.take_along_axis(scores, order, 1)
         return padded, found
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ungated")
 def test_an_index_ranked_answer_has_the_same_reasons(rec: Recommender) -> None:
-    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "taste", "text": TASTE, "k": 6},
-                {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4", "5"]}]
+    requests = [
+        {"request_id": "known", "user_id": "3", "k": 5},
+        {"request_id": "taste", "text": TASTE, "k": 6},
+        {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4", "5"]},
+    ]
     exact, indexed = rec.recommend(requests), rec.recommend_with_index(_ExactIndex(rec), requests)
-    assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in indexed] == \
-        [[(e["item_id"], e["reason"]) for e in r["items"]] for r in exact]
+    assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in indexed] == [
+        [(e["item_id"], e["reason"]) for e in r["items"]] for r in exact
+    ]
     assert {e["item_id"]: e["reason"] for e in indexed[2]["items"]}["4"] == "shares its director with Movie 3"
 
 
@@ -354,8 +414,10 @@ def test_an_index_ranked_answer_has_the_same_reasons(rec: Recommender) -> None:
 def _fused(bundle_dir: Path, prior: float = 0.7, ease: float = 0.3, taste: float = 0.0) -> Recommender:
     """The tiny bundle with fusion weights set by hand (its tuning saw one user): every bucket alike."""
     rec = Recommender.load(bundle_dir)
-    meta = {**rec.bundle.fusion, "weights": {"prior": [prior] * 5, "ease": [ease] * 5, "edges": [0, 10, 20, 40],
-                                             "taste": taste}}
+    meta = {
+        **rec.bundle.fusion,
+        "weights": {"prior": [prior] * 5, "ease": [ease] * 5, "edges": [0, 10, 20, 40], "taste": taste},
+    }
     rec.set_fusion(meta, rec.bundle.ease)
     return rec
 
@@ -390,8 +452,11 @@ def test_the_fusion_adds_the_prior_and_ease_of_the_whole_history(bundle_dir: Pat
 def test_an_index_ranked_answer_is_the_exact_one_with_a_fusion(bundle_dir: Path) -> None:
     rec = _fused(bundle_dir)
     assert set(rec.indexed_rows().tolist()) == {rec.item_row[i] for i in ("2", "9", "13")}  # the rest: exact
-    requests = [{"request_id": "known", "user_id": "3", "k": 8}, {"request_id": "new", "profile": PROFILE, "k": 15},
-                {"request_id": "cand", "user_id": "3", "candidates": ["2", "4", "9", "11"]}]
+    requests = [
+        {"request_id": "known", "user_id": "3", "k": 8},
+        {"request_id": "new", "profile": PROFILE, "k": 15},
+        {"request_id": "cand", "user_id": "3", "candidates": ["2", "4", "9", "11"]},
+    ]
     _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
 
 
@@ -439,9 +504,11 @@ def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_pat
     np.testing.assert_allclose(rec.score([nothing_liked]), plain.score([nothing_liked]), atol=1e-6)
     clicks = Query("u", PROFILE, tuple((i, 0.0, 0) for i in liked))  # no ratings: liked, as the reasons take them
     np.testing.assert_allclose(rec.score([clicks])[0] - plain.score([clicks])[0], expected, atol=1e-4)
-    requests = [{"request_id": "h", "history": [{"item_id": i, "rating": r} for i, r, _ in history], "k": 15},
-                {"request_id": "c", "history": [{"item_id": "1", "rating": 5}], "candidates": ["2", "4", "9", "13"]},
-                {"request_id": "known", "user_id": "3", "k": 10}]
+    requests = [
+        {"request_id": "h", "history": [{"item_id": i, "rating": r} for i, r, _ in history], "k": 15},
+        {"request_id": "c", "history": [{"item_id": "1", "rating": 5}], "candidates": ["2", "4", "9", "13"]},
+        {"request_id": "known", "user_id": "3", "k": 10},
+    ]
     _same(rec.recommend_with_index(_ExactIndex(rec), requests), rec.recommend(requests))
     assert rec.recommend(requests)[0] != plain.recommend(requests)[0]
 
@@ -450,20 +517,25 @@ def test_a_new_item_scores_its_text_closeness_to_what_the_user_liked_in_both_pat
 def test_an_added_item_gets_the_profile_term_around_the_trained_items_mean(bundle_dir: Path) -> None:
     rec, plain = _with_profile(bundle_dir, 2.0), _with_profile(bundle_dir, 0.0)
     query = Query("u", PROFILE, (("1", 5.0, 0),))
-    text = rec.bundle.item_content[:, :rec.meta["text_dim"]].copy()
-    liked, basis, center = text[rec.item_row["1"]], rec.bundle.content_map.profile_basis, rec.bundle.content_map.profile_center
+    text = rec.bundle.item_content[:, : rec.meta["text_dim"]].copy()
+    liked, basis, center = (
+        text[rec.item_row["1"]],
+        rec.bundle.content_map.profile_basis,
+        rec.bundle.content_map.profile_center,
+    )
     before = rec.score([query])[0] - plain.score([query])[0]
     for r in (rec, plain):  # a new item with the liked item's own text
         r.upsert_items([{"item_id": "twin", "title": "Movie 1 again", "genres": "Drama"}], liked[None, :])
     after = rec.score([query])[0] - plain.score([query])[0]
-    np.testing.assert_allclose(after[:len(before)], before, atol=1e-5)  # the centre and basis are the map's
+    np.testing.assert_allclose(after[: len(before)], before, atol=1e-5)  # the centre and basis are the map's
     expected = 2.0 * (basis @ (liked / np.linalg.norm(liked))) @ (basis @ (liked - center))
     assert after[rec.item_row["twin"]] == pytest.approx(expected, abs=1e-4) and expected > 0
 
 
 @pytest.mark.slow
-def test_a_bundle_saved_before_the_fusion_and_the_map_loads_and_serves_as_the_model(bundle_dir: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_a_bundle_saved_before_the_fusion_and_the_map_loads_and_serves_as_the_model(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
     import shutil
 
     old = tmp_path / "old-bundle"
@@ -474,8 +546,10 @@ def test_a_bundle_saved_before_the_fusion_and_the_map_loads_and_serves_as_the_mo
     assert old_rec.fusion is None and old_rec.bundle.content_map is None
     query = [Query("3", PROFILE, _history(list(USER_3_HISTORY)))]
     with_id = [r for r in range(N_ITEMS) if _has_id(new_rec, r)]
-    np.testing.assert_allclose(old_rec.score(query)[0, with_id], new_rec.score(query, fused=False)[0, with_id], rtol=1e-5)
-    answer, = old_rec.recommend([{"request_id": "a", "user_id": "3"}])
+    np.testing.assert_allclose(
+        old_rec.score(query)[0, with_id], new_rec.score(query, fused=False)[0, with_id], rtol=1e-5
+    )
+    (answer,) = old_rec.recommend([{"request_id": "a", "user_id": "3"}])
     assert len(answer["items"]) == N_ITEMS - len(USER_3_HISTORY)
 
 
@@ -489,24 +563,36 @@ def _plain(rec: Recommender, request: dict, k: int = 20) -> dict:
     item, a stable sort, reasons from freshly centred vectors, scores rounded by Python."""
     query = rec.query_for(request)
     scores = rec.score([query])[0]
-    allowed = np.ones(len(rec.item_ids), bool) if request.get("candidates") is None else \
-        np.isin(rec.item_ids, request["candidates"])
+    allowed = (
+        np.ones(len(rec.item_ids), bool)
+        if request.get("candidates") is None
+        else np.isin(rec.item_ids, request["candidates"])
+    )
     for item in (*query.history_items, *(request.get("exclude") or ())):
         if item in rec.item_row:
             allowed[rec.item_row[item]] = False
     rows = np.flatnonzero(allowed)
-    top = rows[np.argsort(-scores[rows], kind="stable")[:request.get("k") or k]]
+    top = rows[np.argsort(-scores[rows], kind="stable")[: request.get("k") or k]]
     taste = rec.text_vectors([query.text])[0] if query.text else None
     vecs = rec.item_vecs.detach().numpy().copy()  # another array: the explainer centres it anew
     reasons = rec.explainer.explain(query, *rec.requests.history_rows(query), top, vecs, rec.bundle.item_content, taste)
-    return {"request_id": request["request_id"],
-            "items": [{"item_id": rec.item_ids[i], "score": round(float(scores[i]), 6), "reason": r}
-                      for i, r in zip(top, reasons)], "model_version": ""}
+    return {
+        "request_id": request["request_id"],
+        "items": [
+            {"item_id": rec.item_ids[i], "score": round(float(scores[i]), 6), "reason": r} for i, r in zip(top, reasons)
+        ],
+        "model_version": "",
+    }
 
 
 PLAIN_REQUESTS = [
-    {"request_id": "known", "user_id": "3"}, {"request_id": "known-again", "user_id": "3", "k": 3},
-    {"request_id": "cold", "profile": PROFILE, "history": [{"item_id": "4", "rating": 5}, {"item_id": "7", "rating": 2}]},
+    {"request_id": "known", "user_id": "3"},
+    {"request_id": "known-again", "user_id": "3", "k": 3},
+    {
+        "request_id": "cold",
+        "profile": PROFILE,
+        "history": [{"item_id": "4", "rating": 5}, {"item_id": "7", "rating": 2}],
+    },
     {"request_id": "taste", "profile": PROFILE, "text": TASTE, "exclude": ["1", "2", "no-such-item"], "k": 6},
     {"request_id": "cand", "user_id": "3", "candidates": ["1", "4", "9", "13"], "exclude": ["9"]},
     {"request_id": "unknown-user", "user_id": "nobody", "k": 1},
@@ -514,8 +600,9 @@ PLAIN_REQUESTS = [
 
 
 def _same(got: list[dict], expected: list[dict]) -> None:
-    assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in got] == \
-        [[(e["item_id"], e["reason"]) for e in r["items"]] for r in expected]
+    assert [[(e["item_id"], e["reason"]) for e in r["items"]] for r in got] == [
+        [(e["item_id"], e["reason"]) for e in r["items"]] for r in expected
+    ]
     for g, e in zip(got, expected):
         assert [x["score"] for x in g["items"]] == pytest.approx([x["score"] for x in e["items"]], abs=1e-5)
 
@@ -540,7 +627,7 @@ def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_di
     _same(rec.recommend([request]), [_plain(rec, request)])
     text_dim = int(rec.meta["text_dim"])
     rec.upsert_items([{"item_id": "n9", "title": "Nine", "genres": "Drama"}], np.eye(1, text_dim, dtype=np.float32))
-    answer, = rec.recommend([request])
+    (answer,) = rec.recommend([request])
     assert "n9" not in _ids(answer)  # without the lookup again: recommended, though in the history
     _same([answer], [_plain(rec, request)])
 
@@ -554,8 +641,10 @@ def test_an_added_item_is_mapped_from_its_own_year_and_genres(bundle_dir: Path) 
     # largest (1000, as some training draws give), where the fields move a bias by ~1e-6
     rec.set_content_map(_content_map(rec, FinetuneConfig(map_alphas=FinetuneConfig().map_alphas[:1])))
     text = np.eye(2, int(rec.meta["text_dim"]), dtype=np.float32)
-    items = [{"item_id": "old", "title": "Same", "genres": "Drama", "year": 1930},
-             {"item_id": "new", "title": "Same", "genres": "Comedy|Action", "year": 1998}]
+    items = [
+        {"item_id": "old", "title": "Same", "genres": "Drama", "year": 1930},
+        {"item_id": "new", "title": "Same", "genres": "Comedy|Action", "year": 1998},
+    ]
     rec.upsert_items(items, text[[0, 0]])  # the same text, other fields
     rows = [rec.item_row["old"], rec.item_row["new"]]
     vecs, bias = rec.bundle.content_map(text[[0, 0]], rec.bundle.catalog.iloc[rows])

@@ -14,9 +14,10 @@ The CWD is an empty folder and neither ``RECSYS_WORKDIR`` nor ``MLFLOW_TRACKING_
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
@@ -24,15 +25,15 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from tiny_pipeline import TINY_PIPELINE
 
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig
 from recsys_tasks.evaluation.evaluate import evaluate
 from recsys_tasks.evaluation.table import mlflow_safe
-from recsys_tasks.report.model_report import load_report
 from recsys_tasks.pipeline import NO_HOLDOUT, run_pipeline
-from recsys_tasks.registry.store import CHAMPION, CHALLENGER, ModelNotFoundError, load_recommender
-from tiny_pipeline import TINY_PIPELINE
+from recsys_tasks.registry.store import CHALLENGER, CHAMPION, ModelNotFoundError, load_recommender
+from recsys_tasks.report.model_report import load_report
 
 pytestmark = pytest.mark.slow  # four real pipeline runs (~30 s in all); CI runs them anyway
 
@@ -75,8 +76,9 @@ def work(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path
         runs = {
             "first": run_pipeline(cfg, root, run_id="first"),
             "worse": run_pipeline(cfg.with_overrides({"registry.margin": 10}), root, run_id="worse"),
-            "reseeded": run_pipeline(cfg.with_overrides({"extract.seed": 7, "registry.margin": 10}), root,
-                                     run_id="reseeded"),
+            "reseeded": run_pipeline(
+                cfg.with_overrides({"extract.seed": 7, "registry.margin": 10}), root, run_id="reseeded"
+            ),
             "no_holdout": run_pipeline(cfg.with_overrides(NO_HOLDOUT), root, run_id="no_holdout"),
         }
     return Workdir(root, cwd, data, cfg, runs)
@@ -151,8 +153,11 @@ def test_run_logs_config_report_curves_and_model(work: Workdir, client: MlflowCl
     assert Path(unquote(urlparse(logged.artifact_location).path)).is_relative_to(work.root / "mlartifacts")
     model_files = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=model_uri)}
     assert {"MLmodel", "artifacts", "code", "requirements.txt"} <= model_files
-    config = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
-                                                                     tracking_uri=work.uri)).read_text())
+    config = yaml.safe_load(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", tracking_uri=work.uri)
+        ).read_text()
+    )
     assert config == work.cfg.to_dict()
 
 
@@ -165,12 +170,16 @@ def test_champion_loads_as_pyfunc_and_answers_requests(work: Workdir, client: Ml
     scores = [i["score"] for i in responses[0]["items"]]
     assert scores == sorted(scores, reverse=True)
     assert all(isinstance(i["reason"], str) and i["reason"] for i in responses[0]["items"])
-    requests = [{"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "k": 5},
-                {"request_id": "taste", "text": "I like Sci-Fi.", "candidates": ["3", "4"]}]
+    requests = [
+        {"request_id": "kg", "history": [{"item_id": "3", "rating": 5}], "k": 5},
+        {"request_id": "taste", "text": "I like Sci-Fi.", "candidates": ["3", "4"]},
+    ]
     direct = load_recommender(f"models:/{work.name}/1", uri=work.uri).recommend(requests)
     predicted = model.predict(requests)
     assert [r["items"] for r in predicted] == [r["items"] for r in direct]  # reasons included
-    assert {i["item_id"]: i["reason"] for i in predicted[1]["items"]}["3"] == "matches 'Sci-Fi'"  # item 3: Sci-Fi|Comedy
+    assert {i["item_id"]: i["reason"] for i in predicted[1]["items"]}[
+        "3"
+    ] == "matches 'Sci-Fi'"  # item 3: Sci-Fi|Comedy
     # Loaded outside the registry's alias lookup, a response names the run that made the model.
     assert responses[0]["model_version"] == f"run:{work.runs['first']['mlflow_run_id']}"
 
@@ -199,13 +208,20 @@ def test_new_split_reevaluates_the_champion_before_comparing(work: Workdir, tmp_
     new_split = work.stage("reseeded", "extract").info["split_fingerprint"]
     assert new_split != first_split
     assert (reseeded["alias"], reseeded["promoted"]) == (CHALLENGER, False)
-    match = re.fullmatch(rf"{PRIMARY} ([\d.]+) does not beat the champion's ([\d.]+) by more than 10",
-                         reseeded["reason"])
+    match = re.fullmatch(
+        rf"{PRIMARY} ([\d.]+) does not beat the champion's ([\d.]+) by more than 10", reseeded["reason"]
+    )
     assert match, reseeded["reason"]
     # The champion's number in the decision is version 1 scored on the *new* split, not its logged one.
     bundle = work.stage("first", "finetune").artifacts["bundle"]
-    again = evaluate(work.cfg.evaluate, work.root / "runs/reseeded/extract", work.root / "runs/reseeded/text_embed",
-                     bundle, tmp_path / "champion_on_new_split", work.cfg.extract.positive_threshold)
+    again = evaluate(
+        work.cfg.evaluate,
+        work.root / "runs/reseeded/extract",
+        work.root / "runs/reseeded/text_embed",
+        bundle,
+        tmp_path / "champion_on_new_split",
+        work.cfg.extract.positive_threshold,
+    )
     assert float(match.group(2)) == pytest.approx(again.metrics[PRIMARY], abs=5e-5)
     assert abs(work.runs["first"]["metrics"][PRIMARY] - again.metrics[PRIMARY]) > 1e-3
 
@@ -239,8 +255,10 @@ def test_model_report_reads_the_champion_and_the_challenger(work: Workdir) -> No
 
 
 # ---------------------------------------------------------------- loading
-@pytest.mark.parametrize("model_uri", ["models:/no-such-model@champion", "models:/recsys-cold-start/99",
-                                       "runs:/0123456789abcdef0123456789abcdef/model"])
+@pytest.mark.parametrize(
+    "model_uri",
+    ["models:/no-such-model@champion", "models:/recsys-cold-start/99", "runs:/0123456789abcdef0123456789abcdef/model"],
+)
 def test_unknown_model_uri_raises_model_not_found(work: Workdir, model_uri: str) -> None:
     with pytest.raises(ModelNotFoundError, match=re.escape(repr(model_uri))):
         load_recommender(model_uri, uri=work.uri)

@@ -65,8 +65,9 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Trained:
     base = tmp_path_factory.mktemp("faults")
-    cfg = PipelineConfig().with_overrides({"extract.source": str(make_tiny_dir(base / "data", "recbole")),
-                                           **TINY_PIPELINE})
+    cfg = PipelineConfig().with_overrides(
+        {"extract.source": str(make_tiny_dir(base / "data", "recbole")), **TINY_PIPELINE}
+    )
     ctx = RunContext(cfg, "faults", base / "runs" / "faults", f"sqlite:///{base / 'unused.db'}")
     results: dict[str, StageResult] = {}
     for stage in STAGES:
@@ -100,8 +101,14 @@ def _runs_of(uri: str, run_name: str) -> list:
 def _kill_at(trained: Trained, uri: str, step: str, run_name: str, cfg: Path | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RECSYS_WORKDIR")}
     argv = [str(cfg or trained.config), str(trained.run_dir), run_name, uri, step, ",".join(UPSTREAM)]
-    done = subprocess.run([sys.executable, "-c", KILLER, *argv], capture_output=True, text=True, timeout=600,
-                          cwd=Path.cwd(), env={**env, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path.cwd(),
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == -9, f"expected SIGKILL at {step}: rc {done.returncode}\n{done.stderr[-2000:]}"
 
 
@@ -133,8 +140,7 @@ def test_register_killed_at_each_step_is_finished_by_a_rerun(trained: Trained, s
     assert _versions(store, name) == ["1"] and len(_runs_of(store, "killed")) == 1
 
 
-def test_a_killed_challenger_stays_challenger_after_the_rerun(trained: Trained, store: str,
-                                                             tmp_path: Path) -> None:
+def test_a_killed_challenger_stays_challenger_after_the_rerun(trained: Trained, store: str, tmp_path: Path) -> None:
     """The decision is made once against the champion of its time: killed after it, the re-run keeps it."""
     name = trained.cfg.registry.model_name
     first = reg.register(trained.cfg, trained.results, run_name="first", uri=store)
@@ -212,8 +218,10 @@ def test_unreachable_tracking_server_raises_one_line_naming_it(
     uri = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    for call in (lambda: reg.register(trained.cfg, trained.results, run_name="down", uri=uri),
-                 lambda: alias_version(trained.cfg.registry.model_name, CHAMPION, uri)):
+    for call in (
+        lambda: reg.register(trained.cfg, trained.results, run_name="down", uri=uri),
+        lambda: alias_version(trained.cfg.registry.model_name, CHAMPION, uri),
+    ):
         with pytest.raises(StoreError) as raised:
             call()
         message = str(raised.value)
@@ -230,8 +238,10 @@ def test_store_errors_never_print_a_password() -> None:
 
 # ---------------------------------------------------------------- recsys run
 def test_recsys_run_on_a_failing_store_exits_1_in_one_line_and_removes_its_run_directory(
-    tmp_path: Path, make_tiny_dir: Callable[[Path, str], Path], monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    make_tiny_dir: Callable[[Path, str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from recsys_tasks.cli import main
 

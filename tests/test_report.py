@@ -15,8 +15,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _frame() -> pd.DataFrame:
-    rows = [("cold-user@0", "popularity", "baseline", 0.30), ("cold-user@0", "model", "model", 0.33),
-            ("cold-item", "text_profile", "baseline", 0.10), ("cold-item", "model", "model", 0.13)]
+    rows = [
+        ("cold-user@0", "popularity", "baseline", 0.30),
+        ("cold-user@0", "model", "model", 0.33),
+        ("cold-item", "text_profile", "baseline", 0.10),
+        ("cold-item", "model", "model", 0.13),
+    ]
     return pd.DataFrame([{"slice": s, "ranker": r, "kind": k, "users": 10, "ndcg@20": v} for s, r, k, v in rows])
 
 

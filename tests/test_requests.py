@@ -8,13 +8,27 @@ from typing import Any
 
 import pytest
 
-from recsys_tasks.model.requests import (MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT, RequestError,
-                                        parse_requests, read_requests)
+from recsys_tasks.model.requests import (
+    MAX_HISTORY,
+    MAX_ID,
+    MAX_K,
+    MAX_PROFILE_FIELD,
+    MAX_TEXT,
+    RequestError,
+    parse_requests,
+    read_requests,
+)
 
-FULL = {"request_id": "full", "user_id": "3", "profile": {"age": 24, "gender": "F", "occupation": "student",
-                                                          "zip_code": "02139"},
-        "history": [{"item_id": "50", "rating": 5, "timestamp": 881250949}, {"item_id": "181"}],
-        "text": "I like Sci-Fi and Horror movies.", "candidates": ["1", "2"], "exclude": ["3"], "k": 5}
+FULL = {
+    "request_id": "full",
+    "user_id": "3",
+    "profile": {"age": 24, "gender": "F", "occupation": "student", "zip_code": "02139"},
+    "history": [{"item_id": "50", "rating": 5, "timestamp": 881250949}, {"item_id": "181"}],
+    "text": "I like Sci-Fi and Horror movies.",
+    "candidates": ["1", "2"],
+    "exclude": ["3"],
+    "k": 5,
+}
 
 
 def _write(path: Path, lines: list[Any]) -> Path:
@@ -37,8 +51,10 @@ def _error(tmp_path: Path, bad: Any, line: int = 2) -> str:
 def test_a_good_file_parses_into_plain_dicts_without_unset_fields(tmp_path: Path) -> None:
     requests = read_requests(_write(tmp_path / "r.jsonl", [FULL, {"request_id": "empty"}]))
     assert requests[1] == {"request_id": "empty"}
-    assert requests[0] == {**FULL, "history": [{"item_id": "50", "rating": 5.0, "timestamp": 881250949},
-                                               {"item_id": "181"}]}
+    assert requests[0] == {
+        **FULL,
+        "history": [{"item_id": "50", "rating": 5.0, "timestamp": 881250949}, {"item_id": "181"}],
+    }
     assert isinstance(requests[0]["history"][0]["rating"], float)
 
 
@@ -61,17 +77,30 @@ def test_k_at_its_bounds_is_accepted(k: int) -> None:
 
 
 def test_history_and_text_at_their_limits_are_accepted() -> None:
-    request, = parse_requests([{"request_id": "r", "history": [{"item_id": "1"}] * MAX_HISTORY,
-                                "text": "x" * MAX_TEXT}])
+    (request,) = parse_requests(
+        [{"request_id": "r", "history": [{"item_id": "1"}] * MAX_HISTORY, "text": "x" * MAX_TEXT}]
+    )
     assert len(request["history"]) == MAX_HISTORY and len(request["text"]) == MAX_TEXT
 
 
 def test_every_string_and_list_at_its_limit_is_accepted() -> None:
     ids, field = "i" * MAX_ID, "f" * MAX_PROFILE_FIELD
-    request, = parse_requests([{"request_id": ids, "user_id": ids, "history": [{"item_id": ids}],
-                                "profile": {"gender": field, "occupation": field, "zip_code": field},
-                                "candidates": [ids] * MAX_HISTORY, "exclude": [ids] * MAX_HISTORY}])
-    assert request["profile"]["occupation"] == field and len(request["candidates"]) == len(request["exclude"]) == MAX_HISTORY
+    (request,) = parse_requests(
+        [
+            {
+                "request_id": ids,
+                "user_id": ids,
+                "history": [{"item_id": ids}],
+                "profile": {"gender": field, "occupation": field, "zip_code": field},
+                "candidates": [ids] * MAX_HISTORY,
+                "exclude": [ids] * MAX_HISTORY,
+            }
+        ]
+    )
+    assert (
+        request["profile"]["occupation"] == field
+        and len(request["candidates"]) == len(request["exclude"]) == MAX_HISTORY
+    )
 
 
 # ---------------------------------------------------------------- bad input
@@ -111,12 +140,21 @@ BAD_REQUESTS = [
     ([{"request_id": "r"}], "<root>", "a line that is not an object"),
     ({"request_id": "r" * (MAX_ID + 1)}, "request_id", "request id over 256 characters"),
     ({"request_id": "r", "user_id": "u" * (MAX_ID + 1)}, "user_id", "user id over 256 characters"),
-    ({"request_id": "r", "profile": {"occupation": "o" * (MAX_PROFILE_FIELD + 1)}}, "profile.occupation",
-     "occupation over 100 characters"),
-    ({"request_id": "r", "profile": {"gender": "g" * (MAX_PROFILE_FIELD + 1)}}, "profile.gender",
-     "gender over 100 characters"),
-    ({"request_id": "r", "profile": {"zip_code": "0" * (MAX_PROFILE_FIELD + 1)}}, "profile.zip_code",
-     "zip code over 100 characters"),
+    (
+        {"request_id": "r", "profile": {"occupation": "o" * (MAX_PROFILE_FIELD + 1)}},
+        "profile.occupation",
+        "occupation over 100 characters",
+    ),
+    (
+        {"request_id": "r", "profile": {"gender": "g" * (MAX_PROFILE_FIELD + 1)}},
+        "profile.gender",
+        "gender over 100 characters",
+    ),
+    (
+        {"request_id": "r", "profile": {"zip_code": "0" * (MAX_PROFILE_FIELD + 1)}},
+        "profile.zip_code",
+        "zip code over 100 characters",
+    ),
     ({"request_id": "r", "history": [{"item_id": "i" * (MAX_ID + 1)}]}, "history.0.item_id", "history id too long"),
     ({"request_id": "r", "candidates": ["1"] * (MAX_HISTORY + 1)}, "candidates", "candidates over 10,000"),
     ({"request_id": "r", "candidates": ["c" * (MAX_ID + 1)]}, "candidates.0", "candidate id too long"),

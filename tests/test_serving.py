@@ -19,10 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import hypothesis
 import numpy as np
@@ -31,16 +32,23 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from recsys_tasks.config import PipelineConfig
+from recsys_tasks.model.requests import MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT
 from recsys_tasks.pipeline import run_pipeline
 from recsys_tasks.registry.store import CHAMPION, load_recommender
-from recsys_tasks.model.requests import MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT
 from recsys_tasks.serving.app import InsecureServeError, ModelHolder, ServeSettings, create_app
 from recsys_tasks.serving.batching import Batcher
 
 pytestmark = pytest.mark.slow  # one real training run and real servers (~60 s in all)
 
-TINY = {"kg.embedding_dim": 4, "kg.epochs": 1, "kg.early_stopping_frequency": 1, "kg.eval_fraction": 0.1,
-        "finetune.dim": 8, "finetune.hidden": 16, "finetune.epochs": 2}
+TINY = {
+    "kg.embedding_dim": 4,
+    "kg.epochs": 1,
+    "kg.early_stopping_frequency": 1,
+    "kg.eval_fraction": 0.1,
+    "finetune.dim": 8,
+    "finetune.hidden": 16,
+    "finetune.epochs": 2,
+}
 NAME = PipelineConfig().registry.model_name
 TINY_ITEM_IDS = {str(i) for i in range(1, 16)}
 KEY = "s3cret-key"
@@ -107,15 +115,20 @@ def test_health_names_the_model_version_and_catalog_size(client: TestClient) -> 
     assert health["text_runtime"] == "onnx"  # the default: new sentences through ONNX Runtime
 
 
-def test_pytorch_encodes_new_sentences_when_asked_and_gives_the_same_answers(trained: Trained, client: TestClient,
-                                                                             serve_root: Path) -> None:
-    requests = [{"request_id": "t", "text": "I like films about lighthouses and storms.", "k": 10},
-                {"request_id": "p", "profile": {"age": 33, "gender": "M", "occupation": "beekeeper"}, "k": 10}]
+def test_pytorch_encodes_new_sentences_when_asked_and_gives_the_same_answers(
+    trained: Trained, client: TestClient, serve_root: Path
+) -> None:
+    requests = [
+        {"request_id": "t", "text": "I like films about lighthouses and storms.", "k": 10},
+        {"request_id": "p", "profile": {"age": 33, "gender": "M", "occupation": "beekeeper"}, "k": 10},
+    ]
     with TestClient(create_app(settings=_settings(trained, serve_root, text_runtime="torch"))) as eager:
         assert eager.get("/health").json()["text_runtime"] == "torch"
         by_torch = eager.post("/recommend/batch", json=requests).json()
     by_onnx = client.post("/recommend/batch", json=requests).json()
-    assert [[i["item_id"] for i in r["items"]] for r in by_onnx] == [[i["item_id"] for i in r["items"]] for r in by_torch]
+    assert [[i["item_id"] for i in r["items"]] for r in by_onnx] == [
+        [i["item_id"] for i in r["items"]] for r in by_torch
+    ]
     for a, b in zip(by_onnx, by_torch):
         np.testing.assert_allclose([i["score"] for i in a["items"]], [i["score"] for i in b["items"]], atol=1e-4)
 
@@ -133,8 +146,11 @@ def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
     batch = paths["/recommend/batch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert batch["items"]["$ref"] == answer["$ref"]
     body = paths["/recommend"]["post"]["requestBody"]  # parsed by pydantic-core, documented as FastAPI would
-    assert body["required"] and body["content"]["application/json"]["schema"] == \
-        paths["/recommend/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["items"]
+    assert (
+        body["required"]
+        and body["content"]["application/json"]["schema"]
+        == paths["/recommend/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["items"]
+    )
     request = schemas[body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert request["required"] == ["request_id"] and {"profile", "history", "text", "k"} <= set(request["properties"])
 
@@ -143,11 +159,13 @@ def test_openapi_lists_the_error_responses_of_each_route(trained: Trained) -> No
     with TestClient(create_app(settings=_settings(trained, api_key=KEY))) as client:
         openapi = client.get("/openapi.json").json()
     paths, schemas = openapi["paths"], openapi["components"]["schemas"]
-    expected = {("/recommend", "post"): {"200", "401", "413", "422"},
-                ("/recommend/batch", "post"): {"200", "401", "413", "422"},
-                ("/items", "post"): {"200", "401", "409", "413", "422"},
-                ("/items/{item_id}/similar", "get"): {"200", "401", "404", "422"},
-                ("/health", "get"): {"200"}}
+    expected = {
+        ("/recommend", "post"): {"200", "401", "413", "422"},
+        ("/recommend/batch", "post"): {"200", "401", "413", "422"},
+        ("/items", "post"): {"200", "401", "409", "413", "422"},
+        ("/items/{item_id}/similar", "get"): {"200", "401", "404", "422"},
+        ("/health", "get"): {"200"},
+    }
     for (path, method), statuses in expected.items():
         assert set(paths[path][method]["responses"]) == statuses, path
     problem = paths["/items/{item_id}/similar"]["get"]["responses"]["404"]["content"]["application/json"]["schema"]
@@ -155,8 +173,14 @@ def test_openapi_lists_the_error_responses_of_each_route(trained: Trained) -> No
 
 
 def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) -> None:
-    request = {"request_id": "r1", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.",
-               "history": [{"item_id": "1", "rating": 5}], "exclude": ["2"], "k": 4}
+    request = {
+        "request_id": "r1",
+        "profile": {"age": 30, "gender": "F"},
+        "text": "I like Drama.",
+        "history": [{"item_id": "1", "rating": 5}],
+        "exclude": ["2"],
+        "k": 4,
+    }
     response = client.post("/recommend", json=request)
     assert response.status_code == 200
     body = response.json()
@@ -164,13 +188,16 @@ def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) ->
     assert [set(i) for i in body["items"]] == [{"item_id", "score", "reason"}] * 4
     assert all(isinstance(i["reason"], str) and i["reason"] for i in body["items"])
     assert not {"1", "2"} & {i["item_id"] for i in body["items"]}
-    expected, = load_recommender(uri=trained.uri).recommend([request])  # what `recsys recommend` prints
+    (expected,) = load_recommender(uri=trained.uri).recommend([request])  # what `recsys recommend` prints
     assert body == expected
 
 
 def test_recommend_batch_answers_each_request_in_order(client: TestClient) -> None:
-    requests = [{"request_id": "a", "user_id": "3", "k": 2}, {"request_id": "b", "candidates": ["4", "5"]},
-                {"request_id": "c"}]
+    requests = [
+        {"request_id": "a", "user_id": "3", "k": 2},
+        {"request_id": "b", "candidates": ["4", "5"]},
+        {"request_id": "c"},
+    ]
     response = client.post("/recommend/batch", json=requests)
     assert response.status_code == 200
     body = response.json()
@@ -208,11 +235,26 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "loc"), BAD_REQUESTS, ids=["no-request-id", "k-0", "k-over-max", "history-too-long",
-                                                             "text-too-long", "negative-age", "item-id-not-string",
-                                                             "unknown-field", "not-an-object", "occupation-too-long",
-                                                             "zip-too-long", "request-id-too-long",
-                                                             "too-many-candidates", "excluded-id-too-long"])
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    BAD_REQUESTS,
+    ids=[
+        "no-request-id",
+        "k-0",
+        "k-over-max",
+        "history-too-long",
+        "text-too-long",
+        "negative-age",
+        "item-id-not-string",
+        "unknown-field",
+        "not-an-object",
+        "occupation-too-long",
+        "zip-too-long",
+        "request-id-too-long",
+        "too-many-candidates",
+        "excluded-id-too-long",
+    ],
+)
 def test_schema_violations_are_422_naming_the_field(client: TestClient, body: Any, loc: list) -> None:
     response = client.post("/recommend", json=body)
     assert response.status_code == 422
@@ -220,31 +262,51 @@ def test_schema_violations_are_422_naming_the_field(client: TestClient, body: An
     assert "x" * 100 not in response.text  # the offending input is not echoed back
 
 
-@pytest.mark.parametrize(("path", "body", "loc"), [
-    ("/items", [{"title": "no id"}], ["body", 0, "item_id"]),
-    ("/items", [{"item_id": "n1", "year": "soon"}], ["body", 0, "year"]),
-    ("/items", [{"item_id": "n1", "title": "a", "movie_title": "b"}], ["body", 0]),
-    ("/items", [{"item_id": "n1", "genres": ["A|B"]}], ["body", 0, "genres"]),
-    ("/items", [{"item_id": "n1", "genres": ["x" * 65]}], ["body", 0, "genres", 0]),
-    ("/items", [], ["body"]),
-    ("/items", [{"item_id": str(i)} for i in range(1001)], ["body"]),
-    ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "k": -1}], ["body", 1, "k"]),
-    ("/recommend/batch", [{"request_id": str(i)} for i in range(1001)], ["body"]),
-], ids=["item-without-id", "year-not-a-number", "title-given-twice", "genre-with-bar", "genre-too-long", "no-items",
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/items", [{"title": "no id"}], ["body", 0, "item_id"]),
+        ("/items", [{"item_id": "n1", "year": "soon"}], ["body", 0, "year"]),
+        ("/items", [{"item_id": "n1", "title": "a", "movie_title": "b"}], ["body", 0]),
+        ("/items", [{"item_id": "n1", "genres": ["A|B"]}], ["body", 0, "genres"]),
+        ("/items", [{"item_id": "n1", "genres": ["x" * 65]}], ["body", 0, "genres", 0]),
+        ("/items", [], ["body"]),
+        ("/items", [{"item_id": str(i)} for i in range(1001)], ["body"]),
+        ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "k": -1}], ["body", 1, "k"]),
+        ("/recommend/batch", [{"request_id": str(i)} for i in range(1001)], ["body"]),
+    ],
+    ids=[
+        "item-without-id",
+        "year-not-a-number",
+        "title-given-twice",
+        "genre-with-bar",
+        "genre-too-long",
+        "no-items",
         "too-many-items",
-        "batch-bad-k", "batch-too-long"])
+        "batch-bad-k",
+        "batch-too-long",
+    ],
+)
 def test_bad_items_and_batches_are_422(client: TestClient, path: str, body: Any, loc: list) -> None:
     response = client.post(path, json=body)
     assert response.status_code == 422
     assert loc in [e["loc"] for e in response.json()["detail"]]
 
 
-@pytest.mark.parametrize(("path", "body", "loc", "named"), [
-    ("/recommend", {"request_id": "a", "candidates": ["1", "zz9"]}, ["body", "candidates"], "zz9"),
-    ("/recommend", {"request_id": "a", "history": [{"item_id": "nope7"}]}, ["body", "history"], "nope7"),
-    ("/recommend/batch", [{"request_id": "a"}, {"request_id": "b", "candidates": ["q1"]}], ["body", 1, "candidates"],
-     "q1"),
-], ids=["candidate", "history", "batch-names-the-request"])
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "named"),
+    [
+        ("/recommend", {"request_id": "a", "candidates": ["1", "zz9"]}, ["body", "candidates"], "zz9"),
+        ("/recommend", {"request_id": "a", "history": [{"item_id": "nope7"}]}, ["body", "history"], "nope7"),
+        (
+            "/recommend/batch",
+            [{"request_id": "a"}, {"request_id": "b", "candidates": ["q1"]}],
+            ["body", 1, "candidates"],
+            "q1",
+        ),
+    ],
+    ids=["candidate", "history", "batch-names-the-request"],
+)
 def test_unknown_item_ids_are_422_naming_them(client: TestClient, path: str, body: Any, loc: list, named: str) -> None:
     response = client.post(path, json=body)
     assert response.status_code == 422
@@ -266,12 +328,23 @@ def test_oversized_bodies_are_413_declared_or_streamed(trained: Trained) -> None
         chunks = iter([big[:600], big[600:]])  # no Content-Length: sent chunked
         assert small.post("/recommend", content=chunks, headers={"content-type": "application/json"}).status_code == 413
         streamed_ok = iter([b'{"request_id": ', b'"a", "k": 1}'])
-        assert small.post("/recommend", content=streamed_ok, headers={"content-type": "application/json"}).status_code == 200
+        assert (
+            small.post("/recommend", content=streamed_ok, headers={"content-type": "application/json"}).status_code
+            == 200
+        )
 
 
-@pytest.mark.parametrize(("content_type", "status"), [
-    ("application/json", 200), ("application/json; charset=utf-8", 200), ("application/vnd.api+json", 200),
-    (None, 200), ("text/plain", 422), ("application/x-www-form-urlencoded", 422)])
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/vnd.api+json", 200),
+        (None, 200),
+        ("text/plain", 422),
+        ("application/x-www-form-urlencoded", 422),
+    ],
+)
 def test_a_body_is_read_as_json_as_fastapi_reads_one(client: TestClient, content_type: str | None, status: int) -> None:
     headers = {"content-type": content_type} if content_type else {}
     response = client.post("/recommend", content=b'{"request_id": "a", "k": 2}', headers=headers)
@@ -281,7 +354,11 @@ def test_a_body_is_read_as_json_as_fastapi_reads_one(client: TestClient, content
 
 
 def test_malformed_json_is_422_and_nothing_is_evaluated(client: TestClient) -> None:
-    for raw in (b'{"request_id": "a", ', b"__import__('os').system('true')", b"\x80\x04\x95"):  # the last: a pickle header
+    for raw in (
+        b'{"request_id": "a", ',
+        b"__import__('os').system('true')",
+        b"\x80\x04\x95",
+    ):  # the last: a pickle header
         response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
         assert response.status_code in (400, 422)
 
@@ -299,8 +376,9 @@ def test_the_server_keeps_serving_after_bad_input(client: TestClient) -> None:
 # ---------------------------------------------------------------- API key and CORS
 def test_api_key_when_configured(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSYS_API_KEY", KEY)
-    settings = ServeSettings.from_env(workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0,
-                                      torch_threads=0)
+    settings = ServeSettings.from_env(
+        workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0, torch_threads=0
+    )
     assert settings.api_key == KEY
     with TestClient(create_app(settings=settings)) as client:
         request = {"request_id": "a", "k": 1}
@@ -322,8 +400,12 @@ def test_the_api_key_is_checked_before_the_body_is_read(trained: Trained) -> Non
                     response = client.post(path, content=body, headers={"content-type": "application/json", **headers})
                     assert response.status_code == 401, (path, body, headers)
                     assert response.headers["www-authenticate"] == "APIKey"
-        assert client.post("/recommend", content=huge, headers={"content-type": "application/json",
-                                                                  "X-API-Key": KEY}).status_code == 413
+        assert (
+            client.post(
+                "/recommend", content=huge, headers={"content-type": "application/json", "X-API-Key": KEY}
+            ).status_code
+            == 413
+        )
         assert client.get("/openapi.json").status_code == 200  # the docs need no key
 
 
@@ -340,7 +422,8 @@ def test_loopback_hosts_need_no_api_key(host: str) -> None:
 
 
 def test_recsys_serve_on_a_public_interface_without_a_key_exits_2_before_loading(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from recsys_tasks.cli import main
 
     assert main(["serve", "--workdir", str(tmp_path), "--host", "0.0.0.0", "--port", "1"]) == 2
@@ -363,26 +446,35 @@ def test_a_cors_post_to_recommend_gets_the_allow_origin_header(trained: Trained)
         assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://example.org"
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"request_id": "ok", "user_id": "3", "k": 4}, 200),
-    ({"request_id": "bad", "k": 0}, 422),
-    ({"request_id": "unknown", "candidates": ["zz"]}, 422),
-    ("not json", 422),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"request_id": "ok", "user_id": "3", "k": 4}, 200),
+        ({"request_id": "bad", "k": 0}, 422),
+        ({"request_id": "unknown", "candidates": ["zz"]}, 422),
+        ("not json", 422),
+    ],
+)
 def test_the_route_answers_as_the_fast_path_where_the_app_is_mounted_under_a_prefix(
-        trained: Trained, monkeypatch: pytest.MonkeyPatch, body: Any, status: int) -> None:
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, body: Any, status: int
+) -> None:
     """Under a prefix `_FastRecommend` does not see /recommend, the FastAPI route does: same answers."""
     from fastapi import FastAPI
 
     monkeypatch.setenv("RECSYS_API_KEY", KEY)
-    settings = ServeSettings.from_env(workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0,
-                                      torch_threads=0)
+    settings = ServeSettings.from_env(
+        workdir=str(trained.root), tracking_uri=trained.uri, poll_seconds=0, torch_threads=0
+    )
     api = create_app(settings=settings)
     parent = FastAPI(lifespan=lambda _: api.router.lifespan_context(api))
     parent.mount("/api", api)
     with TestClient(api) as direct, TestClient(parent) as mounted:
         for headers in ({"X-API-Key": KEY}, {"X-API-Key": "wrong"}):
-            send = {"json": body} if not isinstance(body, str) else {"content": body, "headers": {"content-type": "application/json"}}
+            send = (
+                {"json": body}
+                if not isinstance(body, str)
+                else {"content": body, "headers": {"content-type": "application/json"}}
+            )
             send.setdefault("headers", {}).update(headers)
             fast, routed = direct.post("/recommend", **send), mounted.post("/api/recommend", **send)
             assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
@@ -392,17 +484,29 @@ def test_the_route_answers_as_the_fast_path_where_the_app_is_mounted_under_a_pre
 
 # ---------------------------------------------------------------- items added over HTTP
 NEW_ITEMS = [
-    {"item_id": "n1", "movie_title": "Space Wars", "release_year": "1999", "class": "Sci-Fi Action",
-     "entity_id": "m.film1"},  # the dataset's field names; an entity the KG knows (item 1's)
-    {"item_id": "n2", "title": "Quiet Drama", "year": 2001, "genres": "Drama|Comedy",
-     "description": "Two sisters meet again."},  # the plain names; no entity
+    {
+        "item_id": "n1",
+        "movie_title": "Space Wars",
+        "release_year": "1999",
+        "class": "Sci-Fi Action",
+        "entity_id": "m.film1",
+    },  # the dataset's field names; an entity the KG knows (item 1's)
+    {
+        "item_id": "n2",
+        "title": "Quiet Drama",
+        "year": 2001,
+        "genres": "Drama|Comedy",
+        "description": "Two sisters meet again.",
+    },  # the plain names; no entity
     {"item_id": "3", "title": "Movie 3 (remastered)", "genres": ["Sci-Fi"]},  # replaces a trained item
 ]
 
 
-def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Trained, serve_root: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_added_items_are_recommendable_at_once_and_survive_a_restart(
+    trained: Trained, serve_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recsys_tasks.explain import reasons
+
     # The tiny model's vectors are noise: reasons that need their agreement are let through here.
     monkeypatch.setattr(reasons, "SIMILAR_MIN", -1.0)
     monkeypatch.setattr(reasons, "RELATED_MIN", -1.0)
@@ -411,9 +515,11 @@ def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Tr
         response = client.post("/items", json=NEW_ITEMS)
         assert response.status_code == 200
         body = response.json()
-        assert body["items"] == [{"item_id": "n1", "status": "added", "kg": "entity"},
-                                 {"item_id": "n2", "status": "added", "kg": "none"},
-                                 {"item_id": "3", "status": "updated", "kg": "item"}]
+        assert body["items"] == [
+            {"item_id": "n1", "status": "added", "kg": "entity"},
+            {"item_id": "n2", "status": "added", "kg": "none"},
+            {"item_id": "3", "status": "updated", "kg": "item"},
+        ]
         assert body["catalog_size"] == client.get("/health").json()["catalog_size"] == 17
         asked = {"request_id": "new", "candidates": ["n1", "n2", "5"], "k": 3}
         before = client.post("/recommend", json=asked).json()
@@ -424,8 +530,9 @@ def test_added_items_are_recommendable_at_once_and_survive_a_restart(trained: Tr
         # item; item 3, replaced as a whole, has its new title and no longer its KG entity (without
         # the change: "shares its director with Movie 3").
         assert {i["item_id"]: i["reason"] for i in everything["items"]}["n2"].startswith("new: similar content to ")
-        renamed = client.post("/recommend", json={"request_id": "t", "history": [{"item_id": "3", "rating": 5}],
-                                                  "candidates": ["4"]}).json()
+        renamed = client.post(
+            "/recommend", json={"request_id": "t", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]}
+        ).json()
         assert renamed["items"][0]["reason"] == "similar to Movie 3 (remastered)"
         similar = client.get("/items/n1/similar", params={"k": 3}).json()
         assert len(similar["items"]) == 3 and "n1" not in {i["item_id"] for i in similar["items"]}
@@ -447,7 +554,9 @@ def test_items_are_embedded_with_the_models_own_encoder_and_kg(trained: Trained,
     rec = holder.served.recommender
     text_dim = int(rec.meta["text_dim"])
     records = [rec.bundle.catalog.iloc[rec.item_row[i]].to_dict() for i in ("n1", "n2")]
-    assert records[0]["title"] == "Space Wars" and records[0]["year"] == 1999 and records[0]["genres"] == "Sci-Fi|Action"
+    assert (
+        records[0]["title"] == "Space Wars" and records[0]["year"] == 1999 and records[0]["genres"] == "Sci-Fi|Action"
+    )
     assert records[1]["genres"] == "Drama|Comedy" and records[1]["description"] == "Two sisters meet again."
     content = rec.bundle.item_content
     expected = TextEncoder(rec.meta["text_model"], device="cpu").encode([item_text(r) for r in records])
@@ -471,10 +580,21 @@ def test_a_cut_short_log_line_is_skipped_at_restart(trained: Trained, serve_root
 
 def test_item_ids_with_a_slash_are_reachable_for_similar_items(trained: Trained, serve_root: Path) -> None:
     with TestClient(create_app(settings=_settings(trained, serve_root))) as client:
-        assert client.post("/items", json=[{"item_id": "tt/123", "title": "Slashed", "genres": ["Drama"]},
-                                           {"item_id": "a/b/c", "title": "Deeper"}]).status_code == 200
-        for item_id, url in (("tt/123", "/items/tt/123/similar"), ("tt/123", "/items/tt%2F123/similar"),
-                             ("a/b/c", "/items/a/b/c/similar")):
+        assert (
+            client.post(
+                "/items",
+                json=[
+                    {"item_id": "tt/123", "title": "Slashed", "genres": ["Drama"]},
+                    {"item_id": "a/b/c", "title": "Deeper"},
+                ],
+            ).status_code
+            == 200
+        )
+        for item_id, url in (
+            ("tt/123", "/items/tt/123/similar"),
+            ("tt/123", "/items/tt%2F123/similar"),
+            ("a/b/c", "/items/a/b/c/similar"),
+        ):
             response = client.get(url, params={"k": 3})
             assert response.status_code == 200, url
             body = response.json()
@@ -490,8 +610,12 @@ def test_added_items_are_capped_and_replacements_always_fit(trained: Trained, se
         assert client.post("/items", json=NEW_ITEMS[:2]).status_code == 200
         full = client.post("/items", json=NEW_ITEMS[2:])  # a third id
         assert full.status_code == 409 and "max_added_items" in full.json()["detail"]
-        assert client.post("/items", json=[{"item_id": "n1", "title": "n1, again"},
-                                           {"item_id": "n2", "title": "n2, again"}]).status_code == 200
+        assert (
+            client.post(
+                "/items", json=[{"item_id": "n1", "title": "n1, again"}, {"item_id": "n2", "title": "n2, again"}]
+            ).status_code
+            == 200
+        )
         assert client.get("/health").json()["catalog_size"] == 17
         too_many = client.post("/items", json=[{"item_id": "n1"}, {"item_id": "n3"}])
         assert too_many.status_code == 409  # the whole post is refused: n1 is not replaced
@@ -499,8 +623,10 @@ def test_added_items_are_capped_and_replacements_always_fit(trained: Trained, se
     log_file = serve_root / "serving" / NAME / "items.jsonl"
     assert len(log_file.read_text().splitlines()) == 4  # two items, each written twice
     with TestClient(create_app(settings=settings)) as restarted:  # compacted on load: each item once, as last written
-        assert [json.loads(line)["item"]["title"] for line in log_file.read_text().splitlines()] == \
-            ["n1, again", "n2, again"]
+        assert [json.loads(line)["item"]["title"] for line in log_file.read_text().splitlines()] == [
+            "n1, again",
+            "n2, again",
+        ]
         assert restarted.get("/health").json()["catalog_size"] == 17
         assert restarted.post("/items", json=[{"item_id": "n9"}]).status_code == 409  # the cap counts the log
 
@@ -536,8 +662,16 @@ def test_health_answers_while_the_largest_batch_is_scored(trained: Trained) -> N
         return recommend(requests)
 
     holder._recommend = blocked  # type: ignore[method-assign]
-    batch = [{"request_id": str(i), "text": "I like Drama and Comedy. " * 400, "profile": {"occupation": "x" * 100},
-              "history": [{"item_id": "1"}] * 100, "k": MAX_K} for i in range(8)]
+    batch = [
+        {
+            "request_id": str(i),
+            "text": "I like Drama and Comedy. " * 400,
+            "profile": {"occupation": "x" * 100},
+            "history": [{"item_id": "1"}] * 100,
+            "k": MAX_K,
+        }
+        for i in range(8)
+    ]
     with TestClient(create_app(holder=holder)) as client, ThreadPoolExecutor(1) as pool:
         scored = pool.submit(client.post, "/recommend/batch", json=batch)
         assert started.wait(60), "scoring never started"
@@ -595,6 +729,7 @@ def test_the_api_scores_off_its_event_loop_and_never_while_items_are_added(train
                 return fn(*args)
             finally:
                 spans.append((name, start, time.perf_counter(), threading.current_thread().name))
+
         return wrapper
 
     apply = holder._apply
@@ -622,8 +757,10 @@ def test_new_sentences_are_encoded_once_in_one_pass_and_recent_ones_kept(trained
     encode = cache._encoder.encode_padded
     cache._encoder.encode_padded = lambda texts: calls.append(list(texts)) or encode(texts)
     user = "3"  # a known user: their profile sentence is in the bundle, only the tastes are new
-    requests = [{"request_id": str(i), "user_id": user, "text": t}
-                for i, t in enumerate(["I like owls.", "I like bats.", "I like owls."])]
+    requests = [
+        {"request_id": str(i), "user_id": user, "text": t}
+        for i, t in enumerate(["I like owls.", "I like bats.", "I like owls."])
+    ]
     first = holder.recommend(requests)
     assert calls == [["I like owls.", "I like bats."]]  # two new sentences, one encoder pass
     assert holder.recommend(requests[:1]) == first[:1] and len(calls) == 1  # cached
@@ -635,9 +772,12 @@ def test_new_sentences_are_encoded_once_in_one_pass_and_recent_ones_kept(trained
 
 def test_a_vector_index_ranks_like_the_exact_product(trained: Trained, client: TestClient, serve_root: Path) -> None:
     pytest.importorskip("faiss")
-    requests = [{"request_id": "known", "user_id": "3", "k": 5}, {"request_id": "cold", "text": "I like Drama.", "k": 20},
-                {"request_id": "excl", "history": [{"item_id": "4"}], "exclude": ["5", "zz"], "k": 10},
-                {"request_id": "cand", "candidates": ["1", "2", "9"], "history": [{"item_id": "2"}], "k": 2}]
+    requests = [
+        {"request_id": "known", "user_id": "3", "k": 5},
+        {"request_id": "cold", "text": "I like Drama.", "k": 20},
+        {"request_id": "excl", "history": [{"item_id": "4"}], "exclude": ["5", "zz"], "k": 10},
+        {"request_id": "cand", "candidates": ["1", "2", "9"], "history": [{"item_id": "2"}], "k": 2},
+    ]
     exact = client.post("/recommend/batch", json=requests).json()
     with TestClient(create_app(settings=_settings(trained, serve_root, index="faiss"))) as indexed:
         assert indexed.get("/health").json()["index"] == "faiss-ivf"
@@ -715,8 +855,10 @@ def test_a_new_champion_is_swapped_in_while_requests_keep_succeeding(trained: Tr
                 n = 0
                 while not stop.is_set() and n < 2000:
                     n += 1
-                    response = client.post("/recommend", json={"request_id": str(n), "user_id": str(n % 12 + 1),
-                                                               "candidates": ["n1", "1", "2"], "k": 2})
+                    response = client.post(
+                        "/recommend",
+                        json={"request_id": str(n), "user_id": str(n % 12 + 1), "candidates": ["n1", "1", "2"], "k": 2},
+                    )
                     statuses.append(response.status_code)
                     versions.append(response.json().get("model_version", "?"))
 
@@ -776,8 +918,9 @@ def _server(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_recsys_serve_with_an_unknown_model_exits_2_naming_it(trained: Trained, capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recsys_serve_with_an_unknown_model_exits_2_naming_it(
+    trained: Trained, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recsys_tasks.cli import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
@@ -803,11 +946,38 @@ def real_servers(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> 
     env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_API_KEY", "RECSYS_WORKDIR")}
     env.update(MLFLOW_TRACKING_URI=trained.uri, PATH=f"{mlflow_cli.parent}:{os.environ['PATH']}")
     processes = {
-        "recsys": _server([sys.executable, "-m", "recsys_tasks.cli", "serve", "--workdir",
-                           str(tmp_path_factory.mktemp("real") / "serve"), "--port", str(recsys_port),
-                           "--poll-seconds", "0", "--no-access-log"], env),
-        "mlflow": _server([str(mlflow_cli), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}", "--env-manager",
-                           "local", "-h", "127.0.0.1", "-p", str(mlflow_port)], env),
+        "recsys": _server(
+            [
+                sys.executable,
+                "-m",
+                "recsys_tasks.cli",
+                "serve",
+                "--workdir",
+                str(tmp_path_factory.mktemp("real") / "serve"),
+                "--port",
+                str(recsys_port),
+                "--poll-seconds",
+                "0",
+                "--no-access-log",
+            ],
+            env,
+        ),
+        "mlflow": _server(
+            [
+                str(mlflow_cli),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{NAME}@{CHAMPION}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+            ],
+            env,
+        ),
     }
     try:
         yield RealServers(f"http://127.0.0.1:{recsys_port}", f"http://127.0.0.1:{mlflow_port}", processes)
@@ -831,13 +1001,16 @@ def test_recsys_serve_runs_under_uvicorn_on_a_loopback_port(real_servers: RealSe
     assert process.returncode is not None  # stopped by SIGTERM, port released
 
 
-def test_mlflow_models_serve_answers_from_the_same_registered_model(real_servers: RealServers,
-                                                                   trained: Trained) -> None:
+def test_mlflow_models_serve_answers_from_the_same_registered_model(
+    real_servers: RealServers, trained: Trained
+) -> None:
     import httpx
 
     _wait_until_up(f"{real_servers.mlflow}/ping", real_servers.processes["mlflow"])
-    requests = [{"request_id": "a", "user_id": "3", "k": 2},
-                {"request_id": "b", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.", "k": 3}]
+    requests = [
+        {"request_id": "a", "user_id": "3", "k": 2},
+        {"request_id": "b", "profile": {"age": 30, "gender": "F"}, "text": "I like Drama.", "k": 3},
+    ]
     response = httpx.post(f"{real_servers.mlflow}/invocations", json={"dataframe_records": requests}, timeout=60)
     assert response.status_code == 200, response.text[:2000]
     predictions = response.json()["predictions"]
@@ -869,12 +1042,18 @@ def test_generated_requests_never_get_a_server_error_and_match_the_schema(api_sc
 
     called = set()
     for operation in operations:
-        @hypothesis.settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+
+        @hypothesis.settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
         @hypothesis.given(case=operation.as_strategy(GenerationMode(mode)))
         def call(case: Any) -> None:
             case.call_and_validate(headers={"X-API-Key": KEY}, checks=checks)
-            called.add(operation.path)
+            called.add(case.operation.path)
 
         try:
             call()

@@ -15,15 +15,27 @@ from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, build_slices, state
 # items "1".."6" are rows 0..5; "5" and "6" are the cold items
 GENRES = ["Comedy", "Drama", "Comedy|Drama", "Sci-Fi", "Horror", "Sci-Fi|Horror"]
 ROWS = [  # user, item, rating, timestamp, part
-    ("c1", "1", 5, 10, "cold_user"), ("c1", "2", 2, 20, "cold_user"), ("c1", "3", 4, 30, "cold_user"),
-    ("c1", "4", 5, 40, "cold_user"), ("c1", "6", 4, 50, "cold_user"),
-    ("c2", "1", 2, 10, "cold_user"), ("c2", "2", 3, 20, "cold_user"),  # no positive: in no slice
-    ("w1", "1", 5, 1, "train"), ("w1", "2", 4, 2, "train"), ("w1", "3", 2, 3, "train"),
-    ("w1", "4", 5, 10, "warm_test"), ("w1", "5", 4, 5, "cold_item"),
-    ("w2", "3", 5, 2, "train"), ("w2", "1", 4, 1, "train"),
-    ("w2", "2", 3, 9, "warm_test"), ("w2", "6", 2, 4, "cold_item"),  # no positive: not in warm, cold-item
-    ("w3", "2", 5, 1, "train"), ("w3", "4", 4, 2, "train"),
-    ("w3", "3", 5, 9, "warm_test"), ("w3", "1", 4, 8, "warm_test"), ("w3", "6", 5, 3, "cold_item"),
+    ("c1", "1", 5, 10, "cold_user"),
+    ("c1", "2", 2, 20, "cold_user"),
+    ("c1", "3", 4, 30, "cold_user"),
+    ("c1", "4", 5, 40, "cold_user"),
+    ("c1", "6", 4, 50, "cold_user"),
+    ("c2", "1", 2, 10, "cold_user"),
+    ("c2", "2", 3, 20, "cold_user"),  # no positive: in no slice
+    ("w1", "1", 5, 1, "train"),
+    ("w1", "2", 4, 2, "train"),
+    ("w1", "3", 2, 3, "train"),
+    ("w1", "4", 5, 10, "warm_test"),
+    ("w1", "5", 4, 5, "cold_item"),
+    ("w2", "3", 5, 2, "train"),
+    ("w2", "1", 4, 1, "train"),
+    ("w2", "2", 3, 9, "warm_test"),
+    ("w2", "6", 2, 4, "cold_item"),  # no positive: not in warm, cold-item
+    ("w3", "2", 5, 1, "train"),
+    ("w3", "4", 4, 2, "train"),
+    ("w3", "3", 5, 9, "warm_test"),
+    ("w3", "1", 4, 8, "warm_test"),
+    ("w3", "6", 5, 3, "cold_item"),
 ]
 
 
@@ -31,13 +43,25 @@ ROWS = [  # user, item, rating, timestamp, part
 def data() -> tuple[Dataset, Split]:
     inter = pd.DataFrame(ROWS, columns=["user_id", "item_id", "rating", "timestamp", "part"])
     inter = inter.astype({"rating": float, "timestamp": "int64"})
-    items = pd.DataFrame({"item_id": [str(i) for i in range(1, 7)], "title": list("abcdef"),
-                          "year": pd.array([1990] * 6, dtype="Int64"), "genres": GENRES,
-                          "description": [""] * 6, "entity_id": [""] * 6})
-    users = pd.DataFrame({"user_id": ["c1", "c2", "w1", "w2", "w3"],
-                          "age": pd.array([30, None, 20, 40, 50], dtype="Int64"),
-                          "gender": ["F", "M", "M", "F", "M"], "occupation": ["writer"] * 5,
-                          "zip_code": ["12345", "", "1", "2", "3"]})
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(1, 7)],
+            "title": list("abcdef"),
+            "year": pd.array([1990] * 6, dtype="Int64"),
+            "genres": GENRES,
+            "description": [""] * 6,
+            "entity_id": [""] * 6,
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": ["c1", "c2", "w1", "w2", "w3"],
+            "age": pd.array([30, None, 20, 40, 50], dtype="Int64"),
+            "gender": ["F", "M", "M", "F", "M"],
+            "occupation": ["writer"] * 5,
+            "zip_code": ["12345", "", "1", "2", "3"],
+        }
+    )
     kg = pd.DataFrame({"head_id": [], "relation_id": [], "tail_id": []})
     dataset = Dataset(inter.drop(columns="part"), users, items, kg)
     return dataset, Split(inter, ("c1", "c2"), ("5", "6"), 0, True)
@@ -107,8 +131,7 @@ def test_cold_item_ranks_only_cold_items_from_the_training_history(slices) -> No
 def test_warm_excludes_the_training_items(slices) -> None:
     s = slices["warm"]
     assert [q.user_id for q in s.queries] == ["w1", "w3"]
-    assert s.candidates.tolist() == [[False, False, False, True, True, True],
-                                     [True, False, True, False, True, True]]
+    assert s.candidates.tolist() == [[False, False, False, True, True, True], [True, False, True, False, True, True]]
     assert [p.tolist() for p in s.positives] == [[3], [0, 2]]
     assert s.queries[1].history == (("2", 5.0, 1), ("4", 4.0, 2))  # oldest first
     assert s.baselines == ("popularity", "als")
@@ -137,4 +160,8 @@ def test_query_helpers_order_history_and_fill_missing_profile_fields() -> None:
     frame = pd.DataFrame({"item_id": ["b", "a", "c"], "rating": [4.0, 5.0, 1.0], "timestamp": [2, 2, 1]})
     assert history_of(frame) == (("c", 1.0, 1), ("a", 5.0, 2), ("b", 4.0, 2))  # item id breaks the tie
     assert profile_of({"age": pd.NA, "gender": "F", "occupation": None}) == {
-        "age": None, "gender": "F", "occupation": "", "zip_code": ""}
+        "age": None,
+        "gender": "F",
+        "occupation": "",
+        "zip_code": "",
+    }

@@ -50,10 +50,13 @@ def test_csv_title_with_a_comma_is_read_as_one_field(tiny_csv_dir: Path) -> None
     assert items.loc[items["item_id"] == "7", "title"].item() == "Crash, The"
 
 
-@pytest.mark.parametrize("fmt, drop", [
-    ("tiny_recbole_dir", ("tiny.kg", "tiny.link")),
-    ("tiny_csv_dir", ("kg.csv", "links.csv")),
-])
+@pytest.mark.parametrize(
+    "fmt, drop",
+    [
+        ("tiny_recbole_dir", ("tiny.kg", "tiny.link")),
+        ("tiny_csv_dir", ("kg.csv", "links.csv")),
+    ],
+)
 def test_kg_and_links_are_optional(fmt: str, drop: tuple[str, ...], request: pytest.FixtureRequest) -> None:
     directory = request.getfixturevalue(fmt)
     for name in drop:
@@ -187,12 +190,20 @@ def test_renamed_rating_column_is_an_error_naming_file_and_column(
     assert "score" in str(info.value)  # what was found instead
 
 
-@pytest.mark.parametrize("table, filename, column", [
-    (table, filename, column)
-    for table, filename in [("interactions", "tiny.inter"), ("users", "tiny.user"), ("items", "tiny.item"),
-                            ("kg", "tiny.kg"), ("links", "tiny.link")]
-    for column in REQUIRED[table]
-])
+@pytest.mark.parametrize(
+    "table, filename, column",
+    [
+        (table, filename, column)
+        for table, filename in [
+            ("interactions", "tiny.inter"),
+            ("users", "tiny.user"),
+            ("items", "tiny.item"),
+            ("kg", "tiny.kg"),
+            ("links", "tiny.link"),
+        ]
+        for column in REQUIRED[table]
+    ],
+)
 def test_every_required_recbole_column_is_checked(
     table: str, filename: str, column: str, tiny_recbole_dir: Path, write_variant: Callable[..., Path]
 ) -> None:

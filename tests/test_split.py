@@ -61,8 +61,9 @@ def test_split_does_not_depend_on_row_order(interactions: pd.DataFrame) -> None:
     b = make_split(shuffled, cfg)
     assert a.cold_users == b.cold_users and a.cold_items == b.cold_items
     key = ["user_id", "item_id"]
-    pd.testing.assert_frame_equal(a.interactions.sort_values(key).reset_index(drop=True),
-                                  b.interactions.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        a.interactions.sort_values(key).reset_index(drop=True), b.interactions.sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_fractions_of_users_and_items_are_held_out(interactions: pd.DataFrame) -> None:
@@ -127,8 +128,9 @@ def test_cut_by_time_is_taken_before_cold_items_are_set_aside(interactions: pd.D
 
 
 def test_ties_in_time_are_broken_by_item_id() -> None:
-    inter = pd.DataFrame({"user_id": ["u"] * 5, "item_id": ["e", "d", "c", "b", "a"],
-                          "rating": [4.0] * 5, "timestamp": [7] * 5})
+    inter = pd.DataFrame(
+        {"user_id": ["u"] * 5, "item_id": ["e", "d", "c", "b", "a"], "rating": [4.0] * 5, "timestamp": [7] * 5}
+    )
     split = make_split(inter, ExtractConfig(cold_user_frac=0, cold_item_frac=0, warm_test_frac=0.2))
     assert split.part("warm_test")["item_id"].tolist() == ["e"]
 
@@ -159,5 +161,9 @@ def test_save_and_load_round_trip(interactions: pd.DataFrame, tmp_path: Path) ->
     assert set(paths) == {"split", "split_meta"} and all(Path(p).is_file() for p in paths.values())
     loaded = Split.load(tmp_path)
     assert (loaded.cold_users, loaded.cold_items, loaded.seed, loaded.holdout) == (
-        split.cold_users, split.cold_items, 5, True)
+        split.cold_users,
+        split.cold_items,
+        5,
+        True,
+    )
     pd.testing.assert_frame_equal(loaded.interactions, split.interactions, check_index_type=False)

@@ -34,15 +34,19 @@ DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "recsys_cold_start.py"
 
 # Column types of the tiny tables; tests override some (e.g. a text rating).
 TYPES: dict[str, dict[str, Any]] = {
-    "users": {"user_id": sa.Integer, "age": sa.Integer, "gender": sa.Text, "occupation": sa.Text,
-              "zip_code": sa.Text},
+    "users": {"user_id": sa.Integer, "age": sa.Integer, "gender": sa.Text, "occupation": sa.Text, "zip_code": sa.Text},
     "items": {"item_id": sa.Integer, "title": sa.Text, "year": sa.Integer, "genres": sa.Text},
     "interactions": {"user_id": sa.Integer, "item_id": sa.Integer, "rating": sa.Float, "timestamp": sa.BigInteger},
     "kg": {"head_id": sa.Text, "relation_id": sa.Text, "tail_id": sa.Text},
     "links": {"item_id": sa.Integer, "entity_id": sa.Text},
 }
-CSV_NAMES = {"users": "users.csv", "items": "items.csv", "interactions": "interactions.csv", "kg": "kg.csv",
-             "links": "links.csv"}
+CSV_NAMES = {
+    "users": "users.csv",
+    "items": "items.csv",
+    "interactions": "interactions.csv",
+    "kg": "kg.csv",
+    "links": "links.csv",
+}
 
 
 # ---------------------------------------------------------------- the database
@@ -77,10 +81,15 @@ class Tables:
         with (self.csv_dir / CSV_NAMES[name]).open(newline="") as handle:
             return list(csv.DictReader(handle))
 
-    def load(self, *, only: Mapping[str, Callable[[dict[str, str]], bool]] | None = None,
-             types: Mapping[str, Mapping[str, Any]] | None = None,
-             cells: Mapping[tuple[str, int, str], str] | None = None,
-             drop_tables: tuple[str, ...] = (), drop_columns: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    def load(
+        self,
+        *,
+        only: Mapping[str, Callable[[dict[str, str]], bool]] | None = None,
+        types: Mapping[str, Mapping[str, Any]] | None = None,
+        cells: Mapping[tuple[str, int, str], str] | None = None,
+        drop_tables: tuple[str, ...] = (),
+        drop_columns: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         """(Re)create every table; ``only`` filters rows, ``types`` retypes columns, ``cells`` sets
         (table, row, column) before typing, ``drop_*`` leave tables or columns out."""
         meta = sa.MetaData()
@@ -162,16 +171,16 @@ def test_sql_values_become_the_text_a_csv_file_holds(tables: Tables) -> None:
 
 def test_reading_order_does_not_depend_on_insertion_order(tables: Tables, tmp_path: Path) -> None:
     before = _extract(tables.uri, tmp_path / "a").info["fingerprint"]
-    tables.execute('CREATE TABLE shuffled AS SELECT * FROM interactions ORDER BY random()')
-    tables.execute('DROP TABLE interactions')
-    tables.execute('ALTER TABLE shuffled RENAME TO interactions')
+    tables.execute("CREATE TABLE shuffled AS SELECT * FROM interactions ORDER BY random()")
+    tables.execute("DROP TABLE interactions")
+    tables.execute("ALTER TABLE shuffled RENAME TO interactions")
     assert _extract(tables.uri, tmp_path / "b").info["fingerprint"] == before
 
 
 def test_aliases_and_optional_tables(tables: Tables, tmp_path: Path) -> None:
-    tables.execute('ALTER TABLE items RENAME COLUMN title TO movie_title')
-    tables.execute('DROP TABLE kg')
-    tables.execute('DROP TABLE links')
+    tables.execute("ALTER TABLE items RENAME COLUMN title TO movie_title")
+    tables.execute("DROP TABLE kg")
+    tables.execute("DROP TABLE links")
     raw = load_source(tables.uri)
     assert "title" in raw["items"].frame.columns and raw.get("kg") is None and raw.get("links") is None
     assert _extract(tables.uri, tmp_path / "s").metrics["n_kg_triples"] == 0
@@ -203,8 +212,10 @@ def test_sqlite_uris_work_too(tables: Tables, tmp_path: Path) -> None:
         for name in CSV_NAMES:
             pd.read_sql_table(name, source).to_sql(name, target, index=False)
     sqlite.dispose()
-    assert (_extract(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path / "lite").info["fingerprint"]
-            == _extract(tables.uri, tmp_path / "pg").info["fingerprint"])
+    assert (
+        _extract(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path / "lite").info["fingerprint"]
+        == _extract(tables.uri, tmp_path / "pg").info["fingerprint"]
+    )
 
 
 def test_which_sources_are_sql() -> None:
@@ -223,30 +234,32 @@ def test_an_airflow_connection_id_is_resolved_by_the_dag_only(
     with pytest.raises(DataValidationError, match="names an Airflow connection, which only the DAG resolves"):
         _extract("sql:recsys_source", tmp_path / "lib")
     url = sa.make_url(tables.uri)
-    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_SOURCE",
-                       f"postgres://{url.username}@{url.host}:{url.port}/{url.database}")
+    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_SOURCE", f"postgres://{url.username}@{url.host}:{url.port}/{url.database}")
     spec = importlib.util.spec_from_file_location("recsys_cold_start_for_sql", DAG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     resolved = module._resolve_source(ExtractConfig(source="sql:recsys_source"))
     assert sa.make_url(resolved.source).database == url.database
-    assert (_extract(resolved.source, tmp_path / "conn").info["fingerprint"]
-            == _extract(tables.uri, tmp_path / "uri").info["fingerprint"])
+    assert (
+        _extract(resolved.source, tmp_path / "conn").info["fingerprint"]
+        == _extract(tables.uri, tmp_path / "uri").info["fingerprint"]
+    )
 
 
 # ---------------------------------------------------------------- incremental extraction
 FIRST_USERS = {str(u) for u in range(1, 9)}  # users 1-8 (and their 40 interactions) exist at first
 
 
-@pytest.mark.parametrize("timestamp_type", [sa.BigInteger, sa.DateTime, sa.Text],
-                         ids=["bigint", "timestamp", "text"])
+@pytest.mark.parametrize("timestamp_type", [sa.BigInteger, sa.DateTime, sa.Text], ids=["bigint", "timestamp", "text"])
 def test_incremental_extraction_reads_only_newer_rows_and_merges_them(
     timestamp_type: Any, tables: Tables, tmp_path: Path
 ) -> None:
     full = _extract(str(tables.csv_dir), tmp_path / "from_csv")
     typed = {"interactions": {"timestamp": timestamp_type}}
-    tables.load(types=typed, only={"users": lambda r: r["user_id"] in FIRST_USERS,
-                                   "interactions": lambda r: r["user_id"] in FIRST_USERS})
+    tables.load(
+        types=typed,
+        only={"users": lambda r: r["user_id"] in FIRST_USERS, "interactions": lambda r: r["user_id"] in FIRST_USERS},
+    )
     first = _extract(tables.uri, tmp_path / "first")
     assert first.metrics["n_interactions"] == 40 and first.metrics["n_users"] == 8
 
@@ -274,16 +287,19 @@ def test_incremental_rows_are_validated_with_the_snapshot(tables: Tables, tmp_pa
     """A new row that repeats a snapshot's (user, item) replaces it; a new row naming an unknown
     user fails, naming the new row, and writes nothing."""
     _extract(tables.uri, tmp_path / "first")
-    tables.execute('INSERT INTO interactions VALUES (1, 4, 5, 890000000)')
+    tables.execute("INSERT INTO interactions VALUES (1, 4, 5, 890000000)")
     second = _extract(tables.uri, tmp_path / "second", previous_snapshot=str(tmp_path / "first"))
     assert second.metrics["dropped_duplicate_interactions"] == 1 and second.metrics["n_interactions"] == 60
     inter = Dataset.load(second.out_dir).interactions
     assert inter.loc[(inter.user_id == "1") & (inter.item_id == "4"), "rating"].tolist() == [5.0]
 
-    tables.execute('INSERT INTO interactions VALUES (77, 4, 3, 890000001)')
-    with pytest.raises(DataValidationError, match=r"^table 'interactions', column 'user_id', row 2 "
-                                                  r"\(timestamp='890000001', item_id='4'\): 1 interaction\(s\) "
-                                                  r"reference user_id values that are not in table 'users'"):
+    tables.execute("INSERT INTO interactions VALUES (77, 4, 3, 890000001)")
+    with pytest.raises(
+        DataValidationError,
+        match=r"^table 'interactions', column 'user_id', row 2 "
+        r"\(timestamp='890000001', item_id='4'\): 1 interaction\(s\) "
+        r"reference user_id values that are not in table 'users'",
+    ):
         _extract(tables.uri, tmp_path / "third", previous_snapshot=str(tmp_path / "first"))
     assert not (tmp_path / "third").exists()
 
@@ -303,41 +319,48 @@ def test_incremental_needs_a_full_sql_snapshot(tables: Tables, tmp_path: Path) -
 BAD_INPUT = {
     "missing table": (
         dict(drop_tables=("items",)),
-        r"missing table\(s\) \['items'\]; a SQL source needs tables interactions, users and items"),
+        r"missing table\(s\) \['items'\]; a SQL source needs tables interactions, users and items",
+    ),
     "missing column": (
         dict(drop_columns={"interactions": ("rating",)}),
         r"^table 'interactions': missing required column\(s\) \['rating'\]; "
-        r"found \['user_id', 'item_id', 'timestamp'\]$"),
+        r"found \['user_id', 'item_id', 'timestamp'\]$",
+    ),
     "text rating 'abc'": (
         dict(types={"interactions": {"rating": sa.Text}}, cells={("interactions", 3, "rating"): "abc"}),
         r"^table 'interactions', column 'rating', row 4 \(timestamp='880001030', user_id='1', item_id='10'\): "
-        r"value 'abc' is not a number$"),
+        r"value 'abc' is not a number$",
+    ),
     "rating out of range": (
         dict(cells={("interactions", 7, "rating"): "9"}),
-        r"^table 'interactions', column 'rating', row 8 .*value '9' is outside the rating range"),
+        r"^table 'interactions', column 'rating', row 8 .*value '9' is outside the rating range",
+    ),
     "text timestamp 'yesterday'": (
         dict(types={"interactions": {"timestamp": sa.Text}}, cells={("interactions", 0, "timestamp"): "yesterday"}),
         r"table 'interactions', column 'timestamp', row \d+ \(user_id='1', item_id='4'\): "
-        r"value 'yesterday' is not a timestamp"),
+        r"value 'yesterday' is not a timestamp",
+    ),
     "text age 'old'": (
         dict(types={"users": {"age": sa.Text}}, cells={("users", 1, "age"): "old"}),
-        r"^table 'users', column 'age', row 2 \(user_id='2'\): value 'old' is not an age in years$"),
+        r"^table 'users', column 'age', row 2 \(user_id='2'\): value 'old' is not an age in years$",
+    ),
     "NULL user id": (
         dict(cells={("interactions", 5, "user_id"): ""}),
-        r"^table 'interactions', column 'user_id', row 6 \(timestamp='880002000', item_id='7'\): value '' is empty$"),
+        r"^table 'interactions', column 'user_id', row 6 \(timestamp='880002000', item_id='7'\): value '' is empty$",
+    ),
     "duplicate item id": (
         dict(cells={("items", 4, "item_id"): "1"}),
-        r"^table 'items', column 'item_id', row 2: value '1' is a duplicate id$"),
+        r"^table 'items', column 'item_id', row 2: value '1' is a duplicate id$",
+    ),
     "interaction with an unknown item": (
         dict(types={"interactions": {"item_id": sa.Text}}, cells={("interactions", 2, "item_id"): "x9"}),
-        r"column 'item_id'.*not in table 'items', e\.g\. \['x9'\]"),
+        r"column 'item_id'.*not in table 'items', e\.g\. \['x9'\]",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_names_table_column_and_row_and_writes_nothing(
-    case: str, tables: Tables, tmp_path: Path
-) -> None:
+def test_bad_input_names_table_column_and_row_and_writes_nothing(case: str, tables: Tables, tmp_path: Path) -> None:
     good = _extract(tables.uri, tmp_path / "snap")
     before = _files(tmp_path / "snap")
     changes, message = BAD_INPUT[case]
@@ -351,10 +374,17 @@ def test_bad_input_names_table_column_and_row_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["csv", "snap"]  # no temporary directory left
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("postgresql+psycopg2://postgres@127.0.0.1:5432/recsys_no_such_db", r"cannot read the database: .*does not exist"),
-    ("nosuchdialect://x/y", "is not a usable SQLAlchemy URI"),
-], ids=["no such database", "unknown dialect"])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        (
+            "postgresql+psycopg2://postgres@127.0.0.1:5432/recsys_no_such_db",
+            r"cannot read the database: .*does not exist",
+        ),
+        ("nosuchdialect://x/y", "is not a usable SQLAlchemy URI"),
+    ],
+    ids=["no such database", "unknown dialect"],
+)
 def test_unusable_database_is_a_clear_error(uri: str, message: str, database: str, tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=message):
         _extract(uri, tmp_path / "snap")
@@ -362,8 +392,11 @@ def test_unusable_database_is_a_clear_error(uri: str, message: str, database: st
 
 
 def test_passwords_never_reach_messages_or_reports(database: str, tmp_path: Path) -> None:
-    uri = sa.make_url(database).set(password="s3cret-pw", database="recsys_no_such_db").render_as_string(
-        hide_password=False)
+    uri = (
+        sa.make_url(database)
+        .set(password="s3cret-pw", database="recsys_no_such_db")
+        .render_as_string(hide_password=False)
+    )
     with pytest.raises(DataValidationError) as info:
         _extract(uri, tmp_path / "snap")
     assert "s3cret-pw" not in str(info.value) and "***" in str(info.value)

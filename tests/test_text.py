@@ -79,8 +79,13 @@ def test_encode_gives_unit_float32_rows(encoder: TextEncoder) -> None:
 
 def test_encode_keeps_input_order_although_batches_are_sorted_by_length(encoder: TextEncoder) -> None:
     """Guards the scatter back from length-sorted batches: row i must be text i's vector."""
-    texts = ["A much longer sentence about a space opera with robots, lasers and a lost princess.",
-             "Hi.", "Romantic comedy set in Paris.", "A documentary.", "Horror in a cabin in the woods, at night."]
+    texts = [
+        "A much longer sentence about a space opera with robots, lasers and a lost princess.",
+        "Hi.",
+        "Romantic comedy set in Paris.",
+        "A documentary.",
+        "Horror in a cabin in the woods, at night.",
+    ]
     batched = encoder.encode(texts, batch_size=2)
     alone = np.vstack([encoder.encode([t]) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-4)
@@ -99,8 +104,13 @@ def test_background_tokenization_gives_the_inline_vectors_in_order(encoder: Text
 
 def test_equal_length_batches_give_the_padded_and_masked_vectors(encoder: TextEncoder) -> None:
     """Batches of one token count skip padding and the mask; the vectors must not change."""
-    texts = ["Hi.", "A documentary.", "Romantic comedy set in Paris.", "Toy Story (1995). Genres: Animation.",
-             "A much longer sentence about a space opera with robots, lasers and a lost princess."]
+    texts = [
+        "Hi.",
+        "A documentary.",
+        "Romantic comedy set in Paris.",
+        "Toy Story (1995). Genres: Animation.",
+        "A much longer sentence about a space opera with robots, lasers and a lost princess.",
+    ]
     batches = encoder.batches(texts, np.arange(len(texts)), batch_size=64)
     assert all("attention_mask" not in enc for _, enc in batches) and len(batches) == len(texts)
     import torch
@@ -115,9 +125,14 @@ def test_padded_passes_give_the_vectors_of_encode_from_several_threads_at_once(e
     once) must give the sentences the vectors `encode` gives them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    texts = ["Hi.", "I like owls.", "I like bats.", "A documentary about the sea.",
-             "Toy Story (1995). Genres: Animation, Children's, Comedy.",
-             "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 3]
+    texts = [
+        "Hi.",
+        "I like owls.",
+        "I like bats.",
+        "A documentary about the sea.",
+        "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+        "A much longer sentence about a space opera with robots, lasers, a lost princess and a smuggler. " * 3,
+    ]
     expected = encoder.encode(texts)
     np.testing.assert_allclose(encoder.encode_padded(texts), expected, atol=1e-5)
     np.testing.assert_allclose(encoder.encode_padded(texts[1:2]), expected[1:2], atol=1e-5)
@@ -131,7 +146,8 @@ def test_padded_passes_give_the_vectors_of_encode_from_several_threads_at_once(e
 def test_the_packaged_minilm_puts_a_paraphrase_closer_than_an_unrelated_sentence(minilm: TextEncoder) -> None:
     assert minilm.path == resolve_model(DEFAULT_TEXT_MODEL) and minilm.dim == MINILM_DIM
     anchor, paraphrase, unrelated = minilm.encode(
-        ["I love science fiction films.", "I enjoy sci-fi movies.", "The stock market fell sharply today."])
+        ["I love science fiction films.", "I enjoy sci-fi movies.", "The stock market fell sharply today."]
+    )
     assert anchor.shape == (MINILM_DIM,) and anchor.dtype == np.float32
     assert anchor @ paraphrase > anchor @ unrelated + 0.2
 
@@ -149,10 +165,20 @@ def test_a_model_that_cannot_be_loaded_raises_a_value_error_naming_it(tmp_path: 
 @pytest.mark.parametrize(
     ("item", "expected"),
     [
-        ({"item_id": "7", "title": "Crash, The", "year": 1987, "genres": "Sci-Fi|Comedy", "description": ""},
-         "Crash, The (1987). Genres: Sci-Fi, Comedy."),
-        ({"item_id": "1", "title": "Toy Story", "year": 1995, "genres": "Animation",
-          "description": "Toys come to life."}, "Toy Story (1995). Genres: Animation. Toys come to life."),
+        (
+            {"item_id": "7", "title": "Crash, The", "year": 1987, "genres": "Sci-Fi|Comedy", "description": ""},
+            "Crash, The (1987). Genres: Sci-Fi, Comedy.",
+        ),
+        (
+            {
+                "item_id": "1",
+                "title": "Toy Story",
+                "year": 1995,
+                "genres": "Animation",
+                "description": "Toys come to life.",
+            },
+            "Toy Story (1995). Genres: Animation. Toys come to life.",
+        ),
         ({"item_id": "3", "title": "Movie 3", "year": pd.NA, "genres": "Drama"}, "Movie 3. Genres: Drama."),
         ({"item_id": "42", "title": "", "year": None, "genres": ""}, "42."),  # no title: the id stands in
     ],
@@ -180,15 +206,21 @@ def test_taste_sentences_cover_every_genre_and_pair_once() -> None:
     assert taste_sentence(["Sci-Fi", "Horror"]) == "I like Sci-Fi and Horror movies."
     assert taste_sentence(["Drama"]) == "I like Drama movies."
     sentences = taste_sentences(["Drama", "Action", "Comedy"])
-    assert sentences == ["I like Action movies.", "I like Comedy movies.", "I like Drama movies.",
-                         "I like Action and Comedy movies.", "I like Action and Drama movies.",
-                         "I like Comedy and Drama movies."]
+    assert sentences == [
+        "I like Action movies.",
+        "I like Comedy movies.",
+        "I like Drama movies.",
+        "I like Action and Comedy movies.",
+        "I like Action and Drama movies.",
+        "I like Comedy and Drama movies.",
+    ]
     assert taste_sentences([]) == []
 
 
 # ---------------------------------------------------------------- text_embed
-def test_text_embed_rows_are_aligned_with_the_snapshot(embedded: tuple[StageResult, Dataset],
-                                                        encoder: TextEncoder) -> None:
+def test_text_embed_rows_are_aligned_with_the_snapshot(
+    embedded: tuple[StageResult, Dataset], encoder: TextEncoder
+) -> None:
     result, dataset = embedded
     items, users, tastes = (np.load(result.path(n)) for n in ("items", "users", "tastes"))
     texts = json.loads(result.path("texts").read_text())

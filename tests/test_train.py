@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,23 +19,36 @@ import torch
 
 from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
-from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.data.split import Split
+from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.model.finetune import finetune
 
-TINY_KG = KGConfig(embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1,
-                   device="cpu")
-TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3,
-                         device="cpu")
+TINY_KG = KGConfig(
+    embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu"
+)
+TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3, device="cpu")
 TEXT_DIM, KG_DIM = 384, 4
-BUNDLE_FILES = {"model.pt", "catalog.parquet", "item_content.npy", "users.parquet", "histories.parquet",
-                "texts.parquet", "text_vectors.npy", "kg_demo.npy", "bundle.json", "item_links.parquet",
-                "content_map.npz", "fusion.json", "ease.npy"}
+BUNDLE_FILES = {
+    "model.pt",
+    "catalog.parquet",
+    "item_content.npy",
+    "users.parquet",
+    "histories.parquet",
+    "texts.parquet",
+    "text_vectors.npy",
+    "kg_demo.npy",
+    "bundle.json",
+    "item_links.parquet",
+    "content_map.npz",
+    "fusion.json",
+    "ease.npy",
+}
 
 
 @pytest.fixture(scope="module")
-def stages(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
-           ) -> Iterator[dict[str, Path]]:
+def stages(
+    tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
+) -> Iterator[dict[str, Path]]:
     """Snapshot, KG and text stage outputs of the tiny data, built once for the module."""
     from recsys_tasks.data.extract import extract
     from recsys_tasks.kg.embed import kg_embed
@@ -44,15 +57,17 @@ def stages(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Pa
     root = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        snapshot = Path(extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))),
-                                root / "snapshot").out_dir)
+        snapshot = Path(
+            extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir
+        )
         kg = Path(kg_embed(TINY_KG, snapshot, root / "kg").out_dir)
         text = Path(text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir)
         yield {"snapshot": snapshot, "kg": kg, "text": text, "root": root}
 
 
-def _finetune(stages: dict[str, Path], out: Path, cfg: FinetuneConfig = TINY_FT, snapshot: Path | None = None
-              ) -> StageResult:
+def _finetune(
+    stages: dict[str, Path], out: Path, cfg: FinetuneConfig = TINY_FT, snapshot: Path | None = None
+) -> StageResult:
     return finetune(cfg, snapshot or stages["snapshot"], stages["kg"], stages["text"], out, TextConfig().model)
 
 
@@ -98,7 +113,8 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
 
 @pytest.mark.slow
 def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
-        trained: StageResult, stages: dict[str, Path]) -> None:
+    trained: StageResult, stages: dict[str, Path]
+) -> None:
     import dataclasses
 
     import recsys_tasks.model.finetune as train_module
@@ -109,9 +125,15 @@ def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
     dataset = Dataset.load(stages["snapshot"])
     cfg = dataclasses.replace(TINY_FT, seed=0)
     weight, basis, center, report = train_module._profile_weight(rec, dataset, split.train, 4.0, cfg)
-    assert weight in cfg.profile_weights and set(report) == {"content_profile_weight", "content_profile_dims",
-                                                      "pseudo_new_ndcg_map", "pseudo_new_ndcg"}
-    assert basis.shape == (report["content_profile_dims"], rec.meta["text_dim"]) and center.shape == (rec.meta["text_dim"],)
+    assert weight in cfg.profile_weights and set(report) == {
+        "content_profile_weight",
+        "content_profile_dims",
+        "pseudo_new_ndcg_map",
+        "pseudo_new_ndcg",
+    }
+    assert basis.shape == (report["content_profile_dims"], rec.meta["text_dim"]) and center.shape == (
+        rec.meta["text_dim"],
+    )
     one_fold = dataclasses.replace(cfg, pseudo_new_folds=1)  # one fold: every trained item, none left to fit on
     weight, _, _, report = train_module._profile_weight(rec, dataset, split.train, 4.0, one_fold)
     assert (weight, report) == (0.0, {})
@@ -146,7 +168,11 @@ def test_bundle_holds_training_histories_and_aligned_features(trained: StageResu
     np.testing.assert_allclose(np.linalg.norm(content[:, TEXT_DIM:], axis=1), 1.0, atol=1e-5)  # unit KG rows
     meta = read_json(bundle / "bundle.json")
     assert (meta["text_model"], meta["kg_dim"], meta["text_dim"], meta["max_history"]) == (
-        TextConfig().model, KG_DIM, TEXT_DIM, 5)
+        TextConfig().model,
+        KG_DIM,
+        TEXT_DIM,
+        5,
+    )
     assert meta["finetune"]["dim"] == 4 and meta["finetune"]["seed"] == 42 and meta["finetune"]["device"] == "cpu"
     assert {"gender:F", "gender:M", "occupation:student"} <= set(meta["kg_demo_labels"])
     texts = pd.read_parquet(bundle / "texts.parquet")["text"].tolist()
@@ -176,10 +202,12 @@ def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Pat
     """``id_learning_rate`` moves the item ID embeddings and biases only: with the towers' rate at 0
     they keep their initial weights, the IDs leave theirs (0 = the towers' rate: nothing moves)."""
     frozen = {"learning_rate": 0.0, "epochs": 1, "id_epochs": 0}
-    ids_only = _state(_finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
-                                                                            "id_learning_rate": 0.05})))
-    nothing = _state(_finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, **frozen,
-                                                                            "id_learning_rate": 0.0})))
+    ids_only = _state(
+        _finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, **frozen, "id_learning_rate": 0.05}))
+    )
+    nothing = _state(
+        _finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, **frozen, "id_learning_rate": 0.0}))
+    )
     id_keys = {"item_id.weight", "item_id_bias.weight"}
     assert id_keys < set(ids_only)
     assert all(torch.equal(ids_only[k], nothing[k]) for k in ids_only if k not in id_keys)
@@ -208,8 +236,11 @@ def test_without_validation_users_the_second_stage_is_skipped_quietly(stages: di
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no mean of an empty validation
-        result = _finetune(stages, tmp_path / "noval", FinetuneConfig(**{**TINY_FT.__dict__, "validation_user_frac": 0.0,
-                                                                          "id_epochs": 3}))
+        result = _finetune(
+            stages,
+            tmp_path / "noval",
+            FinetuneConfig(**{**TINY_FT.__dict__, "validation_user_frac": 0.0, "id_epochs": 3}),
+        )
     assert result.metrics["id_epochs_trained"] == 0 and result.metrics["n_validation_users"] == 0
 
 
@@ -233,8 +264,9 @@ def test_an_empty_training_part_raises_and_writes_nothing(stages: dict[str, Path
 
 
 @pytest.mark.slow
-def test_a_failed_rerun_leaves_the_previous_output_intact(trained: StageResult, stages: dict[str, Path],
-                                                          tmp_path: Path) -> None:
+def test_a_failed_rerun_leaves_the_previous_output_intact(
+    trained: StageResult, stages: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "finetune"
     shutil.copytree(trained.out_dir, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -249,8 +281,8 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     """Cold-start simulation: a history is the user's first n items or the n just before the
     target (n <= max_history, sometimes 0), never the target or anything after it."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.recommender import Recommender
     from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -268,10 +300,10 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
                 assert sequence[position] == target
                 assert n <= min(3, position) and (mask[b, :n] == 1).all() and (mask[b, n:] == 0).all()
                 history = list(hist[b, :n])
-                assert history in (sequence[:n], sequence[position - n:position])
+                assert history in (sequence[:n], sequence[position - n : position])
                 start = 0 if history == sequence[:n] else position - n
                 # each history item flagged liked as its rating says (>= 4 here), padding not
-                expected = [1.0 if r >= 4.0 else 0.0 for r in ratings[user][start:start + n]]
+                expected = [1.0 if r >= 4.0 else 0.0 for r in ratings[user][start : start + n]]
                 assert list(batch.liked[b, :n]) == expected and not batch.liked[b, n:].any()
                 lengths.append(n)
                 flags.extend(expected)
@@ -279,13 +311,14 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     assert 0.0 in flags and 1.0 in flags  # both kinds were drawn
 
 
-def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(trained: StageResult,
-                                                                          stages: dict[str, Path]) -> None:
+def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(
+    trained: StageResult, stages: dict[str, Path]
+) -> None:
     """``profile_dropout``: some training users with a history get no demographics, KG-demographic or
     profile-text input (the history must carry them); a profile-only user always keeps its profile."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.recommender import Recommender
     from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -313,8 +346,8 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(traine
 def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
     """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.recommender import Recommender
     from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
     rec = Recommender.load(trained.path("bundle"))
@@ -327,7 +360,7 @@ def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult
         for b, (user, position) in enumerate(zip(batch.users, batch.positions)):
             n = int(mask[b].sum())
             assert n == min(3, position)
-            assert list(hist[b, :n]) == sequences[user][position - n:position]
+            assert list(hist[b, :n]) == sequences[user][position - n : position]
 
 
 def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
@@ -338,18 +371,37 @@ def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
     from recsys_tasks.model.finetune import _fusion_queries
 
     items = [str(i) for i in range(200)]
-    rows = [("long", items[i], 5.0, 1000 + i) for i in range(60)] + [("short", items[100 + i], 5.0, 1000 + i) for i in range(30)]
+    rows = [("long", items[i], 5.0, 1000 + i) for i in range(60)] + [
+        ("short", items[100 + i], 5.0, 1000 + i) for i in range(30)
+    ]
     held = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
-    users = pd.DataFrame({"user_id": ["long", "short"], "age": [30, 40], "gender": ["F", "M"],
-                          "occupation": ["writer", "other"], "zip_code": ["", ""]})
+    users = pd.DataFrame(
+        {
+            "user_id": ["long", "short"],
+            "age": [30, 40],
+            "gender": ["F", "M"],
+            "occupation": ["writer", "other"],
+            "zip_code": ["", ""],
+        }
+    )
     rec = SimpleNamespace(item_row={item: row for row, item in enumerate(items)})
-    found = {name: sorted((q.user_id, len(q.history)) for q in queries)
-             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, FinetuneConfig())}
-    assert found == {"at_0": [("long", 0), ("short", 0)], "at_5": [("long", 5), ("short", 5)],
-                     "at_10": [("long", 10), ("short", 10)], "at_20": [("long", 20), ("short", 20)],
-                     "warm_50": [("long", 30)], "warm_65": [("long", 39)], "warm": [("long", 48), ("short", 24)]}
+    found = {
+        name: sorted((q.user_id, len(q.history)) for q in queries)
+        for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, FinetuneConfig())
+    }
+    assert found == {
+        "at_0": [("long", 0), ("short", 0)],
+        "at_5": [("long", 5), ("short", 5)],
+        "at_10": [("long", 10), ("short", 10)],
+        "at_20": [("long", 20), ("short", 20)],
+        "warm_50": [("long", 30)],
+        "warm_65": [("long", 39)],
+        "warm": [("long", 48), ("short", 24)],
+    }
     # the config's supports and cuts are the ones used
     cfg = FinetuneConfig(fusion_support=(3,), fusion_warm_cuts=(0.5,))
-    found = {name: sorted((q.user_id, len(q.history)) for q in queries)
-             for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, cfg)}
+    found = {
+        name: sorted((q.user_id, len(q.history)) for q in queries)
+        for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, cfg)
+    }
     assert found == {"at_3": [("long", 3), ("short", 3)], "warm_50": [("long", 30)]}

@@ -19,8 +19,11 @@ spec.loader.exec_module(ui)
 def test_each_user_gets_a_generated_password_kept_private(tmp_path: Path) -> None:
     path = tmp_path / "home" / "passwords.json"
     logins = ui.users_and_passwords("admin:admin,engineer:user,viewer:viewer", path)
-    assert [(name, role) for name, role, _ in logins] == [("admin", "admin"), ("engineer", "user"),
-                                                          ("viewer", "viewer")]
+    assert [(name, role) for name, role, _ in logins] == [
+        ("admin", "admin"),
+        ("engineer", "user"),
+        ("viewer", "viewer"),
+    ]
     passwords = [password for _, _, password in logins]
     assert len(set(passwords)) == 3 and all(len(p) == 16 and p.isalnum() for p in passwords)
     assert json.loads(path.read_text()) == {name: password for name, _, password in logins}

@@ -28,7 +28,11 @@ def test_clean_tiny_data_validates_without_drops(tiny_source: Any) -> None:
     dataset, report = _validate(tiny_source.directory)
     assert report["source"] == str(tiny_source.directory)
     assert {k: report[k] for k in ("n_interactions", "n_users", "n_items", "n_kg_triples")} == {
-        "n_interactions": 60, "n_users": 12, "n_items": 15, "n_kg_triples": 6}
+        "n_interactions": 60,
+        "n_users": 12,
+        "n_items": 15,
+        "n_kg_triples": 6,
+    }
     assert report["dropped_duplicate_interactions"] == 0
     assert report["dropped_links"] == 0 and report["dropped_kg_triples"] == 0
 
@@ -82,8 +86,11 @@ def test_out_of_range_rating_names_file_column_row_and_value(
 ) -> None:
     write_variant(tiny_source.file("interactions"), cells={(9, "rating"): value})
     name = tiny_source.files["interactions"]
-    with pytest.raises(DataValidationError, match=rf"^{name}, column 'rating', row 10 \(line 11\): "
-                                                  rf"value '{value}' is outside the rating range \[1\.0, 5\.0\]$"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"^{name}, column 'rating', row 10 \(line 11\): "
+        rf"value '{value}' is outside the rating range \[1\.0, 5\.0\]$",
+    ):
         _validate(tiny_source.directory)
 
 
@@ -106,8 +113,11 @@ def test_unparseable_timestamp_names_file_column_row_and_value(
 ) -> None:
     write_variant(tiny_source.file("interactions"), cells={(5, "timestamp"): value})
     name = tiny_source.files["interactions"]
-    with pytest.raises(DataValidationError, match=rf"^{name}, column 'timestamp', row 6 \(line 7\): "
-                                                  rf"value '{value}' is not a timestamp"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"^{name}, column 'timestamp', row 6 \(line 7\): "
+        rf"value '{value}' is not a timestamp",
+    ):
         _validate(tiny_source.directory)
 
 
@@ -157,35 +167,47 @@ def test_duplicate_latest_by_time_wins_over_file_order(tiny_recbole_dir: Path, w
 def test_duplicate_user_id_names_file_column_row_and_value(tiny_source: Any, write_variant: Variant) -> None:
     write_variant(tiny_source.file("users"), append=[["3", "40", "F", "artist", "12345"]])
     name = tiny_source.files["users"]
-    with pytest.raises(DataValidationError, match=rf"^{name}, column 'user_id', row 13 \(line 14\): "
-                                                  r"value '3' is a duplicate id$"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"^{name}, column 'user_id', row 13 \(line 14\): "
+        r"value '3' is a duplicate id$",
+    ):
         _validate(tiny_source.directory)
 
 
 def test_duplicate_item_id_names_file_column_row_and_value(tiny_source: Any, write_variant: Variant) -> None:
     write_variant(tiny_source.file("items"), append=[["15", "Again", "2000", "Drama"]])
     name = tiny_source.files["items"]
-    with pytest.raises(DataValidationError, match=rf"^{name}, column 'item_id', row 16 \(line 17\): "
-                                                  r"value '15' is a duplicate id$"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"^{name}, column 'item_id', row 16 \(line 17\): "
+        r"value '15' is a duplicate id$",
+    ):
         _validate(tiny_source.directory)
 
 
 # ---------------------------------------------------------------- references and emptiness
 def test_unknown_users_name_the_column_and_example_ids(tiny_source: Any, write_variant: Variant) -> None:
-    write_variant(tiny_source.file("interactions"),
-                  append=[["99", "1", "4", "880000000"], ["98", "2", "4", "880000001"]])
+    write_variant(
+        tiny_source.file("interactions"), append=[["99", "1", "4", "880000000"], ["98", "2", "4", "880000001"]]
+    )
     inter, users = tiny_source.files["interactions"], tiny_source.files["users"]
     with pytest.raises(DataValidationError) as info:
         _validate(tiny_source.directory)
-    assert str(info.value) == (f"{inter}, column 'user_id', row 61 (line 62): 2 interaction(s) reference user_id "
-                               f"values that are not in {users}, e.g. ['99', '98']")
+    assert str(info.value) == (
+        f"{inter}, column 'user_id', row 61 (line 62): 2 interaction(s) reference user_id "
+        f"values that are not in {users}, e.g. ['99', '98']"
+    )
 
 
 def test_unknown_items_name_the_column_and_example_ids(tiny_source: Any, write_variant: Variant) -> None:
     write_variant(tiny_source.file("interactions"), cells={(3, "item_id"): "404"})
     items = tiny_source.files["items"]
-    with pytest.raises(DataValidationError, match=rf"column 'item_id', row 4 \(line 5\): 1 interaction\(s\) reference "
-                                                  rf"item_id values that are not in {items}, e.g. \['404'\]"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"column 'item_id', row 4 \(line 5\): 1 interaction\(s\) reference "
+        rf"item_id values that are not in {items}, e.g. \['404'\]",
+    ):
         _validate(tiny_source.directory)
 
 
@@ -199,8 +221,9 @@ def test_header_only_interactions_is_an_error(tiny_source: Any, write_variant: V
 @pytest.mark.parametrize("column", ["user_id", "item_id"])
 def test_blank_id_in_interactions_names_the_row(column: str, tiny_recbole_dir: Path, write_variant: Variant) -> None:
     write_variant(tiny_recbole_dir / "tiny.inter", cells={(6, column): " "})
-    with pytest.raises(DataValidationError,
-                       match=rf"tiny.inter, column '{column}', row 7 \(line 8\): value ' ' is empty"):
+    with pytest.raises(
+        DataValidationError, match=rf"tiny.inter, column '{column}', row 7 \(line 8\): value ' ' is empty"
+    ):
         _validate(tiny_recbole_dir)
 
 
@@ -219,11 +242,14 @@ def test_blank_age_is_missing_not_an_error(tiny_recbole_dir: Path, write_variant
 
 # ---------------------------------------------------------------- soft problems in KG and links
 def test_kg_triples_about_unknown_entities_are_dropped_and_counted(tiny_source: Any, write_variant: Variant) -> None:
-    write_variant(tiny_source.file("kg"), append=[
-        ["m.nobody", "film.film.genre", "m.nothing"],  # touches no item: dropped
-        ["m.film1", "film.film.genre", ""],  # blank field: dropped
-        ["m.person2", "film.actor.film", "m.film9"],  # touches item 9 through its tail: kept
-    ])
+    write_variant(
+        tiny_source.file("kg"),
+        append=[
+            ["m.nobody", "film.film.genre", "m.nothing"],  # touches no item: dropped
+            ["m.film1", "film.film.genre", ""],  # blank field: dropped
+            ["m.person2", "film.actor.film", "m.film9"],  # touches item 9 through its tail: kept
+        ],
+    )
     dataset, report = _validate(tiny_source.directory)
     assert report["dropped_kg_triples"] == 2
     assert report["n_kg_triples"] == 7

@@ -38,22 +38,37 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         artifacts["report"] = str(write_json(tmp / "report.json", {**report, "fingerprint": fingerprint}))
         metrics = {k: float(v) for k, v in report.items() if k.startswith(("n_", "dropped_"))}
         metrics.update({k: float(v) for k, v in split.counts().items()})
-        result = finish(StageResult("extract", str(Path(out_dir)), artifacts, metrics,
-                                    {"fingerprint": fingerprint, "split_fingerprint": _split_id(fingerprint, cfg),
-                                     "snapshot_dir": str(Path(out_dir)), "holdout": split.holdout}), tmp)
+        result = finish(
+            StageResult(
+                "extract",
+                str(Path(out_dir)),
+                artifacts,
+                metrics,
+                {
+                    "fingerprint": fingerprint,
+                    "split_fingerprint": _split_id(fingerprint, cfg),
+                    "snapshot_dir": str(Path(out_dir)),
+                    "holdout": split.holdout,
+                },
+            ),
+            tmp,
+        )
     log.info("extract: %s", result.metrics)
     return result
 
 
 def _split_id(fingerprint: str, cfg: ExtractConfig) -> str:
     """Identifies "the same data": the snapshot content plus everything that shapes the split."""
-    return (f"{fingerprint}-s{cfg.seed}-u{cfg.cold_user_frac:g}-i{cfg.cold_item_frac:g}"
-            f"-w{cfg.warm_test_frac:g}-p{cfg.positive_threshold:g}")
+    return (
+        f"{fingerprint}-s{cfg.seed}-u{cfg.cold_user_frac:g}-i{cfg.cold_item_frac:g}"
+        f"-w{cfg.warm_test_frac:g}-p{cfg.positive_threshold:g}"
+    )
 
 
 def _sample_users(dataset: Dataset, n: int, seed: int) -> Dataset:
     users = np.sort(dataset.users["user_id"].unique())
     keep = set(np.random.default_rng(seed).permutation(users)[:n].tolist())
     inter = dataset.interactions[dataset.interactions["user_id"].isin(keep)].reset_index(drop=True)
-    return Dataset(inter, dataset.users[dataset.users["user_id"].isin(keep)].reset_index(drop=True),
-                   dataset.items, dataset.kg)
+    return Dataset(
+        inter, dataset.users[dataset.users["user_id"].isin(keep)].reset_index(drop=True), dataset.items, dataset.kg
+    )

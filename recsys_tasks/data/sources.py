@@ -28,8 +28,13 @@ from recsys_tasks.data.tables import (
 
 BUNDLED = "bundled"
 RECBOLE_SUFFIX = {"interactions": ".inter", "users": ".user", "items": ".item", "kg": ".kg", "links": ".link"}
-CSV_NAMES = {"interactions": "interactions.csv", "users": "users.csv", "items": "items.csv",
-             "kg": "kg.csv", "links": "links.csv"}
+CSV_NAMES = {
+    "interactions": "interactions.csv",
+    "users": "users.csv",
+    "items": "items.csv",
+    "kg": "kg.csv",
+    "links": "links.csv",
+}
 RECBOLE_VERSION = "1.2.1"  # the wheel whose dataset_example/ml-100k is the bundled dataset
 _BUNDLED_MEMBER = "recbole/dataset_example/ml-100k/"
 
@@ -129,8 +134,15 @@ def _load_recbole(directory: Path, label: str) -> RawTables:
                 continue
             raise DataValidationError(f"missing file {path} (RecBole atomic {suffix} file is required)")
         try:
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
-                                engine="c", on_bad_lines="error")
+            frame = pd.read_csv(
+                path,
+                sep="\t",
+                dtype=str,
+                keep_default_na=False,
+                quoting=csv.QUOTE_NONE,
+                engine="c",
+                on_bad_lines="error",
+            )
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable RecBole atomic file: {exc}") from exc
         frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
@@ -153,5 +165,3 @@ def _load_csv(directory: Path) -> RawTables:
         frame.columns = [c.strip() for c in frame.columns]
         tables[name] = RawTable(name, path, canonical_columns(name, frame, path.name))
     return RawTables(str(directory), tables)
-
-

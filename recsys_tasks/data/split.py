@@ -47,18 +47,29 @@ class Split:
     def save(self, directory: Path) -> dict[str, str]:
         inter = directory / "split.parquet"
         self.interactions.to_parquet(inter, index=False)
-        meta = write_json(directory / "split.json", {
-            "seed": self.seed, "holdout": self.holdout,
-            "cold_users": list(self.cold_users), "cold_items": list(self.cold_items), **self.counts(),
-        })
+        meta = write_json(
+            directory / "split.json",
+            {
+                "seed": self.seed,
+                "holdout": self.holdout,
+                "cold_users": list(self.cold_users),
+                "cold_items": list(self.cold_items),
+                **self.counts(),
+            },
+        )
         return {"split": str(inter), "split_meta": str(meta)}
 
     @classmethod
     def load(cls, directory: str | Path) -> Split:
         directory = Path(directory)
         meta = read_json(directory / "split.json")
-        return cls(pd.read_parquet(directory / "split.parquet"), tuple(meta["cold_users"]),
-                   tuple(meta["cold_items"]), meta["seed"], meta["holdout"])
+        return cls(
+            pd.read_parquet(directory / "split.parquet"),
+            tuple(meta["cold_users"]),
+            tuple(meta["cold_items"]),
+            meta["seed"],
+            meta["holdout"],
+        )
 
 
 def make_split(interactions: pd.DataFrame, cfg: ExtractConfig) -> Split:

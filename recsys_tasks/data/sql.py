@@ -33,8 +33,13 @@ ENV_URI = "RECSYS_SOURCE_URI"
 SQL = "sql"
 TABLES = ("interactions", "users", "items", "kg", "links")
 # Reading order: deterministic whatever the database's physical order (the fingerprint sees row order).
-KEYS = {"interactions": ("timestamp", "user_id", "item_id"), "users": ("user_id",), "items": ("item_id",),
-        "kg": ("head_id", "relation_id", "tail_id"), "links": ("item_id", "entity_id")}
+KEYS = {
+    "interactions": ("timestamp", "user_id", "item_id"),
+    "users": ("user_id",),
+    "items": ("item_id",),
+    "kg": ("head_id", "relation_id", "tail_id"),
+    "links": ("item_id", "entity_id"),
+}
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SNAPSHOT_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 
@@ -118,8 +123,9 @@ def load_sql(uri: str, previous_snapshot: str | Path | None = None) -> RawTables
                     f"{label}: missing table(s) {missing}; a SQL source needs tables interactions, users and items "
                     f"(kg and links are optional); found {sorted(present)}"
                 )
-            tables = {name: _read(conn, name, since if name == "interactions" else None)
-                      for name in TABLES if name in present}
+            tables = {
+                name: _read(conn, name, since if name == "interactions" else None) for name in TABLES if name in present
+            }
     except sa.exc.SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise DataValidationError(f"{label}: cannot read the database: {first}") from None
@@ -130,10 +136,15 @@ def load_sql(uri: str, previous_snapshot: str | Path | None = None) -> RawTables
         new = tables["interactions"]
         old = previous["frame"]
         merged = pd.concat([old, new.frame[list(_SNAPSHOT_COLUMNS)]], ignore_index=True)
-        tables["interactions"] = SqlTable("interactions", new.path, merged, keys=new.keys,
-                                          previous_rows=len(old), previous=previous["label"])
-        info = {"previous_snapshot": previous["label"], "incremental_since": since,
-                "n_previous_interactions": len(old), "n_new_interactions": len(new.frame)}
+        tables["interactions"] = SqlTable(
+            "interactions", new.path, merged, keys=new.keys, previous_rows=len(old), previous=previous["label"]
+        )
+        info = {
+            "previous_snapshot": previous["label"],
+            "incremental_since": since,
+            "n_previous_interactions": len(old),
+            "n_new_interactions": len(new.frame),
+        }
     return RawTables(label, tables, info)
 
 
@@ -178,12 +189,15 @@ def _previous(directory: Path) -> tuple[int, dict[str, Any]]:
     """The previous snapshot's interactions (as text) and its latest timestamp."""
     inter = directory / "interactions.parquet"
     if not inter.exists():
-        raise DataValidationError(f"extract.previous_snapshot {str(directory)!r} is not an extract snapshot "
-                                  f"(no interactions.parquet)")
+        raise DataValidationError(
+            f"extract.previous_snapshot {str(directory)!r} is not an extract snapshot (no interactions.parquet)"
+        )
     report = directory / "report.json"
     if report.exists() and json.loads(report.read_text()).get("sample_users"):
-        raise DataValidationError(f"extract.previous_snapshot {str(directory)!r} holds a sample of the users; "
-                                  f"incremental extraction needs a full snapshot (sample_users 0)")
+        raise DataValidationError(
+            f"extract.previous_snapshot {str(directory)!r} holds a sample of the users; "
+            f"incremental extraction needs a full snapshot (sample_users 0)"
+        )
     frame = pd.read_parquet(inter, columns=list(_SNAPSHOT_COLUMNS))
     if frame.empty:
         raise DataValidationError(f"extract.previous_snapshot {str(directory)!r} has no interactions")

@@ -14,8 +14,13 @@ import pandas as pd
 ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     "interactions": {"user_id": (), "item_id": (), "rating": (), "timestamp": ()},
     "users": {"user_id": (), "age": (), "gender": (), "occupation": (), "zip_code": ("zip",)},
-    "items": {"item_id": (), "title": ("movie_title", "name"), "year": ("release_year",),
-              "genres": ("class", "genre", "categories"), "description": ("overview", "plot")},
+    "items": {
+        "item_id": (),
+        "title": ("movie_title", "name"),
+        "year": ("release_year",),
+        "genres": ("class", "genre", "categories"),
+        "description": ("overview", "plot"),
+    },
     "kg": {"head_id": ("head",), "relation_id": ("relation",), "tail_id": ("tail",)},
     "links": {"item_id": (), "entity_id": ("entity",)},
 }

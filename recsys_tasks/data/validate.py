@@ -47,16 +47,19 @@ def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -
     out_of_range = (rating < cfg.rating_min) | (rating > cfg.rating_max)
     if out_of_range.any():
         raise DataValidationError(
-            _rows_msg(table, "rating", out_of_range,
-                      f"is outside the rating range [{cfg.rating_min}, {cfg.rating_max}]")
+            _rows_msg(
+                table, "rating", out_of_range, f"is outside the rating range [{cfg.rating_min}, {cfg.rating_max}]"
+            )
         )
     timestamp = _parse_timestamps(table)
-    out = pd.DataFrame({
-        "user_id": frame["user_id"].str.strip(),
-        "item_id": frame["item_id"].str.strip(),
-        "rating": rating.astype("float64"),
-        "timestamp": timestamp,
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].str.strip(),
+            "item_id": frame["item_id"].str.strip(),
+            "rating": rating.astype("float64"),
+            "timestamp": timestamp,
+        }
+    )
     # Duplicates: the same (user, item) twice; keep the latest event and count the rest.
     out = out.sort_values(["timestamp"], kind="stable")
     dup = out.duplicated(["user_id", "item_id"], keep="last")
@@ -76,9 +79,7 @@ def _parse_timestamps(table: RawTable) -> pd.Series:
         result[text] = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     bad = result.isna()
     if bad.any():
-        raise DataValidationError(
-            _rows_msg(table, "timestamp", bad, "is not a timestamp (epoch seconds or ISO 8601)")
-        )
+        raise DataValidationError(_rows_msg(table, "timestamp", bad, "is not a timestamp (epoch seconds or ISO 8601)"))
     return result.astype("float64").round().astype("int64")
 
 
@@ -92,13 +93,15 @@ def _users(table: RawTable) -> pd.DataFrame:
         bad |= (age < 0) | (age > 130)
         if bad.any():
             raise DataValidationError(_rows_msg(table, "age", bad, "is not an age in years"))
-    return pd.DataFrame({
-        "user_id": frame["user_id"].str.strip(),
-        "age": age.round().astype("Int64"),
-        "gender": _text(frame, "gender"),
-        "occupation": _text(frame, "occupation"),
-        "zip_code": _text(frame, "zip_code"),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": frame["user_id"].str.strip(),
+            "age": age.round().astype("Int64"),
+            "gender": _text(frame, "gender"),
+            "occupation": _text(frame, "occupation"),
+            "zip_code": _text(frame, "zip_code"),
+        }
+    )
 
 
 def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> pd.DataFrame:
@@ -110,18 +113,21 @@ def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> p
     # RecBole separates genres by spaces, CSV files by "|" (or commas): normalise to "|".
     sep = "|" if genres.str.contains("|", regex=False).any() else ("," if genres.str.contains(",").any() else " ")
     genres = genres.map(lambda g: "|".join(p.strip() for p in g.split(sep) if p.strip()))
-    items = pd.DataFrame({
-        "item_id": frame["item_id"].str.strip(),
-        "title": _text(frame, "title"),
-        "year": year.round().astype("Int64"),
-        "genres": genres,
-        "description": _text(frame, "description"),
-        "entity_id": "",
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": frame["item_id"].str.strip(),
+            "title": _text(frame, "title"),
+            "year": year.round().astype("Int64"),
+            "genres": genres,
+            "description": _text(frame, "description"),
+            "entity_id": "",
+        }
+    )
     report["dropped_links"] = 0
     if links is not None:
-        link = links.frame.assign(item_id=links.frame["item_id"].str.strip(),
-                                  entity_id=links.frame["entity_id"].str.strip())
+        link = links.frame.assign(
+            item_id=links.frame["item_id"].str.strip(), entity_id=links.frame["entity_id"].str.strip()
+        )
         known = link["item_id"].isin(set(items["item_id"])) & (link["entity_id"] != "")
         report["dropped_links"] = int((~known).sum())
         if (~known).any():

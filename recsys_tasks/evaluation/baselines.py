@@ -24,8 +24,16 @@ from recsys_tasks.model.popularity import DemographicPopularity
 from recsys_tasks.protocol.queries import Query, Scorer
 
 __all__ = [
-    "ALSFoldIn", "DemographicPopularity", "GenreProfile", "GenrePopularity", "ItemKNN",
-    "Popularity", "RandomScorer", "TextProfile", "baselines_for", "parse_genres",
+    "ALSFoldIn",
+    "DemographicPopularity",
+    "GenreProfile",
+    "GenrePopularity",
+    "ItemKNN",
+    "Popularity",
+    "RandomScorer",
+    "TextProfile",
+    "baselines_for",
+    "parse_genres",
 ]
 
 
@@ -84,20 +92,31 @@ class ALSFoldIn:
 
     name = "als"
 
-    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame, factors: int = 64, iterations: int = 15,
-                 regularization: float = 0.05, seed: int = 42, alpha: float = 1.0) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        train: pd.DataFrame,
+        factors: int = 64,
+        iterations: int = 15,
+        regularization: float = 0.05,
+        seed: int = 42,
+        alpha: float = 1.0,
+    ) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
         self.index = _index(item_ids)
         matrix, users = _train_matrix(train, self.index)
         with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS threads only oversubscribe
-            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                                 iterations=iterations, random_state=seed)
+            self.model = AlternatingLeastSquares(
+                factors=factors, regularization=regularization, alpha=alpha, iterations=iterations, random_state=seed
+            )
             self.model.fit(matrix, show_progress=False)
         self.user_row = {user: row for row, user in enumerate(users)}
-        self.train_items = {user: frozenset(matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]].tolist())
-                            for user, r in self.user_row.items()}
+        self.train_items = {
+            user: frozenset(matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].tolist())
+            for user, r in self.user_row.items()
+        }
 
     def factors_for(self, queries: Sequence[Query]) -> np.ndarray:
         """(n_queries, factors): fitted factors for unchanged training users, fold-in otherwise."""
@@ -105,7 +124,7 @@ class ALSFoldIn:
         out = np.zeros((len(queries), self.model.factors), dtype=np.float32)
         fold = []
         for row, query in enumerate(queries):
-            items = frozenset(history.indices[history.indptr[row]:history.indptr[row + 1]].tolist())
+            items = frozenset(history.indices[history.indptr[row] : history.indptr[row + 1]].tolist())
             if query.user_id in self.user_row and items == self.train_items[query.user_id]:
                 out[row] = self.model.user_factors[self.user_row[query.user_id]]
             elif items:
@@ -123,8 +142,13 @@ class GenrePopularity:
 
     name = "genre_popularity"
 
-    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame, genre_lists: Sequence[list[str]],
-                 positive_threshold: float = 4.0) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        train: pd.DataFrame,
+        genre_lists: Sequence[list[str]],
+        positive_threshold: float = 4.0,
+    ) -> None:
         self.counts = _positive_counts(train, _index(item_ids), positive_threshold).astype(np.float32)
         self.vocabulary, self.genres = _genre_matrix(genre_lists)
 
@@ -187,8 +211,9 @@ class TextProfile:
         return (_unit_rows(mean) @ self.embeddings.T).astype(np.float32)
 
 
-def baselines_for(dataset: Dataset, split: Split, cfg: EvaluateConfig, item_text: np.ndarray | None,
-                  positive_threshold: float = 4.0) -> dict[str, Scorer]:
+def baselines_for(
+    dataset: Dataset, split: Split, cfg: EvaluateConfig, item_text: np.ndarray | None, positive_threshold: float = 4.0
+) -> dict[str, Scorer]:
     """Fit every baseline once on ``split.train``; text_profile only when embeddings are given."""
     item_ids = dataset.items["item_id"].astype(str).tolist()
     train, genres = split.train, dataset.genre_lists()
@@ -210,8 +235,7 @@ def parse_genres(text: str | None, vocabulary: Sequence[str]) -> list[str]:
     """Vocabulary genres named in free text (case-insensitive, whole words), in vocabulary order."""
     if not text:
         return []
-    return [g for g in vocabulary
-            if re.search(rf"(?<![0-9a-z]){re.escape(g.lower())}(?![0-9a-z])", text.lower())]
+    return [g for g in vocabulary if re.search(rf"(?<![0-9a-z]){re.escape(g.lower())}(?![0-9a-z])", text.lower())]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -231,8 +255,10 @@ def _train_matrix(train: pd.DataFrame, index: dict[str, int]) -> tuple[sp.csr_ma
     known = cols.notna().to_numpy()
     users = train["user_id"].astype(str).to_numpy()[known]
     user_ids, rows = np.unique(users, return_inverse=True)
-    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols[known].to_numpy(dtype=np.int64))),
-                           shape=(len(user_ids), len(index)))
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols[known].to_numpy(dtype=np.int64))),
+        shape=(len(user_ids), len(index)),
+    )
     matrix.data[:] = 1.0  # duplicates were summed; keep the matrix binary
     matrix.sort_indices()
     return matrix, user_ids.tolist()
@@ -245,8 +271,10 @@ def _history_matrix(queries: Sequence[Query], index: dict[str, int]) -> sp.csr_m
         rows = sorted({index[item] for item, _, _ in query.history if item in index})
         indices.extend(rows)
         indptr.append(len(indices))
-    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
-                         shape=(len(queries), len(index)))
+    return sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
+        shape=(len(queries), len(index)),
+    )
 
 
 def _genre_matrix(genre_lists: Sequence[list[str]]) -> tuple[list[str], np.ndarray]:

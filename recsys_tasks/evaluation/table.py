@@ -11,7 +11,8 @@ import logging
 import math
 import re
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,13 @@ MODEL = "model"
 RATIO = "model / best baseline"
 
 
-def evaluate_slices(slices: Sequence[Slice], scorers: Mapping[str, Scorer], model: Scorer | None = None,
-                    k: int = 20, chunk_size: int = 256) -> pd.DataFrame:
+def evaluate_slices(
+    slices: Sequence[Slice],
+    scorers: Mapping[str, Scorer],
+    model: Scorer | None = None,
+    k: int = 20,
+    chunk_size: int = 256,
+) -> pd.DataFrame:
     """One row per (slice, ranker): users, ndcg@k, recall@k, auc (cold-item only), seconds.
 
     Each slice is scored by the baselines it names that ``scorers`` holds, then by ``model``;
@@ -46,10 +52,18 @@ def evaluate_slices(slices: Sequence[Slice], scorers: Mapping[str, Scorer], mode
         for name, scorer, kind in rankers:
             start = time.perf_counter()
             values = _score_slice(s, scorer, k, chunk_size, with_auc=s.name == "cold-item")
-            rows.append({"slice": s.name, "ranker": name, "kind": kind, "users": s.n_users,
-                         f"ndcg@{k}": _mean(values["ndcg"]), f"recall@{k}": _mean(values["recall"]),
-                         "auc": _mean(values["auc"]) if "auc" in values else math.nan,
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "slice": s.name,
+                    "ranker": name,
+                    "kind": kind,
+                    "users": s.n_users,
+                    f"ndcg@{k}": _mean(values["ndcg"]),
+                    f"recall@{k}": _mean(values["recall"]),
+                    "auc": _mean(values["auc"]) if "auc" in values else math.nan,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             log.info("%s / %s: ndcg@%d=%.4f", s.name, name, k, rows[-1][f"ndcg@{k}"])
     columns = ["slice", "ranker", "kind", "users", f"ndcg@{k}", f"recall@{k}", "auc", "seconds"]
     return pd.DataFrame(rows, columns=columns)
@@ -62,8 +76,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     baselines = list(dict.fromkeys(frame.loc[frame["kind"] == "baseline", "ranker"]))
     wide = frame.pivot_table(index="slice", columns="ranker", values=ndcg, aggfunc="first", sort=False)
     wide = wide.reindex(index=slices, columns=baselines + ([MODEL] if MODEL in set(frame["ranker"]) else []))
-    table = pd.DataFrame({"slice": slices, "users": frame.groupby("slice", sort=False)["users"].first()
-                          .reindex(slices).to_numpy()})
+    table = pd.DataFrame(
+        {"slice": slices, "users": frame.groupby("slice", sort=False)["users"].first().reindex(slices).to_numpy()}
+    )
     for column in wide.columns:
         table[column] = wide[column].to_numpy()
     if MODEL in table:
@@ -76,8 +91,10 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub Markdown table (no tabulate): scores to ``digits`` places, ratios as 1.23x."""
     header = [str(c) for c in table.columns]
-    body = [[_cell(value, column, digits) for column, value in zip(table.columns, row)]
-            for row in table.itertuples(index=False)]
+    body = [
+        [_cell(value, column, digits) for column, value in zip(table.columns, row)]
+        for row in table.itertuples(index=False)
+    ]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
     numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
 
@@ -128,8 +145,10 @@ def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bo
         scores = np.asarray(scorer.score(queries))
         n_items = s.candidates.shape[-1]
         if scores.shape != (len(queries), n_items):
-            raise ValueError(f"{getattr(scorer, 'name', scorer)!s} returned scores of shape {scores.shape} "
-                             f"for {len(queries)} queries x {n_items} items")
+            raise ValueError(
+                f"{getattr(scorer, 'name', scorer)!s} returned scores of shape {scores.shape} "
+                f"for {len(queries)} queries x {n_items} items"
+            )
         if np.isnan(scores).any():
             raise ValueError(f"{getattr(scorer, 'name', scorer)!s} returned NaN scores on slice {s.name}")
         for key, values in ranking_metrics(scores, candidates, positives, k, with_auc=with_auc).items():

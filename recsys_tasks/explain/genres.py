@@ -13,9 +13,14 @@ from typing import Any
 
 __all__ = ["GenreMatcher", "genre_pattern", "genre_set"]
 
-GENRE_ALIASES = {"sci-fi": ("science fiction", "scifi"), "children's": ("kids", "children", "family"),
-                 "film-noir": ("noir",), "animation": ("animated", "cartoons?"), "romance": ("romantic",),
-                 "comedy": ("funny",)}
+GENRE_ALIASES = {
+    "sci-fi": ("science fiction", "scifi"),
+    "children's": ("kids", "children", "family"),
+    "film-noir": ("noir",),
+    "animation": ("animated", "cartoons?"),
+    "romance": ("romantic",),
+    "comedy": ("funny",),
+}
 _NEGATION = re.compile(r"\b(not|no|never|don'?t|doesn'?t|dislike|hate|except|without|nor)\b", re.I)
 _CLAUSE = re.compile(r"[.;:!?]|\bbut\b|\bexcept\b", re.I)  # what ends a clause, and with it a negation's reach
 
@@ -39,8 +44,11 @@ class GenreMatcher:
 
     def __init__(self, vocabulary: Iterable[str]):
         self.names = sorted(set(vocabulary))  # lower case, as `genre_set` gives them
-        self._pattern = re.compile("|".join(f"(?P<g{i}>{genre_pattern(g)})" for i, g in enumerate(self.names)),
-                                   re.I) if self.names else None
+        self._pattern = (
+            re.compile("|".join(f"(?P<g{i}>{genre_pattern(g)})" for i, g in enumerate(self.names)), re.I)
+            if self.names
+            else None
+        )
 
     def find(self, text: str | None) -> dict[str, str]:
         """Genres (lower case) ``text`` names, each with the phrase as written, first named first; a

@@ -42,8 +42,17 @@ from recsys_tasks.data.dataset import age_band
 from recsys_tasks.explain.genres import GenreMatcher, genre_set
 from recsys_tasks.protocol.queries import Query
 
-__all__ = ["LEVELS", "TOP_N", "Explainer", "describe_segment", "display_title", "genre_set", "liked", "quote",
-           "segment_key"]
+__all__ = [
+    "LEVELS",
+    "TOP_N",
+    "Explainer",
+    "describe_segment",
+    "display_title",
+    "genre_set",
+    "liked",
+    "quote",
+    "segment_key",
+]
 
 SIMILAR_MIN = 0.9  # centred cosine of item vectors: "similar to" before the weaker kinds (~top 5% of pairs)
 RELATED_MIN = 0.5  # the least cosine a KG link or any other "similar" needs (~top 30% of pairs)
@@ -59,20 +68,36 @@ FALLBACK = ("a top match for your profile", "a top pick overall")  # a trained i
 
 # Strongest first: the relation a reason names when an item shares several with the history.
 PHRASES = {
-    "director": "shares its director with {}", "writer": "shares a writer with {}",
-    "actor": "shares an actor with {}", "cinematographer": "shares its cinematographer with {}",
-    "producer": "shares a producer with {}", "subject": "shares a subject with {}",
-    "production company": "shares a production company with {}", "award": "won the same award as {}",
+    "director": "shares its director with {}",
+    "writer": "shares a writer with {}",
+    "actor": "shares an actor with {}",
+    "cinematographer": "shares its cinematographer with {}",
+    "producer": "shares a producer with {}",
+    "subject": "shares a subject with {}",
+    "production company": "shares a production company with {}",
+    "award": "won the same award as {}",
 }
 RELATION_RANK = {r: i for i, r in enumerate(PHRASES)}
 RELATIONS_BY_RANK = list(PHRASES)
 
 # (attributes) of the segments tried, finest first (`model.popularity` counts each segment's likes).
-LEVELS = (("gender", "age", "occupation"), ("age", "occupation"), ("gender", "age"), ("occupation",), ("age",),
-          ("gender",))
-_GROUP = {"entertainment": "people in entertainment", "healthcare": "people in healthcare",
-          "marketing": "people in marketing", "none": "people with no occupation",
-          "other": "people with other occupations", "retired": "retired people", "salesman": "salespeople"}
+LEVELS = (
+    ("gender", "age", "occupation"),
+    ("age", "occupation"),
+    ("gender", "age"),
+    ("occupation",),
+    ("age",),
+    ("gender",),
+)
+_GROUP = {
+    "entertainment": "people in entertainment",
+    "healthcare": "people in healthcare",
+    "marketing": "people in marketing",
+    "none": "people with no occupation",
+    "other": "people with other occupations",
+    "retired": "retired people",
+    "salesman": "salespeople",
+}
 _GENDER = {"F": ("female", "women"), "M": ("male", "men")}
 _ARTICLES = ("The", "A", "An", "Les", "La", "Le", "Il", "El", "Das", "Der", "Die")
 
@@ -90,17 +115,17 @@ def segment_key(values: Mapping[str, str]) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- words
 def display_title(title: Any, item_id: str = "") -> str:
-    """"Godfather, The" -> "The Godfather" (MovieLens' sort form); the id when there is no title."""
+    """ "Godfather, The" -> "The Godfather" (MovieLens' sort form); the id when there is no title."""
     title = str(title or "").strip() or f"item {item_id}"
     for article in _ARTICLES:
         suffix = f", {article}"
         if title.endswith(suffix):
-            return f"{article} {title[:-len(suffix)]}"
+            return f"{article} {title[: -len(suffix)]}"
     return title
 
 
 def describe_segment(values: Mapping[str, str]) -> str | None:
-    """"female students aged 18-24", "women", "viewers under 18"; None if it cannot be said."""
+    """ "female students aged 18-24", "women", "viewers under 18"; None if it cannot be said."""
     gender, age, occupation = values.get("gender"), values.get("age"), values.get("occupation")
     if gender is not None and gender not in _GENDER:
         return None
@@ -133,16 +158,25 @@ def quote(text: str) -> str:
 class Explainer:
     """The lookups of one bundle's catalog, KG links and training popularity; `explain` per request."""
 
-    def __init__(self, catalog: pd.DataFrame, content: np.ndarray, links: pd.DataFrame | None,
-                 popular: Mapping[tuple[str, ...], Sequence[str]], n_id_items: int, text_dim: int,
-                 threshold: float = 4.0, top_n_overall: int = TOP_N_OVERALL, taste_z: float = TASTE_Z):
+    def __init__(
+        self,
+        catalog: pd.DataFrame,
+        content: np.ndarray,
+        links: pd.DataFrame | None,
+        popular: Mapping[tuple[str, ...], Sequence[str]],
+        n_id_items: int,
+        text_dim: int,
+        threshold: float = 4.0,
+        top_n_overall: int = TOP_N_OVERALL,
+        taste_z: float = TASTE_Z,
+    ):
         """``popular``: the most liked item ids, most first, of each segment (`segment_key`) with
         enough training users, under ``()`` every liked item (`model.popularity.most_liked`)."""
         self.threshold, self.n_id_items, self.text_dim = float(threshold), int(n_id_items), int(text_dim)
         self.min_taste_z = float(taste_z)
         # The catalog's unit text vectors: mean (d,) and covariance (d, d), so the cosines of a
         # sentence with every item have mean t·mean and variance t·cov·t without touching the items.
-        sample = content[:, :self.text_dim]
+        sample = content[:, : self.text_dim]
         if len(sample) > TEXT_SAMPLE:
             sample = sample[np.sort(np.random.default_rng(0).choice(len(sample), TEXT_SAMPLE, replace=False))]
         sample = _unit(sample).astype(np.float64)
@@ -162,11 +196,18 @@ class Explainer:
         entities = [str(e) for e in catalog.get("entity_id", [""] * len(item_ids))]
         col_codes, cols = pd.factorize(links["relation"] + "\t" + links["value"], sort=True)
         self._stride = max(1, len(cols))
-        col_ids = np.array([RELATION_RANK[c.split("\t", 1)[0]] for c in cols], np.int64)[col_codes] * self._stride \
-            + col_codes if len(cols) else np.zeros(0, np.int64)
+        col_ids = (
+            np.array([RELATION_RANK[c.split("\t", 1)[0]] for c in cols], np.int64)[col_codes] * self._stride + col_codes
+            if len(cols)
+            else np.zeros(0, np.int64)
+        )
         self._entity_cols: dict[str, frozenset[int]] = {
-            e: frozenset(ids.tolist()) for e, ids in pd.Series(col_ids, index=links["entity_id"].to_numpy())
-            .groupby(level=0).agg(lambda s: s.to_numpy()).items()}
+            e: frozenset(ids.tolist())
+            for e, ids in pd.Series(col_ids, index=links["entity_id"].to_numpy())
+            .groupby(level=0)
+            .agg(lambda s: s.to_numpy())
+            .items()
+        }
         self.entity_cols = [self._entity_cols.get(e, _NONE) for e in entities]
         # Popularity: the rows of each segment's most liked items, and overall.
         popular = dict(popular)
@@ -187,8 +228,12 @@ class Explainer:
         """Rows changed or appended (in order) by `Recommender.upsert_items`."""
         known = set(self._genre_matcher.names)
         for row, record, is_trained in zip(rows, records, trained):
-            values = (display_title(record.get("title"), str(record["item_id"])), genre_set(record.get("genres")),
-                      bool(is_trained), self._entity_cols.get(str(record.get("entity_id") or ""), _NONE))
+            values = (
+                display_title(record.get("title"), str(record["item_id"])),
+                genre_set(record.get("genres")),
+                bool(is_trained),
+                self._entity_cols.get(str(record.get("entity_id") or ""), _NONE),
+            )
             if row == len(self.titles):
                 for column, value in zip((self.titles, self.genres, self.trained, self.entity_cols), values):
                     column.append(value)
@@ -257,8 +302,16 @@ class Explainer:
             _remember(self._profiles, values, found)
         return found
 
-    def explain(self, query: Query, history: np.ndarray, ratings: np.ndarray, top: np.ndarray, vecs: np.ndarray,
-                content: np.ndarray, taste: np.ndarray | None) -> list[str]:
+    def explain(
+        self,
+        query: Query,
+        history: np.ndarray,
+        ratings: np.ndarray,
+        top: np.ndarray,
+        vecs: np.ndarray,
+        content: np.ndarray,
+        taste: np.ndarray | None,
+    ) -> list[str]:
         """One reason per row of ``top`` (catalog rows, best first): the first kind of the module's
         list that applies.
 
@@ -278,14 +331,14 @@ class Explainer:
         best_sim: list[float] = []
         if cited:
             unit = self._unit_rows(top_rows + cited)
-            sim = unit[:len(top_rows)] @ unit[len(top_rows):].T  # (k, h) cosines
+            sim = unit[: len(top_rows)] @ unit[len(top_rows) :].T  # (k, h) cosines
             best, best_sim = sim.argmax(1).tolist(), sim.max(1).tolist()
             kg = self._kg_matches(top_rows, cited, sim)
         genres, z, taste_reason = {}, None, ""
         if query.text:
             genres, mean, sd = self._text(query.text, taste)
             if taste is not None:
-                z = ((content[top, :self.text_dim] @ taste - mean) / sd).tolist()
+                z = ((content[top, : self.text_dim] @ taste - mean) / sd).tolist()
                 taste_reason = f"matches '{quote(query.text)}'"
         segment_words = self._segment_words(self._profile_key(query.profile))
         reasons: list[str] = []

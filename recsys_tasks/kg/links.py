@@ -22,13 +22,20 @@ MIN_PAIRS = 50  # linked pairs liked in training below which a relation is not j
 # Freebase relations (both directions) -> the plain word; relations left out (genre, language,
 # country, content rating, nominations, sequels: shared by too many items, or noisy) give no reason.
 RELATIONS = {
-    "film.film.directed_by": "director", "film.director.film": "director",
-    "film.film.written_by": "writer", "film.writer.film": "writer",
-    "film.film.actor": "actor", "film.actor.film": "actor",
-    "film.film.cinematography": "cinematographer", "film.cinematographer.film": "cinematographer",
-    "film.film.produced_by": "producer", "film.producer.film": "producer",
-    "film.film.subjects": "subject", "film.film_subject.films": "subject",
-    "film.film.production_companies": "production company", "film.production_company.films": "production company",
+    "film.film.directed_by": "director",
+    "film.director.film": "director",
+    "film.film.written_by": "writer",
+    "film.writer.film": "writer",
+    "film.film.actor": "actor",
+    "film.actor.film": "actor",
+    "film.film.cinematography": "cinematographer",
+    "film.cinematographer.film": "cinematographer",
+    "film.film.produced_by": "producer",
+    "film.producer.film": "producer",
+    "film.film.subjects": "subject",
+    "film.film_subject.films": "subject",
+    "film.film.production_companies": "production company",
+    "film.production_company.films": "production company",
     "film.film.award_won": "award",
 }
 
@@ -44,30 +51,50 @@ def item_links(items: pd.DataFrame, kg: pd.DataFrame, relations: Mapping[str, st
     if relations is not None:
         kg = kg[kg["relation_id"].isin(relations)]
     relation = kg["relation_id"] if relations is None else kg["relation_id"].map(relations)
-    parts = [pd.DataFrame({"entity_id": kg[a], "relation": relation, "value": kg[b]})[kg[a].isin(entities)]
-             for a, b in (("head_id", "tail_id"), ("tail_id", "head_id"))]
+    parts = [
+        pd.DataFrame({"entity_id": kg[a], "relation": relation, "value": kg[b]})[kg[a].isin(entities)]
+        for a, b in (("head_id", "tail_id"), ("tail_id", "head_id"))
+    ]
     links = pd.concat(parts, ignore_index=True).drop_duplicates()
     shared = links.groupby(["relation", "value"])["entity_id"].transform("nunique") >= 2
     return links[shared].sort_values(columns, kind="stable").reset_index(drop=True)[columns]
 
 
-def reason_links(items: pd.DataFrame, kg: pd.DataFrame, train: pd.DataFrame,
-                 threshold: float = 4.0) -> tuple[pd.DataFrame, dict[str, list[float | None]]]:
+def reason_links(
+    items: pd.DataFrame, kg: pd.DataFrame, train: pd.DataFrame, threshold: float = 4.0
+) -> tuple[pd.DataFrame, dict[str, list[float | None]]]:
     """`item_links` less the relations that fail `relation_lift` (what a bundle stores), and
     {relation: [lift (None where undefined), pairs]} for every relation judged (what its metadata reports)."""
     links = item_links(items, kg)
-    lifts = relation_lift(links, items["item_id"].astype(str).tolist(), items["entity_id"].astype(str).tolist(),
-                          train, threshold) if len(links) else {}
+    lifts = (
+        relation_lift(
+            links, items["item_id"].astype(str).tolist(), items["entity_id"].astype(str).tolist(), train, threshold
+        )
+        if len(links)
+        else {}
+    )
     weak = sorted(r for r, (lift, n) in lifts.items() if n >= MIN_PAIRS and not lift >= RELATION_LIFT)
     if weak:
-        log.warning("KG relations left out of reasons: the items they link are not liked together more than "
-                    "random items (lift < %s): %s", RELATION_LIFT, {r: round(lifts[r][0], 2) for r in weak})
-    return (links[~links["relation"].isin(weak)].reset_index(drop=True),
-            {r: [None if np.isnan(lift) else round(lift, 4), n] for r, (lift, n) in lifts.items()})
+        log.warning(
+            "KG relations left out of reasons: the items they link are not liked together more than "
+            "random items (lift < %s): %s",
+            RELATION_LIFT,
+            {r: round(lifts[r][0], 2) for r in weak},
+        )
+    return (
+        links[~links["relation"].isin(weak)].reset_index(drop=True),
+        {r: [None if np.isnan(lift) else round(lift, 4), n] for r, (lift, n) in lifts.items()},
+    )
 
 
-def relation_lift(links: pd.DataFrame, items: Sequence[str], entities: Sequence[str], histories: pd.DataFrame,
-                  threshold: float = 4.0, sample: int = 5000) -> dict[str, tuple[float, int]]:
+def relation_lift(
+    links: pd.DataFrame,
+    items: Sequence[str],
+    entities: Sequence[str],
+    histories: pd.DataFrame,
+    threshold: float = 4.0,
+    sample: int = 5000,
+) -> dict[str, tuple[float, int]]:
     """{relation: (lift, pairs)}: how much more often two items sharing a KG value are liked by the
     same training users than two random linked items are (mean cosine of their likers), from up to
     ``sample`` linked pairs per relation and as many random ones (seeded); ``entities``: each
@@ -79,8 +106,10 @@ def relation_lift(links: pd.DataFrame, items: Sequence[str], entities: Sequence[
     item_rows = liked["item_id"].astype(str).map(row)
     known = item_rows.notna().to_numpy()
     user_codes, _ = pd.factorize(liked["user_id"].astype(str)[known])
-    likers = sp.csc_matrix((np.ones(len(user_codes), np.float32), (user_codes, item_rows[known].astype(int))),
-                           shape=(int(user_codes.max(initial=-1)) + 1, len(items)))
+    likers = sp.csc_matrix(
+        (np.ones(len(user_codes), np.float32), (user_codes, item_rows[known].astype(int))),
+        shape=(int(user_codes.max(initial=-1)) + 1, len(items)),
+    )
     counts = np.asarray(likers.sum(0)).ravel()
 
     def colike(a: np.ndarray, b: np.ndarray) -> np.ndarray:

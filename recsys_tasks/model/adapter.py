@@ -28,8 +28,10 @@ class RequestAdapter:
         self.item_row = item_row
         self.max_history = int(max_history)
         self.users = {r["user_id"]: r for r in users.to_dict("records")}
-        self.histories = {u: tuple(zip(g["item_id"], g["rating"], g["timestamp"]))
-                          for u, g in histories.sort_values(["timestamp", "item_id"]).groupby("user_id")}
+        self.histories = {
+            u: tuple(zip(g["item_id"], g["rating"], g["timestamp"]))
+            for u, g in histories.sort_values(["timestamp", "item_id"]).groupby("user_id")
+        }
         self._known_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # `rows_of` known users
 
     def query_for(self, request: Mapping) -> Query:
@@ -38,8 +40,10 @@ class RequestAdapter:
         known = self.users.get(user_id)
         profile = request.get("profile") or (profile_of(known) if known else {})
         if "history" in request and request["history"] is not None:
-            history = tuple((str(h["item_id"]), float(h.get("rating") or 0.0), int(h.get("timestamp") or 0))
-                            for h in request["history"])
+            history = tuple(
+                (str(h["item_id"]), float(h.get("rating") or 0.0), int(h.get("timestamp") or 0))
+                for h in request["history"]
+            )
             unknown = [h[0] for h in history if h[0] not in self.item_row]
             if unknown:
                 raise UnknownIdError("history", unknown)
@@ -94,8 +98,12 @@ class RequestAdapter:
     def fusion_keys(self, queries: Sequence[Query]) -> list:
         """Per query, a key for the fusion's row where it is a known user's own history (the same
         row every time: remembered), else None."""
-        return [(q.user_id, q.profile.get("gender"), age_band(q.profile.get("age")), q.profile.get("occupation"))
-                if self.is_own_history(q) else None for q in queries]
+        return [
+            (q.user_id, q.profile.get("gender"), age_band(q.profile.get("age")), q.profile.get("occupation"))
+            if self.is_own_history(q)
+            else None
+            for q in queries
+        ]
 
 
 def _read_only(*arrays: np.ndarray) -> None:

@@ -74,7 +74,17 @@ class Bundle:
         links = pd.read_parquet(d / "item_links.parquet") if (d / "item_links.parquet").exists() else None
         fusion = read_json(d / "fusion.json") if (d / "fusion.json").exists() else None
         ease = np.load(d / "ease.npy", allow_pickle=False) if (d / "ease.npy").exists() else None
-        return cls(pd.read_parquet(d / "catalog.parquet"), np.load(d / "item_content.npy"),
-                   pd.read_parquet(d / "users.parquet"), pd.read_parquet(d / "histories.parquet"),
-                   pd.read_parquet(d / "texts.parquet")["text"].tolist(), np.load(d / "text_vectors.npy"),
-                   dict(zip(labels, kg)), meta, links, ContentMap.load(d), fusion, ease)
+        return cls(
+            pd.read_parquet(d / "catalog.parquet"),
+            np.load(d / "item_content.npy"),
+            pd.read_parquet(d / "users.parquet"),
+            pd.read_parquet(d / "histories.parquet"),
+            pd.read_parquet(d / "texts.parquet")["text"].tolist(),
+            np.load(d / "text_vectors.npy"),
+            dict(zip(labels, kg)),
+            meta,
+            links,
+            ContentMap.load(d),
+            fusion,
+            ease,
+        )

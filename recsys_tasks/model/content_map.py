@@ -22,9 +22,10 @@ pseudo-new items in finetune (docs/decisions/0003-profile-term.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -59,9 +60,17 @@ class ContentMap:
     MIN_ITEMS: ClassVar[int] = 3  # trained items a map needs (leave-one-out CV over fewer says nothing)
 
     @classmethod
-    def fit(cls, text: np.ndarray, vectors: np.ndarray, bias: np.ndarray, items: pd.DataFrame | None = None, *,
-            alphas: Sequence[float] = _DEFAULTS.map_alphas, rbf_scale: float = _DEFAULTS.map_rbf_scale,
-            max_landmarks: int = _DEFAULTS.map_max_landmarks) -> "ContentMap":
+    def fit(
+        cls,
+        text: np.ndarray,
+        vectors: np.ndarray,
+        bias: np.ndarray,
+        items: pd.DataFrame | None = None,
+        *,
+        alphas: Sequence[float] = _DEFAULTS.map_alphas,
+        rbf_scale: float = _DEFAULTS.map_rbf_scale,
+        max_landmarks: int = _DEFAULTS.map_max_landmarks,
+    ) -> ContentMap:
         """From the items with an ID: their text vectors (n, t), model vectors (n, d), biases (n,) and,
         where given, catalog rows (``genres`` "|"-joined, ``year``; None: text alone); ``alphas``,
         ``rbf_scale``, ``max_landmarks``: `FinetuneConfig`'s ``map_alphas``, ``map_rbf_scale``,
@@ -86,8 +95,14 @@ class ContentMap:
         penalties = np.array(alphas, np.float64)  # a copy: RidgeCV writes into a one-element grid
         ridge = RidgeCV(alphas=penalties).fit(nystroem.transform(x), target)
         weights = np.vstack([nystroem.normalization_.T @ ridge.coef_.T, ridge.intercept_.reshape(1, -1)])
-        return cls(weights.astype(np.float32), float(ridge.alpha_), genres, edges,
-                   nystroem.components_.astype(np.float32), float(gamma))
+        return cls(
+            weights.astype(np.float32),
+            float(ridge.alpha_),
+            genres,
+            edges,
+            nystroem.components_.astype(np.float32),
+            float(gamma),
+        )
 
     def __call__(self, text: np.ndarray, items: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(vectors (n, d), biases (n,)) for text vectors (n, t) and the items' catalog rows (the map's
@@ -95,10 +110,10 @@ class ContentMap:
         x = _inputs(text, items, self.genres, self.year_edges)
         out = np.empty((len(x), self.weights.shape[1]), np.float32)
         for start in range(0, len(x), CHUNK_ROWS):  # the kernel block of a million items would not fit
-            block = x[start:start + CHUNK_ROWS]
+            block = x[start : start + CHUNK_ROWS]
             if self.landmarks is not None:
                 block = _rbf(block, self.landmarks, self.gamma)
-            out[start:start + CHUNK_ROWS] = block @ self.weights[:-1] + self.weights[-1]
+            out[start : start + CHUNK_ROWS] = block @ self.weights[:-1] + self.weights[-1]
         return out[:, :-1], out[:, -1]
 
     @property
@@ -108,18 +123,33 @@ class ContentMap:
         return inputs - fields
 
     def save(self, directory: Path) -> None:
-        kernel: dict[str, Any] = {} if self.landmarks is None else {"landmarks": self.landmarks,
-                                                                    "gamma": np.float64(self.gamma)}
-        profile: dict[str, Any] = {} if self.profile_basis is None or self.profile_center is None else {
-            "profile_basis": self.profile_basis, "profile_center": self.profile_center}
-        np.savez(directory / FILE, weights=self.weights, alpha=np.float64(self.alpha),
-                 genres=np.array(self.genres, dtype=str), year_edges=np.array(self.year_edges, np.float64),
-                 profile_weight=np.float64(self.profile_weight), **kernel, **profile)
+        kernel: dict[str, Any] = (
+            {} if self.landmarks is None else {"landmarks": self.landmarks, "gamma": np.float64(self.gamma)}
+        )
+        profile: dict[str, Any] = (
+            {}
+            if self.profile_basis is None or self.profile_center is None
+            else {"profile_basis": self.profile_basis, "profile_center": self.profile_center}
+        )
+        np.savez(
+            directory / FILE,
+            weights=self.weights,
+            alpha=np.float64(self.alpha),
+            genres=np.array(self.genres, dtype=str),
+            year_edges=np.array(self.year_edges, np.float64),
+            profile_weight=np.float64(self.profile_weight),
+            **kernel,
+            **profile,
+        )
 
-    def with_profile(self, weight: float, basis: np.ndarray, center: np.ndarray) -> "ContentMap":
+    def with_profile(self, weight: float, basis: np.ndarray, center: np.ndarray) -> ContentMap:
         """This map with a profile term: ``weight``, over the rows of ``basis`` (k, text_dim), around ``center``."""
-        return replace(self, profile_weight=float(weight), profile_basis=np.asarray(basis, np.float32),
-                       profile_center=np.asarray(center, np.float32))
+        return replace(
+            self,
+            profile_weight=float(weight),
+            profile_basis=np.asarray(basis, np.float32),
+            profile_center=np.asarray(center, np.float32),
+        )
 
     @property
     def has_profile(self) -> bool:
@@ -132,34 +162,52 @@ class ContentMap:
         return (np.asarray(text, np.float32) - self.profile_center) @ self.profile_basis.T
 
     @classmethod
-    def load(cls, directory: Path) -> "ContentMap | None":
+    def load(cls, directory: Path) -> ContentMap | None:
         """The bundle's map, None for bundles saved before it (their towers serve new items)."""
         path = Path(directory) / FILE
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
-            fields = (tuple(str(g) for g in data["genres"]), tuple(float(y) for y in data["year_edges"])) \
-                if "genres" in data else ((), ())  # saved before the catalog fields
-            kernel = (data["landmarks"].astype(np.float32), float(data["gamma"])) if "landmarks" in data \
-                else (None, 0.0)  # saved before the kernel: linear
-            profile = (float(data["profile_weight"]), data["profile_basis"].astype(np.float32),
-                       data["profile_center"].astype(np.float32)) if "profile_basis" in data else (0.0, None, None)
+            fields = (
+                (tuple(str(g) for g in data["genres"]), tuple(float(y) for y in data["year_edges"]))
+                if "genres" in data
+                else ((), ())
+            )  # saved before the catalog fields
+            kernel = (
+                (data["landmarks"].astype(np.float32), float(data["gamma"])) if "landmarks" in data else (None, 0.0)
+            )  # saved before the kernel: linear
+            profile = (
+                (
+                    float(data["profile_weight"]),
+                    data["profile_basis"].astype(np.float32),
+                    data["profile_center"].astype(np.float32),
+                )
+                if "profile_basis" in data
+                else (0.0, None, None)
+            )
             return cls(data["weights"].astype(np.float32), float(data["alpha"]), *fields, *kernel, *profile)
 
 
-def _inputs(text: np.ndarray, items: pd.DataFrame | None, genres: tuple[str, ...], edges: tuple[float, ...]
-            ) -> np.ndarray:
+def _inputs(
+    text: np.ndarray, items: pd.DataFrame | None, genres: tuple[str, ...], edges: tuple[float, ...]
+) -> np.ndarray:
     """The ridge's inputs: the text vectors, then (where the map has them) the catalog fields."""
     text = np.asarray(text, np.float32)
     if not genres and not edges:
         return text
     if items is None or len(items) != len(text):
-        raise ValueError(f"content map: {len(text)} text vector(s) need as many catalog rows (genres, year); "
-                         f"got {'none' if items is None else len(items)}")
+        raise ValueError(
+            f"content map: {len(text)} text vector(s) need as many catalog rows (genres, year); "
+            f"got {'none' if items is None else len(items)}"
+        )
     years = _years(items)
-    fields = np.hstack([_genre_hot(items).reindex(columns=list(genres), fill_value=0).to_numpy(np.float32),
-                        (years[:, None] >= np.array(edges, np.float64)[None, :]).astype(np.float32),  # NaN: all 0
-                        np.isnan(years).astype(np.float32)[:, None]])
+    fields = np.hstack(
+        [
+            _genre_hot(items).reindex(columns=list(genres), fill_value=0).to_numpy(np.float32),
+            (years[:, None] >= np.array(edges, np.float64)[None, :]).astype(np.float32),  # NaN: all 0
+            np.isnan(years).astype(np.float32)[:, None],
+        ]
+    )
     return np.hstack([text, STRUCTURED_SCALE * fields])
 
 

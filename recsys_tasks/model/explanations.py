@@ -20,17 +20,28 @@ def explainer_for(bundle: Bundle) -> Explainer:
     meta, threshold = bundle.meta, float(bundle.meta.get("positive_threshold", 4.0))
     items = bundle.catalog["item_id"].astype(str).tolist()
     popular = DemographicPopularity(items, bundle.histories, bundle.users, threshold).most_liked(LEVELS, TOP_N)
-    return Explainer(bundle.catalog, bundle.item_content, bundle.item_links, popular, meta["n_id_items"],
-                     meta["text_dim"], threshold)
+    return Explainer(
+        bundle.catalog, bundle.item_content, bundle.item_links, popular, meta["n_id_items"], meta["text_dim"], threshold
+    )
 
 
-def response(request: Mapping, item_ids: Sequence[str], top: np.ndarray, scores: np.ndarray, reasons: Sequence[str],
-             model_version: str) -> dict:
+def response(
+    request: Mapping,
+    item_ids: Sequence[str],
+    top: np.ndarray,
+    scores: np.ndarray,
+    reasons: Sequence[str],
+    model_version: str,
+) -> dict:
     """A response: the items ``top`` (catalog rows) best first, each with its score and reason."""
-    return {"request_id": request["request_id"],
-            "items": [{"item_id": item_ids[i], "score": s, "reason": reason}
-                      for i, s, reason in zip(top.tolist(), round6(scores), reasons)],
-            "model_version": model_version}
+    return {
+        "request_id": request["request_id"],
+        "items": [
+            {"item_id": item_ids[i], "score": s, "reason": reason}
+            for i, s, reason in zip(top.tolist(), round6(scores), reasons)
+        ],
+        "model_version": model_version,
+    }
 
 
 def round6(scores: np.ndarray) -> list[float]:

@@ -18,33 +18,41 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from recsys_tasks.artifacts import StageResult, atomic_dir, finish, read_json
 from recsys_tasks.config import FinetuneConfig
-from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.data.dataset import AGE_BANDS, Dataset
-from recsys_tasks.kg.embed import load_entity_embeddings
-from recsys_tasks.kg.nodes import demographic_nodes, item_node
-from recsys_tasks.protocol.metrics import ranking_metrics
-from recsys_tasks.protocol.queries import Query, history_of, profile_of
+from recsys_tasks.data.split import Split
 from recsys_tasks.explain.reasons import liked as liked_mask
+from recsys_tasks.kg.embed import load_entity_embeddings
 from recsys_tasks.kg.links import reason_links
+from recsys_tasks.kg.nodes import demographic_nodes, item_node
+from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.model.recommender import Bundle, Recommender
 from recsys_tasks.plots import curves_chart
+from recsys_tasks.protocol.metrics import ranking_metrics
+from recsys_tasks.protocol.queries import Query, history_of, profile_of
 from recsys_tasks.protocol.slices import stated_taste
-from recsys_tasks.data.split import Split
 
 log = logging.getLogger(__name__)
 WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80% ("warm")
 
 
-def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, text_dir: str | Path,
-             out_dir: str | Path, text_model: str, positive_threshold: float = 4.0) -> StageResult:
+def finetune(
+    cfg: FinetuneConfig,
+    snapshot_dir: str | Path,
+    kg_dir: str | Path,
+    text_dir: str | Path,
+    out_dir: str | Path,
+    text_model: str,
+    positive_threshold: float = 4.0,
+) -> StageResult:
     """Train the hybrid model and write its bundle (see `recommender`) plus training curves."""
     import torch
 
@@ -58,20 +66,29 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     train = split.train
     if train.empty:
         raise ValueError("finetune: the split's training part is empty; nothing to learn from")
-    val_users, fusion_users = _held_out_users(train, cfg.validation_user_frac, cfg.fusion_user_frac if cfg.fusion else 0.0,
-                                              rng)
+    val_users, fusion_users = _held_out_users(
+        train, cfg.validation_user_frac, cfg.fusion_user_frac if cfg.fusion else 0.0, rng
+    )
     fit = train[~train["user_id"].isin(val_users | fusion_users)]
 
-    spec = ModelSpec(content_dim=bundle.item_content.shape[1], text_dim=bundle.text_vectors.shape[1],
-                     kg_dim=bundle.meta["kg_dim"], n_id_items=bundle.meta["n_id_items"],
-                     n_genders=len(bundle.meta["vocab"]["gender"]), n_ages=len(bundle.meta["vocab"]["age"]),
-                     n_occupations=len(bundle.meta["vocab"]["occupation"]), dim=cfg.dim, hidden=cfg.hidden,
-                     inputs=tuple(cfg.inputs))
+    spec = ModelSpec(
+        content_dim=bundle.item_content.shape[1],
+        text_dim=bundle.text_vectors.shape[1],
+        kg_dim=bundle.meta["kg_dim"],
+        n_id_items=bundle.meta["n_id_items"],
+        n_genders=len(bundle.meta["vocab"]["gender"]),
+        n_ages=len(bundle.meta["vocab"]["age"]),
+        n_occupations=len(bundle.meta["vocab"]["occupation"]),
+        dim=cfg.dim,
+        hidden=cfg.hidden,
+        inputs=tuple(cfg.inputs),
+    )
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
     batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
-    validation = _validation_queries(rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold,
-                                     cfg.validation_support)
+    validation = _validation_queries(
+        rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold, cfg.validation_support
+    )
 
     id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
     towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
@@ -82,8 +99,9 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
     curves: list[dict[str, float]] = []
     start = time.perf_counter()
 
-    def run_epochs(optimizer, epochs: int, score: Callable[[dict[str, float]], float],
-                   keep_current: bool = False) -> dict[str, float]:
+    def run_epochs(
+        optimizer, epochs: int, score: Callable[[dict[str, float]], float], keep_current: bool = False
+    ) -> dict[str, float]:
         """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept,
         its validation returned (``keep_current``: the model as it is competes too, so training can
         only improve the score)."""
@@ -99,8 +117,11 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
                 keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
                 item_vecs, item_bias = model.items(content, id_rows, keep)
                 history_vecs, _ = model.items(content, id_rows)
-                users = model.users(*[torch.as_tensor(a, device=device) for a in batch.inputs], history_vecs,
-                                    history_liked=torch.as_tensor(batch.liked, device=device))
+                users = model.users(
+                    *[torch.as_tensor(a, device=device) for a in batch.inputs],
+                    history_vecs,
+                    history_liked=torch.as_tensor(batch.liked, device=device),
+                )
                 logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
                 loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
                 optimizer.zero_grad(set_to_none=True)
@@ -126,15 +147,22 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
 
     # 1. everything, early-stopped on the pseudo-cold users (what the towers must serve)
     groups: list[dict[str, Any]] = [{"params": towers}, {"params": id_params, "lr": id_lr}]
-    kept = run_epochs(torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay), cfg.epochs,
-                      lambda val: val["val_ndcg"])
+    kept = run_epochs(
+        torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        cfg.epochs,
+        lambda val: val["val_ndcg"],
+    )
     stage_one = len(curves)
     # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
     # validation together improve
     if cfg.id_epochs and any(queries for _, queries, _ in validation):
         both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
-        kept = run_epochs(torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay), cfg.id_epochs, both,
-                          keep_current=True)
+        kept = run_epochs(
+            torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay),
+            cfg.id_epochs,
+            both,
+            keep_current=True,
+        )
     # 3. serving's completions: new items from their text, and the fusion
     map_report: dict[str, float] = {}
     if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
@@ -148,12 +176,20 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         held = split.train[split.train["user_id"].isin(tuners)]
         fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
     seconds = time.perf_counter() - start
-    metrics = {"val_ndcg": kept["val_ndcg"], "epochs_trained": float(stage_one), "id_epochs_trained": float(len(curves) - stage_one),
-               "train_seconds": seconds,
-               "seconds_per_epoch": seconds / max(1, len(curves)), "final_loss": curves[-1]["loss"],
-               "n_train_pairs": float(batches.n_pairs), "n_validation_users": float(len(val_users)),
-               "n_fusion_users": float(len(fusion_users)), "disliked_weight": float(model.disliked_log_weight.detach().exp()),
-               **map_report, **fusion_report}
+    metrics = {
+        "val_ndcg": kept["val_ndcg"],
+        "epochs_trained": float(stage_one),
+        "id_epochs_trained": float(len(curves) - stage_one),
+        "train_seconds": seconds,
+        "seconds_per_epoch": seconds / max(1, len(curves)),
+        "final_loss": curves[-1]["loss"],
+        "n_train_pairs": float(batches.n_pairs),
+        "n_validation_users": float(len(val_users)),
+        "n_fusion_users": float(len(fusion_users)),
+        "disliked_weight": float(model.disliked_log_weight.detach().exp()),
+        **map_report,
+        **fusion_report,
+    }
     with atomic_dir(out_dir) as tmp:
         bundle_dir = tmp / "bundle"
         bundle_dir.mkdir()
@@ -162,13 +198,24 @@ def finetune(cfg: FinetuneConfig, snapshot_dir: str | Path, kg_dir: str | Path, 
         save_model(model, bundle_dir / "model.pt")
         pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False)
         curves_chart(pd.DataFrame(curves), tmp / "curves.png")
-        artifacts = {"bundle": str(bundle_dir), "curves": str(tmp / "curves.csv"), "curves_chart": str(tmp / "curves.png")}
+        artifacts = {
+            "bundle": str(bundle_dir),
+            "curves": str(tmp / "curves.csv"),
+            "curves_chart": str(tmp / "curves.png"),
+        }
         log.info("finetune: %s", metrics)
         return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
 
 
-def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: str | Path, text_model: str,
-                 max_history: int, positive_threshold: float = 4.0) -> Bundle:
+def build_bundle(
+    dataset: Dataset,
+    split: Split,
+    kg_dir: str | Path,
+    text_dir: str | Path,
+    text_model: str,
+    max_history: int,
+    positive_threshold: float = 4.0,
+) -> Bundle:
     """Join the snapshot with the KG and text stages' outputs into serving-ready arrays (and the
     items' shared KG links, which reasons name)."""
     entity_row, entity_vecs = load_entity_embeddings(kg_dir)
@@ -176,8 +223,12 @@ def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: s
     kg_dim = entity_vecs.shape[1]
     text_items = np.load(Path(text_dir) / "items.npy")
     texts = read_json(Path(text_dir) / "texts.json")
-    kg_items = np.stack([entity_vecs[entity_row[item_node(i)]] if item_node(i) in entity_row
-                         else np.zeros(kg_dim, np.float32) for i in dataset.items["item_id"]])
+    kg_items = np.stack(
+        [
+            entity_vecs[entity_row[item_node(i)]] if item_node(i) in entity_row else np.zeros(kg_dim, np.float32)
+            for i in dataset.items["item_id"]
+        ]
+    )
     trained = set(split.train["item_id"])
     catalog = dataset.items.copy()
     is_trained = catalog["item_id"].isin(trained).to_numpy()
@@ -185,25 +236,41 @@ def build_bundle(dataset: Dataset, split: Split, kg_dir: str | Path, text_dir: s
     id_row[is_trained] = np.arange(int(is_trained.sum()))
     catalog["id_row"] = id_row
     users = dataset.users
-    vocab = {"gender": sorted(set(users["gender"]) - {""}), "age": list(AGE_BANDS),
-             "occupation": sorted(set(users["occupation"]) - {""})}
+    vocab = {
+        "gender": sorted(set(users["gender"]) - {""}),
+        "age": list(AGE_BANDS),
+        "occupation": sorted(set(users["occupation"]) - {""}),
+    }
     demo_labels = {n for p in users.to_dict("records") for n in demographic_nodes(p)}
     kg_demo = {n: entity_vecs[entity_row[n]] for n in demo_labels if n in entity_row}
     sentences = list(dict.fromkeys(texts["users"] + texts["tastes"]))
     user_vecs, taste_vecs = np.load(Path(text_dir) / "users.npy"), np.load(Path(text_dir) / "tastes.npy")
     lookup = dict(zip(texts["users"], user_vecs)) | dict(zip(texts["tastes"], taste_vecs))
-    meta = {"text_model": text_model, "kg_dim": int(kg_dim), "text_dim": int(text_items.shape[1]),
-            "n_id_items": int(is_trained.sum()), "vocab": vocab, "max_history": int(max_history),
-            "positive_threshold": float(positive_threshold)}
+    meta = {
+        "text_model": text_model,
+        "kg_dim": int(kg_dim),
+        "text_dim": int(text_items.shape[1]),
+        "n_id_items": int(is_trained.sum()),
+        "vocab": vocab,
+        "max_history": int(max_history),
+        "positive_threshold": float(positive_threshold),
+    }
     links, meta["relation_lift"] = reason_links(dataset.items, dataset.kg, split.train, positive_threshold)
-    return Bundle(catalog, np.hstack([text_items, kg_items]).astype(np.float32), users,
-                  split.train[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True),
-                  sentences, np.stack([lookup[s] for s in sentences]).astype(np.float32), kg_demo, meta, links)
+    return Bundle(
+        catalog,
+        np.hstack([text_items, kg_items]).astype(np.float32),
+        users,
+        split.train[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True),
+        sentences,
+        np.stack([lookup[s] for s in sentences]).astype(np.float32),
+        kg_demo,
+        meta,
+        links,
+    )
 
 
 class _Batch:
-    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray,
-                 liked: np.ndarray):
+    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray, liked: np.ndarray):
         self.inputs, self.targets, self.liked = inputs, targets, liked  # liked: (b, L) 1 where a history item is
         self.users, self.positions = users, positions  # which user, and where the target is in their sequence
 
@@ -216,8 +283,15 @@ class _Batches:
     slices), half the n items just before the target (as a returning user's recent items).
     """
 
-    def __init__(self, rec: Recommender, train: pd.DataFrame, dataset: Dataset, cfg: FinetuneConfig,
-                 threshold: float, rng: np.random.Generator):
+    def __init__(
+        self,
+        rec: Recommender,
+        train: pd.DataFrame,
+        dataset: Dataset,
+        cfg: FinetuneConfig,
+        threshold: float,
+        rng: np.random.Generator,
+    ):
         self.rec, self.cfg, self.rng = rec, cfg, rng
         row = rec.item_row
         users = sorted(train["user_id"].unique())
@@ -249,7 +323,7 @@ class _Batches:
         order = self.rng.permutation(self.n_pairs)
         size, max_hist = self.cfg.batch_size, self.cfg.max_history
         for start in range(0, len(order), size):
-            idx = order[start:start + size]
+            idx = order[start : start + size]
             users, targets, positions = self.pairs_user[idx], self.pairs_item[idx], self.pairs_position[idx]
             hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
             mask, is_liked = np.zeros(hist.shape, np.float32), np.zeros(hist.shape, np.float32)
@@ -269,27 +343,38 @@ class _Batches:
             if self.cfg.profile_dropout > 0:  # the profile hidden from some users with a history: lean on the history
                 hidden = (mask[:, 0] > 0) & (self.rng.random(len(idx)) < self.cfg.profile_dropout)
                 demo[hidden], kg[hidden], profile[hidden] = 0, 0.0, 0.0
-            yield _Batch((demo, kg, profile, self.taste[users], text_on, hist, mask), targets, users, positions, is_liked)
+            yield _Batch(
+                (demo, kg, profile, self.taste[users], text_on, hist, mask), targets, users, positions, is_liked
+            )
 
 
-def _held_out_users(train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
-                    ) -> tuple[set[str], set[str]]:
+def _held_out_users(
+    train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
+) -> tuple[set[str], set[str]]:
     """Two disjoint seeded samples of the training users, held out of training: the validation users
     (early stopping) and the fusion's (its weights: users the early stopping did not choose the model on)."""
     users = np.sort(train["user_id"].unique())
     n, m = (int(round(len(users) * f)) if len(users) > 1 else 0 for f in (frac, fusion_frac))
     drawn = rng.permutation(users).tolist()
-    return set(drawn[:n]), set(drawn[n:n + m])
+    return set(drawn[:n]), set(drawn[n : n + m])
 
 
-def _validation_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float,
-                        supports: tuple[int, ...], warm: tuple[float, ...] = (WARM_HISTORY,)):
+def _validation_queries(
+    rec: Recommender,
+    dataset: Dataset,
+    held: pd.DataFrame,
+    threshold: float,
+    supports: tuple[int, ...],
+    warm: tuple[float, ...] = (WARM_HISTORY,),
+):
     """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
     later positives as targets) and the same users as warm ones ("warm": the first 80% as history;
     ``warm``: the fractions of the history to cut at, "warm_50" for 0.5)."""
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
     out = []
-    cuts = {f"at_{k}": k for k in supports} | {("warm" if f == WARM_HISTORY else f"warm_{round(f * 100)}"): f for f in warm}
+    cuts = {f"at_{k}": k for k in supports} | {
+        ("warm" if f == WARM_HISTORY else f"warm_{round(f * 100)}"): f for f in warm
+    }
     for name, cut in cuts.items():
         queries, positives = [], []
         for user, group in held.groupby("user_id", sort=True):
@@ -311,8 +396,9 @@ def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
     from recsys_tasks.model.fusion import EDGES
 
     out = []
-    for name, queries, targets in _validation_queries(rec, dataset, held, threshold, tuple(cfg.fusion_support),
-                                                      tuple(cfg.fusion_warm_cuts)):
+    for name, queries, targets in _validation_queries(
+        rec, dataset, held, threshold, tuple(cfg.fusion_support), tuple(cfg.fusion_warm_cuts)
+    ):
         if name.startswith("warm_"):
             kept = [q_i for q_i, q in enumerate(queries) if len(q.history) > EDGES[2]]
             queries, targets = [queries[q_i] for q_i in kept], [targets[q_i] for q_i in kept]
@@ -329,7 +415,9 @@ def _validate(rec: Recommender, validation) -> dict[str, float]:
             continue
         scores = rec.score(queries)
         candidates = _unseen(n_items, [rec._item_rows(q.history_items) for q in queries])
-        result[f"val_ndcg_{name}"] = float(np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]))
+        result[f"val_ndcg_{name}"] = float(
+            np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"])
+        )
     cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
     result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
     return result
@@ -340,10 +428,14 @@ def _content_map(rec: Recommender, cfg: FinetuneConfig | None = None):
     with ``cfg``'s ``map_*`` knobs (None: the defaults)."""
     cfg = cfg or FinetuneConfig()
     trained = np.flatnonzero(rec.bundle.catalog["id_row"].to_numpy() < int(rec.meta["n_id_items"]))
-    text = rec.bundle.item_content[trained, :int(rec.meta["text_dim"])]
-    content_map = ContentMap.fit(text, rec.item_vecs[trained].float().cpu().numpy(),
-                                 rec.item_bias[trained].float().cpu().numpy(), rec.bundle.catalog.iloc[trained],
-                                 **_map_knobs(cfg))
+    text = rec.bundle.item_content[trained, : int(rec.meta["text_dim"])]
+    content_map = ContentMap.fit(
+        text,
+        rec.item_vecs[trained].float().cpu().numpy(),
+        rec.item_bias[trained].float().cpu().numpy(),
+        rec.bundle.catalog.iloc[trained],
+        **_map_knobs(cfg),
+    )
     log.info("content map: ridge alpha %.3g over %d trained items", content_map.alpha, len(trained))
     return content_map
 
@@ -353,8 +445,9 @@ def _map_knobs(cfg: FinetuneConfig) -> dict:
     return {"alphas": cfg.map_alphas, "rbf_scale": cfg.map_rbf_scale, "max_landmarks": cfg.map_max_landmarks}
 
 
-def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, cfg: FinetuneConfig
-                    ) -> tuple[float, np.ndarray, np.ndarray, dict[str, float]]:
+def _profile_weight(
+    rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, cfg: FinetuneConfig
+) -> tuple[float, np.ndarray, np.ndarray, dict[str, float]]:
     """The content map's profile term by grid search on pseudo-new items: its weight (``cfg.profile_weights``)
     and how many principal directions of the trained items' text it is taken in (``cfg.profile_dims``).
     The trained items in ``cfg.pseudo_new_folds`` folds (seed ``cfg.seed``), each fold mapped by a map fit
@@ -379,10 +472,13 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
             continue
         queries, positives = [], []
         for user, history in histories.items():
-            liked = np.unique([position[rec.item_row[i]] for i, r, _ in history
-                               if r >= threshold and position[rec.item_row[i]] >= 0])
+            liked = np.unique(
+                [position[rec.item_row[i]] for i, r, _ in history if r >= threshold and position[rec.item_row[i]] >= 0]
+            )
             if len(liked) and len(fold) > 1:
-                queries.append(Query(user, profiles[user], tuple(h for h in history if position[rec.item_row[h[0]]] < 0)))
+                queries.append(
+                    Query(user, profiles[user], tuple(h for h in history if position[rec.item_row[h[0]]] < 0))
+                )
                 positives.append(liked)
         if not queries:
             continue
@@ -394,35 +490,78 @@ def _profile_weight(rec: Recommender, dataset: Dataset, held: pd.DataFrame, thre
         for k in dims:
             similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
             for w in cfg.profile_weights:
-                ndcg[k, w].append(ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20,
-                                                  with_auc=False)["ndcg"])
+                ndcg[k, w].append(
+                    ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20, with_auc=False)[
+                        "ndcg"
+                    ]
+                )
     means = {key: float(np.nanmean(np.concatenate(v))) for key, v in ndcg.items() if v}
     if not means:
-        return 0.0, directions[:dims[0]], center, {}
+        return 0.0, directions[: dims[0]], center, {}
     k, weight = max(means, key=lambda key: (means[key], -key[1], -key[0]))
-    log.info("content map profile term (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g, %d directions)",
-             cfg.pseudo_new_folds, means[dims[0], 0.0], means[k, weight], weight, k)
-    return weight, directions[:k], center, {"content_profile_weight": weight, "content_profile_dims": float(k),
-                                            "pseudo_new_ndcg_map": means[dims[0], 0.0], "pseudo_new_ndcg": means[k, weight]}
+    log.info(
+        "content map profile term (pseudo-new items, %d folds): NDCG@20 %.4f -> %.4f (weight %g, %d directions)",
+        cfg.pseudo_new_folds,
+        means[dims[0], 0.0],
+        means[k, weight],
+        weight,
+        k,
+    )
+    return (
+        weight,
+        directions[:k],
+        center,
+        {
+            "content_profile_weight": weight,
+            "content_profile_dims": float(k),
+            "pseudo_new_ndcg_map": means[dims[0], 0.0],
+            "pseudo_new_ndcg": means[k, weight],
+        },
+    )
 
 
-def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFrame, excluded: set[str],
-          cfg: FinetuneConfig, threshold: float) -> dict[str, float]:
+def _fuse(
+    rec: Recommender,
+    fit: pd.DataFrame,
+    dataset: Dataset,
+    held: pd.DataFrame,
+    excluded: set[str],
+    cfg: FinetuneConfig,
+    threshold: float,
+) -> dict[str, float]:
     """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
     EASE is counted on ``fit``, the prior on the bundle's histories less the ``excluded`` users, as
     serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``."""
-    from recsys_tasks.model.fusion import (EASE_MAX_ITEMS, EDGES, Fusion, FusionWeights, ease_matrix, fusion_meta, id_items, tune_fusion,
-                         tune_taste)
+    from recsys_tasks.model.fusion import (
+        EASE_MAX_ITEMS,
+        EDGES,
+        Fusion,
+        FusionWeights,
+        ease_matrix,
+        fusion_meta,
+        id_items,
+        tune_fusion,
+        tune_taste,
+    )
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
     ease = None
     if cfg.ease_lambda > 0 and n_id > EASE_MAX_ITEMS:
-        log.warning("fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS)
+        log.warning(
+            "fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS
+        )
     elif cfg.ease_lambda > 0:
         ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda)
     zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
-    fusion = Fusion.from_meta(fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}), ease, catalog,
-                              rec.bundle.histories, rec.bundle.users, n_id, threshold)
+    fusion = Fusion.from_meta(
+        fusion_meta(FusionWeights(zeros, zeros), excluded, cfg.ease_lambda, {}),
+        ease,
+        catalog,
+        rec.bundle.histories,
+        rec.bundle.users,
+        n_id,
+        threshold,
+    )
     base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
     for _, queries, targets in _fusion_queries(rec, dataset, held, threshold, cfg):
         if not queries:
@@ -439,9 +578,16 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
         positives.extend(targets)
     if not base:
         return {}
-    weights, report = tune_fusion(np.vstack(base), np.vstack(priors), np.vstack(eases) if ease is not None else None,
-                                  np.concatenate(lengths), np.vstack(candidates), positives,
-                                  prior_grid=cfg.fusion_prior_grid, ease_grid=cfg.fusion_ease_grid)
+    weights, report = tune_fusion(
+        np.vstack(base),
+        np.vstack(priors),
+        np.vstack(eases) if ease is not None else None,
+        np.concatenate(lengths),
+        np.vstack(candidates),
+        positives,
+        prior_grid=cfg.fusion_prior_grid,
+        ease_grid=cfg.fusion_ease_grid,
+    )
     tuned = fusion.reweighted(weights)
     rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, tuned)
     stated = _stated_taste_queries(rec, dataset, held, threshold)
@@ -450,16 +596,19 @@ def _fuse(rec: Recommender, fit: pd.DataFrame, dataset: Dataset, held: pd.DataFr
         boost = np.zeros((len(queries), len(rec.item_ids)), np.float32)
         for q_i, q in enumerate(queries):
             boost[q_i, tuned.id_cols[tuned.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
-        taste, report["taste"] = tune_taste(rec.score(queries), boost, np.ones(boost.shape, bool), targets,
-                                            grid=cfg.fusion_taste_grid)
+        taste, report["taste"] = tune_taste(
+            rec.score(queries), boost, np.ones(boost.shape, bool), targets, grid=cfg.fusion_taste_grid
+        )
         weights = dataclasses.replace(weights, taste=taste)
         rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
-    return {f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict)
-            for key, v in part.items()}
+    return {
+        f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict) for key, v in part.items()
+    }
 
 
-def _stated_taste_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float
-                          ) -> tuple[list[Query], list[np.ndarray]]:
+def _stated_taste_queries(
+    rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float
+) -> tuple[list[Query], list[np.ndarray]]:
     """The held users as the protocol's stated-taste slice has its users: profile only, the sentence
     naming the two genres they like most, every positive a target."""
     profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}

@@ -24,21 +24,30 @@ Only items with an ID row have any term; new items get zero from all (the conten
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from recsys_tasks.model.popularity import DemographicPopularity
+from recsys_tasks.config import FinetuneConfig
 from recsys_tasks.data.dataset import age_band
+from recsys_tasks.explain.genres import genre_set
+from recsys_tasks.model.popularity import DemographicPopularity
 from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query
-from recsys_tasks.explain.genres import genre_set
-from recsys_tasks.config import FinetuneConfig
 
-__all__ = ["EDGES", "Fusion", "FusionWeights", "ease_matrix", "fusion_meta", "id_items", "id_prior", "tune_fusion",
-           "tune_taste"]
+__all__ = [
+    "EDGES",
+    "Fusion",
+    "FusionWeights",
+    "ease_matrix",
+    "fusion_meta",
+    "id_items",
+    "id_prior",
+    "tune_fusion",
+    "tune_taste",
+]
 
 log = logging.getLogger(__name__)
 _DEFAULTS = FinetuneConfig()  # the grids where a caller passes none
@@ -92,8 +101,15 @@ class Fusion:
     row's genres ("|"-joined; None: no stated-taste term).
     """
 
-    def __init__(self, weights: FusionWeights, ease: np.ndarray | None, prior: DemographicPopularity,
-                 id_row: np.ndarray, n_id: int, genres: Sequence[str] | None = None):
+    def __init__(
+        self,
+        weights: FusionWeights,
+        ease: np.ndarray | None,
+        prior: DemographicPopularity,
+        id_row: np.ndarray,
+        n_id: int,
+        genres: Sequence[str] | None = None,
+    ):
         self.weights, self.ease, self.prior, self.n_id = weights, ease, prior, n_id
         self._logs: dict[tuple[str, str, str], np.ndarray] = {}
         self._rows: dict = {}  # `id_scores` of known users' own histories, by key
@@ -129,8 +145,9 @@ class Fusion:
             self._logs[key] = found
         return found
 
-    def terms(self, queries: Sequence[Query], histories: Sequence[np.ndarray]
-              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def terms(
+        self, queries: Sequence[Query], histories: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(log prior, EASE or None, history lengths): both terms (b, len(`id_cols`)), over the catalog
         rows with an ID; ``histories``: each query's catalog rows (its whole history)."""
         prior = np.zeros((len(queries), len(self.id_cols)), np.float32)
@@ -155,8 +172,13 @@ class Fusion:
         ids = self.id_row[np.asarray(rows, np.int64)]
         return ids[ids < self.n_id]
 
-    def id_scores(self, queries: Sequence[Query], histories: Sequence[np.ndarray],
-                  keys: Sequence | None = None, named: Sequence[Iterable[str]] | None = None) -> np.ndarray:
+    def id_scores(
+        self,
+        queries: Sequence[Query],
+        histories: Sequence[np.ndarray],
+        keys: Sequence | None = None,
+        named: Sequence[Iterable[str]] | None = None,
+    ) -> np.ndarray:
         """What the fusion adds (b, len(`id_cols`)); every other catalog row gets nothing. ``keys``:
         per query a key under which its row is remembered (a known user's own history and profile:
         the same row every time) or None; EASE is summed only where its bucket's weight is not 0;
@@ -180,26 +202,46 @@ class Fusion:
                 out[q_i, self.taste_positions(named[q_i])] += self.weights.taste
         return out
 
-    def add(self, scores: np.ndarray, queries: Sequence[Query], histories: Sequence[np.ndarray],
-            keys: Sequence | None = None, named: Sequence[Iterable[str]] | None = None) -> np.ndarray:
+    def add(
+        self,
+        scores: np.ndarray,
+        queries: Sequence[Query],
+        histories: Sequence[np.ndarray],
+        keys: Sequence | None = None,
+        named: Sequence[Iterable[str]] | None = None,
+    ) -> np.ndarray:
         """``scores`` (b, n_catalog) with the fusion's terms added, in place."""
         scores[:, self.id_cols] += self.id_scores(queries, histories, keys, named)
         return scores
 
-    def reweighted(self, weights: FusionWeights) -> "Fusion":
+    def reweighted(self, weights: FusionWeights) -> Fusion:
         """The same prior and EASE under other weights (what tuning found)."""
         return Fusion(weights, self.ease, self.prior, self.id_row, self.n_id, self.genres)
 
     @classmethod
-    def from_meta(cls, meta: dict, ease: np.ndarray | None, catalog: pd.DataFrame, histories: pd.DataFrame,
-                  users: pd.DataFrame, n_id: int, threshold: float) -> "Fusion":
+    def from_meta(
+        cls,
+        meta: dict,
+        ease: np.ndarray | None,
+        catalog: pd.DataFrame,
+        histories: pd.DataFrame,
+        users: pd.DataFrame,
+        n_id: int,
+        threshold: float,
+    ) -> Fusion:
         """From a bundle's ``fusion.json`` (`fusion_meta`) and ``ease.npy``: the prior is recounted from
         the bundle's training histories less the users the weights were tuned on, as at tuning."""
         w = meta["weights"]
         weights = FusionWeights(tuple(w["prior"]), tuple(w["ease"]), tuple(w["edges"]), float(w.get("taste", 0.0)))
         kept = histories[~histories["user_id"].astype(str).isin(set(meta["excluded_users"]))]
-        return cls(weights, ease, id_prior(catalog, n_id, kept, users, threshold), catalog["id_row"].to_numpy(), n_id,
-                   catalog["genres"].tolist() if "genres" in catalog else None)
+        return cls(
+            weights,
+            ease,
+            id_prior(catalog, n_id, kept, users, threshold),
+            catalog["id_row"].to_numpy(),
+            n_id,
+            catalog["genres"].tolist() if "genres" in catalog else None,
+        )
 
 
 def id_items(catalog: pd.DataFrame, n_id: int) -> list[str]:
@@ -209,8 +251,9 @@ def id_items(catalog: pd.DataFrame, n_id: int) -> list[str]:
     return catalog["item_id"].astype(str).to_numpy()[has][np.argsort(id_row[has])].tolist()
 
 
-def id_prior(catalog: pd.DataFrame, n_id: int, train: pd.DataFrame, users: pd.DataFrame,
-             threshold: float) -> DemographicPopularity:
+def id_prior(
+    catalog: pd.DataFrame, n_id: int, train: pd.DataFrame, users: pd.DataFrame, threshold: float
+) -> DemographicPopularity:
     """Demographic popularity over the items with an ID row (the only ones training has counts of), so
     its memory is groups x n_id however big the catalog grows."""
     return DemographicPopularity(id_items(catalog, n_id), train, users, threshold, MIN_GROUP)
@@ -218,14 +261,26 @@ def id_prior(catalog: pd.DataFrame, n_id: int, train: pd.DataFrame, users: pd.Da
 
 def fusion_meta(weights: FusionWeights, excluded_users: Iterable[str], lam: float, report: dict) -> dict:
     """What a bundle keeps of a tuned fusion (``fusion.json``; EASE itself goes to ``ease.npy``)."""
-    return {"weights": asdict(weights), "ease_lambda": lam, "excluded_users": sorted(map(str, excluded_users)),
-            "validation": report}
+    return {
+        "weights": asdict(weights),
+        "ease_lambda": lam,
+        "excluded_users": sorted(map(str, excluded_users)),
+        "validation": report,
+    }
 
 
-def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, lengths: np.ndarray,
-                candidates: np.ndarray, positives: Sequence[np.ndarray], k: int = 20, *,
-                prior_grid: Sequence[float] = _DEFAULTS.fusion_prior_grid,
-                ease_grid: Sequence[float] = _DEFAULTS.fusion_ease_grid) -> tuple[FusionWeights, dict]:
+def tune_fusion(
+    base: np.ndarray,
+    prior: np.ndarray,
+    ease: np.ndarray | None,
+    lengths: np.ndarray,
+    candidates: np.ndarray,
+    positives: Sequence[np.ndarray],
+    k: int = 20,
+    *,
+    prior_grid: Sequence[float] = _DEFAULTS.fusion_prior_grid,
+    ease_grid: Sequence[float] = _DEFAULTS.fusion_ease_grid,
+) -> tuple[FusionWeights, dict]:
     """Grid search of γ (``prior_grid``) and β (``ease_grid``, in units of std(model) / std(EASE)) per
     bucket on validation queries; both grids hold 0, the model alone.
 
@@ -237,8 +292,9 @@ def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, le
     weights = FusionWeights(tuple(0.0 for _ in range(len(EDGES) + 1)), tuple(0.0 for _ in range(len(EDGES) + 1)))
     buckets = weights.bucket(lengths)
     has = ease is not None and bool((lengths > 0).any())
-    scale = float(base[lengths > 0].std() / max(float(ease[lengths > 0].std()), 1e-12)) \
-        if has and ease is not None else 0.0
+    scale = (
+        float(base[lengths > 0].std() / max(float(ease[lengths > 0].std()), 1e-12)) if has and ease is not None else 0.0
+    )
     gammas, betas, report = [], [], {}
     for b in range(len(EDGES) + 1):
         rows = np.flatnonzero(buckets == b)
@@ -260,21 +316,44 @@ def tune_fusion(base: np.ndarray, prior: np.ndarray, ease: np.ndarray | None, le
         best = max(grid, key=lambda key: (grid[key], -key[0] - key[1]))  # ties: the smaller weights
         gammas.append(best[0])
         betas.append(best[1] * scale)
-        report[f"bucket{b}"] = {"queries": int(len(rows)), "model": grid[(0.0, 0.0)], "fused": grid[best],
-                                "prior": best[0], "ease": best[1]}
-        log.info("fusion bucket %d (%d queries): NDCG@%d %.4f -> %.4f (γ %.2f, β %.2f)", b, len(rows), k,
-                 grid[(0.0, 0.0)], grid[best], best[0], best[1])
+        report[f"bucket{b}"] = {
+            "queries": int(len(rows)),
+            "model": grid[(0.0, 0.0)],
+            "fused": grid[best],
+            "prior": best[0],
+            "ease": best[1],
+        }
+        log.info(
+            "fusion bucket %d (%d queries): NDCG@%d %.4f -> %.4f (γ %.2f, β %.2f)",
+            b,
+            len(rows),
+            k,
+            grid[(0.0, 0.0)],
+            grid[best],
+            best[0],
+            best[1],
+        )
     return FusionWeights(tuple(gammas), tuple(betas)), {"ease_scale": scale, **report}
 
 
-def tune_taste(base: np.ndarray, boost: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray],
-               k: int = 20, *, grid: Sequence[float] = _DEFAULTS.fusion_taste_grid) -> tuple[float, dict]:
+def tune_taste(
+    base: np.ndarray,
+    boost: np.ndarray,
+    candidates: np.ndarray,
+    positives: Sequence[np.ndarray],
+    k: int = 20,
+    *,
+    grid: Sequence[float] = _DEFAULTS.fusion_taste_grid,
+) -> tuple[float, dict]:
     """δ from ``grid`` (holding 0) by grid search on validation queries with a stated taste: ``base`` the
     fused scores without it (q, n), ``boost`` (q, n) 1 where an item has a named genre. Returns δ and its
     report."""
-    found = {d: float(np.nanmean(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"]))
-             for d in grid}
+    found = {
+        d: float(np.nanmean(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"]))
+        for d in grid
+    }
     best = max(found, key=lambda d: (found[d], -d))  # ties: the smaller weight
-    log.info("fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", len(base), k, found[0.0], found[best],
-             best)
+    log.info(
+        "fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", len(base), k, found[0.0], found[best], best
+    )
     return best, {"queries": int(len(base)), "model": found[0.0], "fused": found[best], "taste": best}

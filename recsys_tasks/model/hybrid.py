@@ -71,8 +71,9 @@ class HybridModel(nn.Module):
         mask = torch.cat([torch.full((spec.text_dim,), on["text"]), torch.full((spec.kg_dim,), on["kg"])])
         self.register_buffer("content_mask", mask, persistent=False)  # not in the state dict: old bundles load
 
-    def items(self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def items(
+        self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item vectors (n, d) and biases (n,); ``id_rows`` = n_id_items where an item has no ID."""
         content = content * self.content_mask
         vec = self.item_content(content)
@@ -82,10 +83,18 @@ class HybridModel(nn.Module):
             id_vec, id_bias = id_vec * keep.unsqueeze(-1), id_bias * keep
         return vec + id_vec, bias + id_bias
 
-    def users(self, demo: torch.Tensor, kg_demo: torch.Tensor, profile_text: torch.Tensor,
-              taste_text: torch.Tensor, has_taste: torch.Tensor, history: torch.Tensor,
-              history_mask: torch.Tensor, item_vecs: torch.Tensor, history_liked: torch.Tensor | None = None
-              ) -> torch.Tensor:
+    def users(
+        self,
+        demo: torch.Tensor,
+        kg_demo: torch.Tensor,
+        profile_text: torch.Tensor,
+        taste_text: torch.Tensor,
+        has_taste: torch.Tensor,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+        item_vecs: torch.Tensor,
+        history_liked: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """User vectors (b, d).
 
         demo (b, 3) int: gender, age band, occupation rows (0 = unknown);
@@ -100,9 +109,18 @@ class HybridModel(nn.Module):
         on = self._on
         demographics = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2])], 1)
         has_taste = has_taste * on["text"]
-        x = torch.cat([demographics * on["demographics"], kg_demo * (on["kg"] * on["demographics"]),
-                       profile_text * (on["text"] * on["demographics"]), taste_text * has_taste.unsqueeze(-1),
-                       has_taste.unsqueeze(-1), pooled, torch.log1p(n) / 3.0], dim=1)
+        x = torch.cat(
+            [
+                demographics * on["demographics"],
+                kg_demo * (on["kg"] * on["demographics"]),
+                profile_text * (on["text"] * on["demographics"]),
+                taste_text * has_taste.unsqueeze(-1),
+                has_taste.unsqueeze(-1),
+                pooled,
+                torch.log1p(n) / 3.0,
+            ],
+            dim=1,
+        )
         gate = torch.sigmoid(self.history_gate(torch.log1p(n)))
         return self.user(x) + gate * pooled
 
@@ -120,14 +138,28 @@ class UserTower:
 
         self.gender, self.age, self.occupation = (array(m.weight) for m in (model.gender, model.age, model.occupation))
         first, last = model.user[0], model.user[3]
-        self.w1, self.b1, self.w2, self.b2 = array(first.weight).T.copy(), array(first.bias), array(last.weight).T.copy(), array(last.bias)
+        self.w1, self.b1, self.w2, self.b2 = (
+            array(first.weight).T.copy(),
+            array(first.bias),
+            array(last.weight).T.copy(),
+            array(last.bias),
+        )
         self.gate_w, self.gate_b = float(model.history_gate.weight.item()), float(model.history_gate.bias.item())
         self.disliked_weight = np.float32(np.exp(model.disliked_log_weight.item()))
         self.on = dict(model._on)
 
-    def __call__(self, demo: np.ndarray, kg_demo: np.ndarray, profile_text: np.ndarray, taste_text: np.ndarray,
-                 has_taste: np.ndarray, history: np.ndarray, history_mask: np.ndarray, item_vecs: np.ndarray,
-                 history_liked: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        demo: np.ndarray,
+        kg_demo: np.ndarray,
+        profile_text: np.ndarray,
+        taste_text: np.ndarray,
+        has_taste: np.ndarray,
+        history: np.ndarray,
+        history_mask: np.ndarray,
+        item_vecs: np.ndarray,
+        history_liked: np.ndarray | None = None,
+    ) -> np.ndarray:
         """User vectors (b, d) float32; the arguments as `HybridModel.users`'s, as arrays."""
         from scipy.special import erf
 
@@ -136,14 +168,25 @@ class UserTower:
         weight = history_mask
         if history_liked is not None:
             weight = history_mask * (history_liked + (1.0 - history_liked) * self.disliked_weight)
-        pooled = (np.einsum("bl,bld->bd", weight, item_vecs[history])
-                  / np.maximum(weight.sum(1, keepdims=True, dtype=np.float32), np.float32(1e-6)))
+        pooled = np.einsum("bl,bld->bd", weight, item_vecs[history]) / np.maximum(
+            weight.sum(1, keepdims=True, dtype=np.float32), np.float32(1e-6)
+        )
         demographics = np.concatenate([self.gender[demo[:, 0]], self.age[demo[:, 1]], self.occupation[demo[:, 2]]], 1)
         has_taste = has_taste * on["text"]
         log_n = np.log1p(n)
-        x = np.concatenate([demographics * on["demographics"], kg_demo * (on["kg"] * on["demographics"]),
-                            profile_text * (on["text"] * on["demographics"]), taste_text * has_taste[:, None],
-                            has_taste[:, None], pooled, log_n / 3.0], axis=1, dtype=np.float32)
+        x = np.concatenate(
+            [
+                demographics * on["demographics"],
+                kg_demo * (on["kg"] * on["demographics"]),
+                profile_text * (on["text"] * on["demographics"]),
+                taste_text * has_taste[:, None],
+                has_taste[:, None],
+                pooled,
+                log_n / 3.0,
+            ],
+            axis=1,
+            dtype=np.float32,
+        )
         h = x @ self.w1 + self.b1
         h = 0.5 * h * (1.0 + erf(h * np.float32(1 / np.sqrt(2.0))))  # exact GELU, as nn.GELU()
         gate = 1.0 / (1.0 + np.exp(-(log_n * self.gate_w + self.gate_b)))

@@ -42,8 +42,9 @@ class ItemIndex:
     ``rows``: the catalog rows of ``vectors`` (default 0..n-1), what `search` returns.
     """
 
-    def __init__(self, vectors: np.ndarray, bias: np.ndarray, cfg: IndexConfig = IndexConfig(),
-                 rows: np.ndarray | None = None):
+    def __init__(
+        self, vectors: np.ndarray, bias: np.ndarray, cfg: IndexConfig = IndexConfig(), rows: np.ndarray | None = None
+    ):
         import faiss
 
         start = time.perf_counter()
@@ -57,8 +58,13 @@ class ItemIndex:
         self.index.add_with_ids(data, rows)
         self.index.nprobe = min(cfg.nprobe, nlist)
         self.build_seconds = time.perf_counter() - start
-        log.info("item index: %d items, %d cells, nprobe %d, built in %.1f s", n, nlist, self.index.nprobe,
-                 self.build_seconds)
+        log.info(
+            "item index: %d items, %d cells, nprobe %d, built in %.1f s",
+            n,
+            nlist,
+            self.index.nprobe,
+            self.build_seconds,
+        )
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

@@ -38,8 +38,14 @@ class DemographicPopularity:
 
     name = "demographic_popularity"
 
-    def __init__(self, item_ids: Sequence[str], train: pd.DataFrame, users: pd.DataFrame,
-                 positive_threshold: float = 4.0, min_group: int = MIN_GROUP) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        train: pd.DataFrame,
+        users: pd.DataFrame,
+        positive_threshold: float = 4.0,
+        min_group: int = MIN_GROUP,
+    ) -> None:
         if min_group < 0:
             raise ValueError(f"min_group must be 0 or more, got {min_group}")
         self.item_ids = [str(i) for i in item_ids]
@@ -75,11 +81,15 @@ class DemographicPopularity:
             else:  # the groups that have training users: (n_groups,) codes, each user's group (n_users,)
                 combined = np.ravel_multi_index(codes, shape) if self.n_users else np.zeros(0, np.int64)
                 present, user_group = np.unique(combined, return_inverse=True)
-            keys = {tuple(str(names[a][i]) for a, i in enumerate(np.unravel_index(int(g), shape))) if level else (): n
-                    for n, g in enumerate(present.tolist())}
+            keys = {
+                tuple(str(names[a][i]) for a, i in enumerate(np.unravel_index(int(g), shape))) if level else (): n
+                for n, g in enumerate(present.tolist())
+            }
             sizes = np.bincount(user_group, minlength=len(present))
-            counts = sp.csr_matrix((np.ones(len(self._item_of_positive)), (user_group[self._user_of_positive],
-                                    self._item_of_positive)), shape=(len(present), self.n_items))
+            counts = sp.csr_matrix(
+                (np.ones(len(self._item_of_positive)), (user_group[self._user_of_positive], self._item_of_positive)),
+                shape=(len(present), self.n_items),
+            )
             counts.sum_duplicates()
             found = self._groups[level] = (keys, sizes, counts)
         return found
@@ -90,7 +100,7 @@ class DemographicPopularity:
         full = (str(profile.get("gender") or ""), age_band(profile.get("age")), str(profile.get("occupation") or ""))
         for level in BACKOFF:
             keys, sizes, counts = self.groups(level)
-            group = keys.get(full[:len(level)])
+            group = keys.get(full[: len(level)])
             if group is not None and (sizes[group] >= self.min_group or not level):
                 return counts[group].toarray().ravel()
         return np.zeros(self.n_items)  # unreachable: the last level is everyone
@@ -127,9 +137,13 @@ class DemographicPopularity:
 def _attributes(users: pd.DataFrame, user_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Gender, age band and occupation (str) of each of ``user_ids`` ("" where unknown or absent)."""
     users = users.drop_duplicates("user_id")
-    frame = pd.DataFrame({"user_id": users["user_id"].astype(str),
-                          "gender": users["gender"].fillna("").astype(str) if "gender" in users else "",
-                          "age": [age_band(a) for a in users["age"]] if "age" in users else "unknown",
-                          "occupation": users["occupation"].fillna("").astype(str) if "occupation" in users else ""})
+    frame = pd.DataFrame(
+        {
+            "user_id": users["user_id"].astype(str),
+            "gender": users["gender"].fillna("").astype(str) if "gender" in users else "",
+            "age": [age_band(a) for a in users["age"]] if "age" in users else "unknown",
+            "occupation": users["occupation"].fillna("").astype(str) if "occupation" in users else "",
+        }
+    )
     found = pd.DataFrame({"user_id": user_ids}).merge(frame, on="user_id", how="left").fillna("")
     return {a: found[a].astype(str).to_numpy() for a in ATTRIBUTES}

@@ -73,9 +73,19 @@ class Recommender:
         from recsys_tasks.model.fusion import Fusion
 
         self.bundle.fusion, self.bundle.ease = meta, ease
-        self.fusion = fusion if fusion is not None or meta is None else Fusion.from_meta(
-            meta, ease, self.bundle.catalog, self.bundle.histories, self.bundle.users, int(self.meta["n_id_items"]),
-            float(self.meta.get("positive_threshold", 4.0)))
+        self.fusion = (
+            fusion
+            if fusion is not None or meta is None
+            else Fusion.from_meta(
+                meta,
+                ease,
+                self.bundle.catalog,
+                self.bundle.histories,
+                self.bundle.users,
+                int(self.meta["n_id_items"]),
+                float(self.meta.get("positive_threshold", 4.0)),
+            )
+        )
 
     def set_content_map(self, content_map: ContentMap | None) -> None:
         """Serve items without an ID with ``content_map`` (None: with the content towers)."""
@@ -112,11 +122,16 @@ class Recommender:
         the model's own, without the fusion's terms: what the fusion is tuned on)."""
         if not queries:
             return np.zeros((0, len(self.item_ids)), np.float32)
-        return self._score(queries, [self._history_rows(q) for q in queries],
-                           [self._item_rows(q.history_items) for q in queries], fused)
+        return self._score(
+            queries,
+            [self._history_rows(q) for q in queries],
+            [self._item_rows(q.history_items) for q in queries],
+            fused,
+        )
 
-    def _score(self, queries: Sequence[Query], histories: Sequence[History], seen: Sequence[np.ndarray],
-               fused: bool = True) -> np.ndarray:
+    def _score(
+        self, queries: Sequence[Query], histories: Sequence[History], seen: Sequence[np.ndarray], fused: bool = True
+    ) -> np.ndarray:
         """Scores (b, n_items): the model's, plus the fusion's terms; ``histories``: `_history_rows`
         (what the model pools), ``seen``: the rows of each whole history (what EASE sums)."""
         scores = self.scoring.scores(self._user_vectors(queries, histories), histories)
@@ -178,8 +193,11 @@ class Recommender:
         queries = [self.query_for(r) for r in requests]
         rows = [self.requests.rows_of(q) for q in queries]
         histories = [r[:2] for r in rows]  # pooled by the model, cited by the reasons
-        scores = (self._score(queries, histories, [r[2] for r in rows]) if queries
-                  else np.zeros((0, len(self.item_ids)), np.float32))
+        scores = (
+            self._score(queries, histories, [r[2] for r in rows])
+            if queries
+            else np.zeros((0, len(self.item_ids)), np.float32)
+        )
         out = []
         for request, query, (pooled, ratings, seen), row in zip(requests, queries, rows, scores):
             mask = allowed(len(self.item_ids), self.item_row, request, seen)
@@ -203,8 +221,10 @@ class Recommender:
             return []
         histories = [self._history_rows(q) for q in queries]
         users = self._user_vectors(queries, histories)
-        blocked = [{self.item_row[i] for i in (*q.history_items, *(r.get("exclude") or [])) if i in self.item_row}
-                   for r, q in zip(requests, queries)]
+        blocked = [
+            {self.item_row[i] for i in (*q.history_items, *(r.get("exclude") or [])) if i in self.item_row}
+            for r, q in zip(requests, queries)
+        ]
         sizes = [int(r.get("k") or k) for r in requests]
         free = [i for i, r in enumerate(requests) if r.get("candidates") is None]
         profile = self.scoring.profile_columns()
@@ -216,31 +236,43 @@ class Recommender:
         vecs, bias = self._item_arrays()
         fused = None  # (b, len(id_cols)): the fusion's terms of the rows with an ID
         if self.fusion is not None:
-            fused = self.fusion.id_scores(queries, [self._item_rows(q.history_items) for q in queries],
-                                          self.requests.fusion_keys(queries), self._named_genres(queries))
+            fused = self.fusion.id_scores(
+                queries,
+                [self._item_rows(q.history_items) for q in queries],
+                self.requests.fusion_keys(queries),
+                self._named_genres(queries),
+            )
             id_cols = self.fusion.id_cols
             id_position = np.full(len(self.item_ids), -1, np.int64)
             id_position[id_cols] = np.arange(len(id_cols))
         out = []
         for i, request in enumerate(requests):
             if i in found:
-                pairs = [(s, r) for s, r in zip(*found[i]) if r >= 0 and r not in blocked[i]][:sizes[i]]
+                pairs = [(s, r) for s, r in zip(*found[i]) if r >= 0 and r not in blocked[i]][: sizes[i]]
                 if fused is not None:  # merged with the exact, fused scores of the rows with an ID
                     exact = vecs[id_cols] @ users[i] + bias[id_cols] + fused[i]
                     mask = np.array([c not in blocked[i] for c in id_cols.tolist()], bool)
                     pairs += [(exact[j], id_cols[j]) for j in top(exact, np.flatnonzero(mask), sizes[i])]
-                    pairs = sorted(pairs, key=lambda p: (-p[0], p[1]))[:sizes[i]]
+                    pairs = sorted(pairs, key=lambda p: (-p[0], p[1]))[: sizes[i]]
             else:
-                rows = np.array(sorted(set(candidate_rows(self.item_row, request["candidates"])) - blocked[i]),
-                                np.int64)
+                rows = np.array(
+                    sorted(set(candidate_rows(self.item_row, request["candidates"])) - blocked[i]), np.int64
+                )
                 candidate_vecs, candidate_bias = self.index_arrays(rows)
                 exact = candidate_vecs @ searched[i] + candidate_bias
                 if fused is not None:
                     at = id_position[rows]
                     exact[at >= 0] += fused[i][at[at >= 0]]
                 pairs = [(exact[j], rows[j]) for j in top(exact, np.arange(len(rows)), sizes[i])]
-            out.append(self._response(request, queries[i], np.array([r for _, r in pairs], np.int64),
-                                      np.array([s for s, _ in pairs], np.float32), histories[i]))
+            out.append(
+                self._response(
+                    request,
+                    queries[i],
+                    np.array([r for _, r in pairs], np.int64),
+                    np.array([s for s, _ in pairs], np.float32),
+                    histories[i],
+                )
+            )
         return out
 
     def similar_items(self, item_id: str, k: int = 20) -> list[dict[str, Any]]:
@@ -261,14 +293,22 @@ class Recommender:
             return []
         pooled, ratings = history if history is not None else self._history_rows(query)
         taste = self.text_vectors([query.text])[0] if query.text else None
-        return self.explainer.explain(query, pooled, ratings, top_rows, self._item_arrays()[0],
-                                      self.bundle.item_content, taste)
+        return self.explainer.explain(
+            query, pooled, ratings, top_rows, self._item_arrays()[0], self.bundle.item_content, taste
+        )
 
-    def _response(self, request: dict, query: Query, best: np.ndarray, scores: np.ndarray,
-                  history: History | None = None) -> dict:
+    def _response(
+        self, request: dict, query: Query, best: np.ndarray, scores: np.ndarray, history: History | None = None
+    ) -> dict:
         """A response: the items best first, each with its score and `reasons` sentence."""
-        return response(request, self.item_ids, best, scores, self.explain(query, best, history),
-                        str(self.meta.get("model_version", "")))
+        return response(
+            request,
+            self.item_ids,
+            best,
+            scores,
+            self.explain(query, best, history),
+            str(self.meta.get("model_version", "")),
+        )
 
     # ------------------------------------------------------------------ catalog changes
     def upsert_items(self, items: Sequence[Mapping[str, Any]], text_vectors: np.ndarray) -> list[dict[str, str]]:
@@ -330,8 +370,9 @@ class Recommender:
             self.fusion.set_catalog(self.bundle.catalog["id_row"].to_numpy(), self.bundle.catalog["genres"].tolist())
         rows = [self.item_row[i] for i in latest]
         id_rows = self.bundle.catalog["id_row"].to_numpy()
-        self.explainer.set_items(rows, [latest[i][0] for i in latest],
-                                 [bool(id_rows[r] < int(self.meta["n_id_items"])) for r in rows])
+        self.explainer.set_items(
+            rows, [latest[i][0] for i in latest], [bool(id_rows[r] < int(self.meta["n_id_items"])) for r in rows]
+        )
         return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
 
 

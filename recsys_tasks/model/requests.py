@@ -65,8 +65,9 @@ def parse_request(data: Any, where: str = "request") -> dict[str, Any]:
     try:
         return Request.model_validate(data).to_plain()
     except ValidationError as exc:
-        problems = "; ".join(f"field {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"field {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
         raise RequestError(f"{where}: {problems}") from None
 
 

@@ -34,8 +34,9 @@ class Scoring:
         self.n_id = int(self.meta["n_id_items"])
         self.text_dim = int(self.meta["text_dim"])
         self.threshold = float(self.meta.get("positive_threshold", 4.0))
-        self._vocab = {k: {v: i + 1 for i, v in enumerate(self.meta["vocab"][k])}
-                       for k in ("gender", "age", "occupation")}
+        self._vocab = {
+            k: {v: i + 1 for i, v in enumerate(self.meta["vocab"][k])} for k in ("gender", "age", "occupation")
+        }
         self._kg_means: dict[tuple[str, ...], np.ndarray] = {}
         self.refresh()
 
@@ -61,11 +62,14 @@ class Scoring:
         with torch.inference_mode():
             vecs, bias = self.model.items(
                 torch.as_tensor(np.ascontiguousarray(content, np.float32), device=self.device),
-                torch.as_tensor(id_rows, device=self.device))
+                torch.as_tensor(id_rows, device=self.device),
+            )
             new = np.flatnonzero(id_rows >= self.n_id)
             content_map = self.bundle.content_map
             if content_map is not None and len(new):
-                mapped_vecs, mapped_bias = content_map(np.asarray(content)[new, :content_map.text_dim], items.iloc[new])
+                mapped_vecs, mapped_bias = content_map(
+                    np.asarray(content)[new, : content_map.text_dim], items.iloc[new]
+                )
                 rows = torch.as_tensor(new, device=self.device)
                 vecs[rows] = torch.as_tensor(mapped_vecs, dtype=vecs.dtype, device=self.device)
                 bias[rows] = torch.as_tensor(mapped_bias, dtype=bias.dtype, device=self.device)
@@ -74,8 +78,10 @@ class Scoring:
     def item_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The item vectors (n, d) and biases (n,) as float32 NumPy arrays (views on the CPU), until they change."""
         if self._arrays is None:
-            self._arrays = (self.item_vecs.detach().float().cpu().numpy(),
-                            self.item_bias.detach().float().cpu().numpy())
+            self._arrays = (
+                self.item_vecs.detach().float().cpu().numpy(),
+                self.item_bias.detach().float().cpu().numpy(),
+            )
         return self._arrays
 
     # ------------------------------------------------------------ users
@@ -85,8 +91,8 @@ class Scoring:
         hist = np.full((len(queries), max(1, max_hist)), 0, dtype=np.int64)
         mask, is_liked = np.zeros(hist.shape, dtype=np.float32), np.zeros(hist.shape, dtype=np.float32)
         for q_i, (rows, ratings) in enumerate(histories):
-            hist[q_i, :len(rows)], mask[q_i, :len(rows)] = rows, 1.0
-            is_liked[q_i, :len(rows)] = liked(ratings, self.threshold)
+            hist[q_i, : len(rows)], mask[q_i, : len(rows)] = rows, 1.0
+            is_liked[q_i, : len(rows)] = liked(ratings, self.threshold)
         demo = np.array([self.demographic_rows(q.profile) for q in queries], dtype=np.int64)
         kg = np.stack([self.kg_demo_vector(q.profile) for q in queries])
         profile = self.sentences.vectors([profile_text(q.profile) for q in queries])
@@ -98,15 +104,18 @@ class Scoring:
 
         t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         with torch.inference_mode():
-            users = self.model.users(t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask),
-                                     self.item_vecs, t(is_liked))
+            users = self.model.users(
+                t(demo), t(kg), t(profile), t(taste), t(has_taste), t(hist), t(mask), self.item_vecs, t(is_liked)
+            )
         return users.float().cpu().numpy()
 
     def demographic_rows(self, profile: dict) -> tuple[int, int, int]:
         """The profile's (gender, age band, occupation) rows of the model's vocabularies (0: unknown)."""
-        return (self._vocab["gender"].get(str(profile.get("gender") or ""), 0),
-                self._vocab["age"].get(age_band(profile.get("age")), 0),
-                self._vocab["occupation"].get(str(profile.get("occupation") or ""), 0))
+        return (
+            self._vocab["gender"].get(str(profile.get("gender") or ""), 0),
+            self._vocab["age"].get(age_band(profile.get("age")), 0),
+            self._vocab["occupation"].get(str(profile.get("occupation") or ""), 0),
+        )
 
     def kg_demo_vector(self, profile: dict) -> np.ndarray:
         """The mean KG vector of the profile's known demographic values (read-only: shared per combination)."""
@@ -147,7 +156,7 @@ class Scoring:
         for q_i, (rows, ratings) in enumerate(histories):
             chosen = rows[liked(ratings, self.threshold)]
             if len(chosen):
-                mean = self.bundle.item_content[chosen, :self.text_dim].mean(0)
+                mean = self.bundle.item_content[chosen, : self.text_dim].mean(0)
                 norm = float(np.linalg.norm(mean))
                 if norm > 0:
                     out[q_i] = mean / norm
@@ -157,7 +166,8 @@ class Scoring:
         """(b, k): `liked_text` in the content map's profile basis (a map with a profile term)."""
         content_map = self.bundle.content_map
         assert content_map is not None and content_map.profile_basis is not None, (
-            "text profiles are asked for only where `profile_columns` found a profile term")
+            "text profiles are asked for only where `profile_columns` found a profile term"
+        )
         return self.liked_text(histories) @ content_map.profile_basis.T
 
     def profile_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -168,7 +178,7 @@ class Scoring:
             return None
         if self._new_text is None:
             cols = np.flatnonzero(self.bundle.catalog["id_row"].to_numpy() >= self.n_id)
-            text = self.bundle.item_content[cols, :self.text_dim]
+            text = self.bundle.item_content[cols, : self.text_dim]
             self._new_text = (cols, (content_map.profile_weight * content_map.profile(text)).astype(np.float32))
         return self._new_text
 

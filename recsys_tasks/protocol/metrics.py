@@ -9,7 +9,7 @@ per query; a query without positives gets NaN. Evaluation takes the means.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,14 +43,12 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def recall_at_k(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray],
-                k: int) -> np.ndarray:
+def recall_at_k(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Per query: positives in the top k / number of positives."""
     return ranking_metrics(scores, candidates, positives, k, with_auc=False)["recall"]
 
 
-def ndcg_at_k(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray],
-              k: int) -> np.ndarray:
+def ndcg_at_k(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Per query: binary-gain DCG@k over the ideal DCG of min(#positives, k) hits."""
     return ranking_metrics(scores, candidates, positives, k, with_auc=False)["ndcg"]
 
@@ -63,8 +61,9 @@ def auc(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarr
     return _auc(scores, cand, rel)
 
 
-def ranking_metrics(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray],
-                    k: int, with_auc: bool = True) -> dict[str, np.ndarray]:
+def ranking_metrics(
+    scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray], k: int, with_auc: bool = True
+) -> dict[str, np.ndarray]:
     """Recall@k, NDCG@k (and AUC) per query from one top-k pass: {"recall", "ndcg", "auc"}."""
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[0] != len(positives):
@@ -97,7 +96,7 @@ def _auc(scores: np.ndarray, cand: np.ndarray, rel: np.ndarray) -> np.ndarray:
     n_neg = n_cand - n_pos
     out = np.full(len(scores), np.nan)
     for q in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
-        row, pos = ordered[q, :n_cand[q]], scores[q, rel[q]].astype(np.float64)
+        row, pos = ordered[q, : n_cand[q]], scores[q, rel[q]].astype(np.float64)
         below, upto = np.searchsorted(row, pos, "left"), np.searchsorted(row, pos, "right")
         rank_sum = (below + (upto - below + 1) / 2.0).sum()  # 1-based mid-ranks: ties share the average
         out[q] = (rank_sum - n_pos[q] * (n_pos[q] + 1) / 2.0) / (n_pos[q] * n_neg[q])

@@ -6,8 +6,9 @@ the baselines cannot be given different information by accident.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,13 @@ def profile_of(row: Mapping[str, Any] | None) -> dict[str, Any]:
 def history_of(interactions: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:
     """(item_id, rating, timestamp) tuples, oldest first (item id breaks ties, as in the split)."""
     ordered = interactions.sort_values(["timestamp", "item_id"], kind="stable")
-    return tuple(zip(ordered["item_id"].astype(str).tolist(), ordered["rating"].astype(float).tolist(),
-                     ordered["timestamp"].astype("int64").tolist()))
+    return tuple(
+        zip(
+            ordered["item_id"].astype(str).tolist(),
+            ordered["rating"].astype(float).tolist(),
+            ordered["timestamp"].astype("int64").tolist(),
+        )
+    )
 
 
 def _text(value: Any) -> str:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from recsys_tasks.config import EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
-from recsys_tasks.protocol.queries import Query, profile_of
 from recsys_tasks.data.split import Split
+from recsys_tasks.protocol.queries import Query, profile_of
 from recsys_tasks.text.texts import taste_sentence
 
 __all__ = ["BASELINES_BY_SLICE", "Slice", "build_slices", "stated_taste"]
@@ -59,8 +59,7 @@ class Slice:
         return list(self.queries[start:stop]), cand, list(self.positives[start:stop])
 
 
-def build_slices(dataset: Dataset, split: Split, cfg: EvaluateConfig,
-                 positive_threshold: float) -> list[Slice]:
+def build_slices(dataset: Dataset, split: Split, cfg: EvaluateConfig, positive_threshold: float) -> list[Slice]:
     """Every slice of the protocol, in report order; [] when the split holds nothing out."""
     if not split.holdout:
         return []
@@ -116,8 +115,11 @@ def _histories(interactions: pd.DataFrame) -> dict[str, dict[str, tuple[tuple[st
     """part -> user -> (item_id, rating, timestamp) tuples, oldest first (one sort for all users)."""
     inter = interactions.sort_values(["part", "user_id", "timestamp", "item_id"], kind="stable")
     parts, users = inter["part"].astype(str).to_numpy(), inter["user_id"].astype(str).to_numpy()
-    records = zip(inter["item_id"].astype(str).tolist(), inter["rating"].astype(float).tolist(),
-                  inter["timestamp"].astype("int64").tolist())
+    records = zip(
+        inter["item_id"].astype(str).tolist(),
+        inter["rating"].astype(float).tolist(),
+        inter["timestamp"].astype("int64").tolist(),
+    )
     out: dict[str, dict[str, list[tuple[str, float, int]]]] = {}
     for part, user, record in zip(parts, users, records):
         out.setdefault(part, {}).setdefault(user, []).append(record)
@@ -150,8 +152,9 @@ def _cold_user_text(ctx: _Context) -> Slice:
             continue
         queries.append(ctx.query(user, (), stated_taste([ctx.genres[i] for i in pos])))
         positives.append(pos)
-    return _slice("cold-user@0+text", queries, np.ones(ctx.n_items, dtype=bool), positives,
-                  BASELINES_BY_SLICE["cold-user@0+text"])
+    return _slice(
+        "cold-user@0+text", queries, np.ones(ctx.n_items, dtype=bool), positives, BASELINES_BY_SLICE["cold-user@0+text"]
+    )
 
 
 def _cold_item(ctx: _Context) -> Slice:
@@ -188,6 +191,7 @@ def _stack(masks: list[np.ndarray], n_items: int) -> np.ndarray:
     return np.stack(masks) if masks else np.zeros((0, n_items), dtype=bool)
 
 
-def _slice(name: str, queries: list[Query], candidates: np.ndarray, positives: list[np.ndarray],
-           baselines: tuple[str, ...]) -> Slice:
+def _slice(
+    name: str, queries: list[Query], candidates: np.ndarray, positives: list[np.ndarray], baselines: tuple[str, ...]
+) -> Slice:
     return Slice(name, tuple(queries), candidates, tuple(positives), tuple(baselines))

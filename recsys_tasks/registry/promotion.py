@@ -21,8 +21,13 @@ class Decision:
     reason: str
 
 
-def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None, primary: str,
-           margin: float = 0.0, tolerance: float = 0.02) -> Decision:
+def decide(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    primary: str,
+    margin: float = 0.0,
+    tolerance: float = 0.02,
+) -> Decision:
     """Compare metric dicts measured on the same split (keys like ``cold-user@5/ndcg/model``)."""
     value = candidate.get(primary)
     if not _finite(value):
@@ -36,8 +41,9 @@ def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
     if not _finite(incumbent):
         return Decision(True, f"champion has no finite {primary!r}")
     if value <= incumbent + margin:
-        return Decision(False, f"{primary} {value:.4f} does not beat the champion's {incumbent:.4f} "
-                               f"by more than {margin:g}")
+        return Decision(
+            False, f"{primary} {value:.4f} does not beat the champion's {incumbent:.4f} by more than {margin:g}"
+        )
     for key, old in champion.items():
         if key.endswith(SLICE_SUFFIX) and _finite(old):
             new = candidate.get(key)

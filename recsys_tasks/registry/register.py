@@ -36,8 +36,9 @@ RUN_TAG, LOGGED_TAG, DONE_TAG = "recsys.run_id", "recsys.logged", "recsys.regist
 STEPS = ("experiment", "run", "logged", "model", "decided", "alias", "finished")
 
 
-def register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: str,
-             uri: str | None = None) -> dict[str, Any]:
+def register(
+    cfg: PipelineConfig, results: Mapping[str, StageResult], run_name: str, uri: str | None = None
+) -> dict[str, Any]:
     """Log the workflow run, register its model and apply the promotion gate (or finish a killed one).
     A store that fails raises `StoreError` naming it."""
     store = uri or tracking_uri()
@@ -56,8 +57,13 @@ def _register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name:
     extract, evaluation = results["extract"], results["evaluate"]
     candidate = {mlflow_safe(k): float(v) for k, v in evaluation.metrics.items()}
     split_id, name = extract.info["split_fingerprint"], cfg.registry.model_name
-    tags = {RUN_TAG: run_name, "split_fingerprint": split_id, "data_fingerprint": extract.info["fingerprint"],
-            "source": cfg.extract.source, "evaluated": str(bool(evaluation.info.get("evaluated")))}
+    tags = {
+        RUN_TAG: run_name,
+        "split_fingerprint": split_id,
+        "data_fingerprint": extract.info["fingerprint"],
+        "source": cfg.extract.source,
+        "evaluated": str(bool(evaluation.info.get("evaluated"))),
+    }
     previous = _previous_run(client, experiment_id, tags)
     if previous is not None and previous.data.tags.get(DONE_TAG) == "true":
         log.info("run %s was registered before (MLflow run %s)", run_name, previous.info.run_id)
@@ -66,8 +72,7 @@ def _register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name:
         return _summary(previous.data.tags, previous.info.run_id, name, mlflow.get_tracking_uri())
     resume = {"run_id": previous.info.run_id} if previous is not None else {"run_name": run_name, "tags": tags}
     if previous is not None:
-        log.info("finishing the register of run %s that stopped early (MLflow run %s)", run_name,
-                 previous.info.run_id)
+        log.info("finishing the register of run %s that stopped early (MLflow run %s)", run_name, previous.info.run_id)
     with mlflow.start_run(experiment_id=experiment_id, **resume) as run:  # an exception ends it FAILED
         run_id = run.info.run_id
         _step("run")
@@ -84,8 +89,12 @@ def _register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name:
         if alias not in (client.get_model_version(name, version).aliases or []):
             client.set_registered_model_alias(name, alias, version)
         _step("alias")
-        done = {"promotion.decision": decision.reason, "promotion.promoted": str(decision.promote),
-                "promotion.previous_champion": champion or "", "model_version": version}
+        done = {
+            "promotion.decision": decision.reason,
+            "promotion.promoted": str(decision.promote),
+            "promotion.previous_champion": champion or "",
+            "model_version": version,
+        }
         mlflow.set_tags(done)
         mlflow.set_tag(DONE_TAG, "true")
         _step("finished")
@@ -100,10 +109,16 @@ def _step(name: str) -> None:
 
 def _summary(tags: Mapping[str, str], run_id: str, name: str, uri: str) -> dict[str, Any]:
     promoted = tags["promotion.promoted"] == "True"
-    return {"mlflow_run_id": run_id, "model_name": name, "model_version": tags["model_version"],
-            "alias": CHAMPION if promoted else CHALLENGER, "promoted": promoted,
-            "reason": tags["promotion.decision"], "previous_champion": tags["promotion.previous_champion"] or None,
-            "tracking_uri": uri}
+    return {
+        "mlflow_run_id": run_id,
+        "model_name": name,
+        "model_version": tags["model_version"],
+        "alias": CHAMPION if promoted else CHALLENGER,
+        "promoted": promoted,
+        "reason": tags["promotion.decision"],
+        "previous_champion": tags["promotion.previous_champion"] or None,
+        "tracking_uri": uri,
+    }
 
 
 def _previous_run(client, experiment_id: str, tags: Mapping[str, str]):
@@ -118,8 +133,14 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _log_run(client, cfg: PipelineConfig, results: Mapping[str, StageResult], run_id: str,
-             tags: Mapping[str, str], candidate: Mapping[str, float]) -> None:
+def _log_run(
+    client,
+    cfg: PipelineConfig,
+    results: Mapping[str, StageResult],
+    run_id: str,
+    tags: Mapping[str, str],
+    candidate: Mapping[str, float],
+) -> None:
     """Params, tags, every stage's metrics, the config, the evaluation, the curves and the data report."""
     import mlflow
 
@@ -164,16 +185,24 @@ def _log_model(name: str, finetune: StageResult, run_id: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _bundle_with_run_id(finetune.artifacts["bundle"], Path(tmp) / "bundle", run_id)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            name="model",
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"bundle": str(bundle)},
-            code_paths=[str(Path(__file__).parents[1])], pip_requirements=_pip_requirements(),
+            code_paths=[str(Path(__file__).parents[1])],
+            pip_requirements=_pip_requirements(),
             registered_model_name=name,
         )
     return str(info.registered_model_version)
 
 
-def _decision(client, cfg: PipelineConfig, results: Mapping[str, StageResult], name: str, version: str,
-              candidate: Mapping[str, float]) -> tuple[Decision, str | None]:
+def _decision(
+    client,
+    cfg: PipelineConfig,
+    results: Mapping[str, StageResult],
+    name: str,
+    version: str,
+    candidate: Mapping[str, float],
+) -> tuple[Decision, str | None]:
     """The promotion decision and the champion it was made against. A decision recorded on the version
     by an earlier, stopped register is kept while that champion is still the champion; a champion that
     cannot be read raises (never "no champion")."""
@@ -186,21 +215,34 @@ def _decision(client, cfg: PipelineConfig, results: Mapping[str, StageResult], n
         return Decision(tags.get("promoted") == "True", tags["decision"]), current
     evaluation = results["evaluate"]
     if champion is None:
-        decision = decide(candidate, None, cfg.registry.primary_metric) if evaluation.info.get("evaluated") \
+        decision = (
+            decide(candidate, None, cfg.registry.primary_metric)
+            if evaluation.info.get("evaluated")
             else Decision(True, "no champion yet (trained without holdout, not evaluated)")
+        )
     elif not evaluation.info.get("evaluated"):
         decision = Decision(False, "not evaluated (no holdout): never replaces a champion")
     else:
         try:
-            incumbent = _champion_metrics(client, champion, results["extract"].info["split_fingerprint"], cfg,
-                                          results)
-            decision = decide(dict(candidate), incumbent, mlflow_safe(cfg.registry.primary_metric),
-                              cfg.registry.margin, cfg.registry.tolerance)
+            incumbent = _champion_metrics(client, champion, results["extract"].info["split_fingerprint"], cfg, results)
+            decision = decide(
+                dict(candidate),
+                incumbent,
+                mlflow_safe(cfg.registry.primary_metric),
+                cfg.registry.margin,
+                cfg.registry.tolerance,
+            )
         except ModelNotFoundError as exc:  # e.g. saved by an incompatible version of this code
-            decision = Decision(False, f"champion v{champion.version} could not be evaluated on this "
-                                       f"split, so the candidate cannot be shown better: {exc}")
-    for key, value in {"decision": decision.reason, "promoted": str(decision.promote),
-                       "previous_champion": current or ""}.items():
+            decision = Decision(
+                False,
+                f"champion v{champion.version} could not be evaluated on this "
+                f"split, so the candidate cannot be shown better: {exc}",
+            )
+    for key, value in {
+        "decision": decision.reason,
+        "promoted": str(decision.promote),
+        "previous_champion": current or "",
+    }.items():
         client.set_model_version_tag(name, version, key, value)
     return decision, current
 
@@ -213,14 +255,18 @@ def _log_curves(client, run_id: str, path: str) -> None:
     from mlflow.entities import Metric
 
     curves, now = pd.read_csv(path), int(time.time() * 1000)
-    metrics = [Metric(mlflow_safe(f"training.{column}"), float(value), now, int(epoch))
-               for column in curves.columns if column != "epoch"
-               for epoch, value in zip(curves["epoch"], curves[column])]
+    metrics = [
+        Metric(mlflow_safe(f"training.{column}"), float(value), now, int(epoch))
+        for column in curves.columns
+        if column != "epoch"
+        for epoch, value in zip(curves["epoch"], curves[column])
+    ]
     client.log_batch(run_id, metrics=metrics)
 
 
-def _champion_metrics(client, champion, split_id: str, cfg: PipelineConfig,
-                      results: Mapping[str, StageResult]) -> dict[str, float]:
+def _champion_metrics(
+    client, champion, split_id: str, cfg: PipelineConfig, results: Mapping[str, StageResult]
+) -> dict[str, float]:
     """The champion's metrics on the candidate's split: logged ones if the split matches, else re-measured."""
     run = client.get_run(champion.run_id)
     if run.data.tags.get("split_fingerprint") == split_id:
@@ -237,8 +283,14 @@ def _champion_metrics(client, champion, split_id: str, cfg: PipelineConfig,
         except Exception as exc:  # any load failure means the champion cannot be re-measured
             raise ModelNotFoundError(f"cannot load {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         snapshot = results["extract"].out_dir
-        out = evaluate_scorer(cfg.evaluate, snapshot, results["text_embed"].out_dir, recommender,
-                              Path(tmp) / "champion_eval", cfg.extract.positive_threshold)
+        out = evaluate_scorer(
+            cfg.evaluate,
+            snapshot,
+            results["text_embed"].out_dir,
+            recommender,
+            Path(tmp) / "champion_eval",
+            cfg.extract.positive_threshold,
+        )
     return {mlflow_safe(k): float(v) for k, v in out.metrics.items()}
 
 
@@ -263,7 +315,7 @@ def _experiment(client, name: str) -> str:
     if client.get_experiment_by_name(name) is None:
         uri, location = mlflow.get_tracking_uri(), None  # a tracking server chooses its own
         if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
         elif not uri.startswith(("http://", "https://", "databricks")):  # a database store used directly
             location = (workdir() / "mlartifacts").resolve().as_uri()
         client.create_experiment(name, artifact_location=location)

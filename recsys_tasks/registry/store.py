@@ -78,8 +78,9 @@ def alias_version(model_name: str, alias: str = CHAMPION, uri: str | None = None
     return None if version is None else str(version.version)
 
 
-def aliased_versions(model_name: str, aliases: Sequence[str] = (CHAMPION, CHALLENGER),
-                     uri: str | None = None) -> dict[str, dict[str, Any]] | None:
+def aliased_versions(
+    model_name: str, aliases: Sequence[str] = (CHAMPION, CHALLENGER), uri: str | None = None
+) -> dict[str, dict[str, Any]] | None:
     """Each alias's version with its run's metrics, params and tags (what the model report shows);
     an alias that is not set is left out, and None means no model of that name is registered."""
     from mlflow import MlflowClient
@@ -95,10 +96,17 @@ def aliased_versions(model_name: str, aliases: Sequence[str] = (CHAMPION, CHALLE
             if version is None:
                 continue
             run = client.get_run(version.run_id)
-            out[alias] = {"version": str(version.version), "run_id": version.run_id, "run_name": run.info.run_name,
-                          "experiment_id": run.info.experiment_id, "created_ms": version.creation_timestamp,
-                          "version_tags": dict(version.tags), "run_tags": dict(run.data.tags),
-                          "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+            out[alias] = {
+                "version": str(version.version),
+                "run_id": version.run_id,
+                "run_name": run.info.run_name,
+                "experiment_id": run.info.experiment_id,
+                "created_ms": version.creation_timestamp,
+                "version_tags": dict(version.tags),
+                "run_tags": dict(run.data.tags),
+                "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics),
+            }
     return out
 
 
@@ -126,7 +134,7 @@ def _version_of(model_uri: str, model) -> str:
     from mlflow import MlflowClient
 
     if model_uri.startswith("models:/") and "@" in model_uri:
-        name, alias = model_uri[len("models:/"):].split("@", 1)
+        name, alias = model_uri[len("models:/") :].split("@", 1)
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     if model_uri.startswith("models:/"):
         return model_uri.rsplit("/", 1)[-1]

@@ -13,15 +13,24 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["ModelReport", "SliceScores", "VersionReport", "chart_svg", "load_report",
-           "mlflow_ui_url", "render_html", "slice_scores"]
+__all__ = [
+    "ModelReport",
+    "SliceScores",
+    "VersionReport",
+    "chart_svg",
+    "load_report",
+    "mlflow_ui_url",
+    "render_html",
+    "slice_scores",
+]
 
 PRIMARY = "cold_mean_ndcg"
 MODEL_COLOR = "#1f6feb"
@@ -138,13 +147,21 @@ def load_report(model_name: str, uri: str | None = None) -> ModelReport:
 def _version_report(alias: str, data: Mapping[str, Any]) -> VersionReport:
     metrics, params = data["metrics"], data["params"]
     created = data.get("created_ms")
-    when = datetime.fromtimestamp(created / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if created else ""
+    when = datetime.fromtimestamp(created / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") if created else ""
     return VersionReport(
-        alias=alias, version=str(data["version"]), run_id=data["run_id"], run_name=data.get("run_name") or "",
-        experiment_id=str(data.get("experiment_id") or ""), created=when,
-        decision=data["version_tags"].get("decision", ""), source=data["run_tags"].get("source", ""),
-        k=int(params.get("evaluate.k", 20)), primary=metrics.get(PRIMARY),
-        primary_baseline=metrics.get(f"{PRIMARY}/best_baseline"), slices=tuple(slice_scores(metrics)))
+        alias=alias,
+        version=str(data["version"]),
+        run_id=data["run_id"],
+        run_name=data.get("run_name") or "",
+        experiment_id=str(data.get("experiment_id") or ""),
+        created=when,
+        decision=data["version_tags"].get("decision", ""),
+        source=data["run_tags"].get("source", ""),
+        k=int(params.get("evaluate.k", 20)),
+        primary=metrics.get(PRIMARY),
+        primary_baseline=metrics.get(f"{PRIMARY}/best_baseline"),
+        slices=tuple(slice_scores(metrics)),
+    )
 
 
 def mlflow_ui_url() -> str:
@@ -159,8 +176,13 @@ def _templates():
     """The Jinja2 templates beside this module, HTML/XML-escaped by default."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), undefined=StrictUndefined,
-                       autoescape=select_autoescape(("html.j2", "svg.j2")), trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).with_name("templates")),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(("html.j2", "svg.j2")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def chart_svg(rows: Sequence[SliceScores], k: int = 20, title: str = "") -> str:
@@ -178,16 +200,40 @@ def chart_svg(rows: Sequence[SliceScores], k: int = 20, title: str = "") -> str:
     for row in rows:  # bar geometry here; the markup in templates/chart.svg.j2
         named = [*row.baselines.items(), *([("model", row.model)] if row.model is not None else [])]
         height = max(len(named), 1) * (bar + gap)
-        bars = [{"name": name, "value": value, "color": colors[name], "y": y + i * (bar + gap),
-                 "width": max(value * scale, 0.5)} for i, (name, value) in enumerate(named)]
+        bars = [
+            {
+                "name": name,
+                "value": value,
+                "color": colors[name],
+                "y": y + i * (bar + gap),
+                "width": max(value * scale, 0.5),
+            }
+            for i, (name, value) in enumerate(named)
+        ]
         groups.append({"name": row.name, "users": row.users, "top": y, "middle": y + height / 2, "bars": bars})
         y += height + group_gap
     ticks = [{"x": left + i / 10 * scale, "value": i / 10} for i in range(int(round(top * 10)) + 1)]
-    legend = [{"name": name, "color": colors[name], "x": left + (i % 3) * 165, "y": 40 + (i // 3) * 18}
-              for i, name in enumerate([*baselines, "model"])]
-    return _templates().get_template("chart.svg.j2").render(
-        width=width, total=y + 30, left=left, bar_height=bar, heading=title or "model vs baselines", k=k,
-        groups=groups, ticks=ticks, legend=legend, axis_y=y, grid_top=52 + 18 * legend_rows - 6)
+    legend = [
+        {"name": name, "color": colors[name], "x": left + (i % 3) * 165, "y": 40 + (i // 3) * 18}
+        for i, name in enumerate([*baselines, "model"])
+    ]
+    return (
+        _templates()
+        .get_template("chart.svg.j2")
+        .render(
+            width=width,
+            total=y + 30,
+            left=left,
+            bar_height=bar,
+            heading=title or "model vs baselines",
+            k=k,
+            groups=groups,
+            ticks=ticks,
+            legend=legend,
+            axis_y=y,
+            grid_top=52 + 18 * legend_rows - 6,
+        )
+    )
 
 
 def render_html(report: ModelReport, mlflow_url: str | None = None) -> str:
@@ -198,11 +244,24 @@ def render_html(report: ModelReport, mlflow_url: str | None = None) -> str:
     mlflow_url = (mlflow_url or mlflow_ui_url()).rstrip("/")
     name = quote(report.model_name, safe="")
     champion, challenger = report.get("champion"), report.get("challenger")
-    cards = [{"version": v,
-              "version_link": f"{mlflow_url}/#/models/{name}/versions/{quote(v.version)}",
-              "run_link": f"{mlflow_url}/#/experiments/{quote(v.experiment_id)}/runs/{quote(v.run_id)}",
-              "chart": Markup(chart_svg(v.slices, v.k, f"{v.alias} v{v.version}") if v.slices else "")}
-             for v in report.versions]
-    return _templates().get_template("model_report.html.j2").render(
-        report=report, model_link=f"{mlflow_url}/#/models/{name}", champion=champion, challenger=challenger,
-        theirs={s.name: s.model for s in challenger.slices} if challenger else {}, cards=cards)
+    cards = [
+        {
+            "version": v,
+            "version_link": f"{mlflow_url}/#/models/{name}/versions/{quote(v.version)}",
+            "run_link": f"{mlflow_url}/#/experiments/{quote(v.experiment_id)}/runs/{quote(v.run_id)}",
+            "chart": Markup(chart_svg(v.slices, v.k, f"{v.alias} v{v.version}") if v.slices else ""),
+        }
+        for v in report.versions
+    ]
+    return (
+        _templates()
+        .get_template("model_report.html.j2")
+        .render(
+            report=report,
+            model_link=f"{mlflow_url}/#/models/{name}",
+            champion=champion,
+            challenger=challenger,
+            theirs={s.name: s.model for s in challenger.slices} if challenger else {},
+            cards=cards,
+        )
+    )

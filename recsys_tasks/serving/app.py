@@ -60,8 +60,12 @@ from recsys_tasks.serving.settings import InsecureServeError, ServeSettings
 __all__ = ["InsecureServeError", "ModelHolder", "ServeSettings", "create_app"]
 
 
-def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
-               settings: ServeSettings | None = None, holder: ModelHolder | None = None) -> FastAPI:
+def create_app(
+    model_uri: str | None = None,
+    workdir: str | Path | None = None,
+    settings: ServeSettings | None = None,
+    holder: ModelHolder | None = None,
+) -> FastAPI:
     """The API on ``model_uri`` (default: the champion of ``workdir``'s registry, followed)."""
     given: dict[str, Any] = {"model_uri": model_uri, "workdir": str(workdir) if workdir else None}
     settings = replace(settings or ServeSettings.from_env(), **{k: v for k, v in given.items() if v})
@@ -106,8 +110,12 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         gc.set_threshold(*thresholds)
         holder.stop()
 
-    app = FastAPI(title="recsys", version="1", lifespan=lifespan,
-                  description="Cold-start recommendations (new users, new items) from the registry's champion.")
+    app = FastAPI(
+        title="recsys",
+        version="1",
+        lifespan=lifespan,
+        description="Cold-start recommendations (new users, new items) from the registry's champion.",
+    )
     app.state.holder = holder
     app.add_middleware(FastRecommend, answer=recommend_one)  # added last is outermost: key, then size, then this
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -116,20 +124,29 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", API_KEY_HEADER])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", API_KEY_HEADER],
+        )
     # The key is checked by `ApiKeyCheck`; the dependency declares it in the OpenAPI schema.
     guarded = [Depends(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))] if settings.api_key else []
     refused: dict[int | str, dict[str, Any]] = {}
     if settings.api_key:
         refused[401] = {"model": Problem, "description": KEY_ERROR}
     invalid: dict[int | str, dict[str, Any]] = {
-        422: {"model": Invalid, "description": "a field is invalid or over its limit (named in loc), "
-                                               "or an item id is unknown"}}
+        422: {
+            "model": Invalid,
+            "description": "a field is invalid or over its limit (named in loc), or an item id is unknown",
+        }
+    }
     too_large: dict[int | str, dict[str, Any]] = {
-        413: {"model": Problem, "description": f"body over {settings.max_body_bytes} bytes"}}
+        413: {"model": Problem, "description": f"body over {settings.max_body_bytes} bytes"}
+    }
     malformed: dict[int | str, dict[str, Any]] = {
-        400: {"model": Problem, "description": "the body cannot be parsed (not JSON in UTF-8)"}}
+        400: {"model": Problem, "description": "the body cannot be parsed (not JSON in UTF-8)"}
+    }
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
@@ -139,16 +156,30 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
     @app.get("/health")
     async def health() -> dict[str, Any]:
         served = holder.served
-        return {"status": "ok", "model_name": served.model_name, "model_version": served.version,
-                "model_uri": served.uri, "catalog_size": len(served.recommender.item_ids),
-                "index": "faiss-ivf" if served.index is not None else "exact",
-                "text_runtime": getattr(served.recommender.sentence_encoder, "runtime", "torch"),
-                "loaded_at": served.loaded_at, "last_poll": holder.last_poll}
+        return {
+            "status": "ok",
+            "model_name": served.model_name,
+            "model_version": served.version,
+            "model_uri": served.uri,
+            "catalog_size": len(served.recommender.item_ids),
+            "index": "faiss-ivf" if served.index is not None else "exact",
+            "text_runtime": getattr(served.recommender.sentence_encoder, "runtime", "torch"),
+            "loaded_at": served.loaded_at,
+            "last_poll": holder.last_poll,
+        }
 
-    @app.post("/recommend", response_model=Recommendation, dependencies=guarded,
-              responses={**refused, **too_large, **invalid},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/Request"}}}}})  # the component /recommend/batch declares
+    @app.post(
+        "/recommend",
+        response_model=Recommendation,
+        dependencies=guarded,
+        responses={**refused, **too_large, **invalid},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Request"}}},
+            }
+        },
+    )  # the component /recommend/batch declares
     async def recommend(http: HTTPRequest) -> Response:
         """Answers `requests.Request` (parsed and validated in one pass by pydantic-core, not by FastAPI).
         Served by `FastRecommend` below the routing; this route documents it and answers where the app
@@ -156,10 +187,15 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
         status, body, headers = await recommend_one(http.headers.get("content-type"), await http.body())
         return Response(body, status, {k.decode(): v.decode() for k, v in headers}, media_type="application/json")
 
-    @app.post("/recommend/batch", response_model=list[Recommendation], dependencies=guarded,
-              responses={**refused, **too_large, **malformed, **invalid})
+    @app.post(
+        "/recommend/batch",
+        response_model=list[Recommendation],
+        dependencies=guarded,
+        responses={**refused, **too_large, **malformed, **invalid},
+    )
     async def recommend_batch(
-            requests: Annotated[list[Request], Body(max_length=settings.max_batch_requests)]) -> Response:
+        requests: Annotated[list[Request], Body(max_length=settings.max_batch_requests)],
+    ) -> Response:
         results = await answer([r.to_plain() for r in requests])
         unknown = [_unknown_detail(e, ["body", i]) for i, e in enumerate(results) if isinstance(e, UnknownIdError)]
         if unknown:
@@ -169,9 +205,18 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
                 raise result
         return _json(results)
 
-    @app.post("/items", response_model=ItemsOut, dependencies=guarded,
-              responses={**refused, **too_large, **malformed, **invalid,
-                         409: {"model": Problem, "description": "the added items would exceed max_added_items"}})
+    @app.post(
+        "/items",
+        response_model=ItemsOut,
+        dependencies=guarded,
+        responses={
+            **refused,
+            **too_large,
+            **malformed,
+            **invalid,
+            409: {"model": Problem, "description": "the added items would exceed max_added_items"},
+        },
+    )
     async def add_items(items: Annotated[list[ItemIn], Body(min_length=1, max_length=MAX_ITEMS_PER_POST)]) -> Response:
         """Adds or replaces items. Past ``max_added_items`` distinct added ids the post is refused
         (409), nothing evicted; an id already added may always be replaced."""
@@ -187,8 +232,12 @@ def create_app(model_uri: str | None = None, workdir: str | Path | None = None,
             raise HTTPException(409, str(exc)) from None
         return JSONResponse(report)
 
-    @app.get("/items/{item_id:path}/similar", response_model=Similar, dependencies=guarded,
-             responses={**refused, **invalid, 404: {"model": Problem, "description": "unknown item id"}})
+    @app.get(
+        "/items/{item_id:path}/similar",
+        response_model=Similar,
+        dependencies=guarded,
+        responses={**refused, **invalid, 404: {"model": Problem, "description": "unknown item id"}},
+    )
     async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 20) -> Response:
         try:
             items, version = await asyncio.wrap_future(holder.run(holder.similar, item_id, k))
@@ -213,8 +262,9 @@ def _parse_body(model: type[BaseModel], content_type: str | None, body: bytes) -
             return model.model_validate_json(body)
         return model.model_validate(body)  # not JSON: the 422 FastAPI gives
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
-                                      for e in exc.errors(include_url=False, include_input=False)]) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        ) from None
 
 
 def _invalid_detail(exc: RequestValidationError) -> dict[str, Any]:

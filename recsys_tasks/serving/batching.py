@@ -36,7 +36,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 try:
                     results = await loop.run_in_executor(self._executor, self._run, [r for r, _ in batch])
                 except Exception as exc:  # noqa: BLE001 (a bug, not bad input: every item of the batch gets a 500)

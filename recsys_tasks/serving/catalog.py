@@ -37,9 +37,19 @@ class CatalogLog:
 
     def append(self, records: list[dict[str, Any]], text_model: str, vectors: np.ndarray) -> None:
         """Write and fsync before the items are served, so an acknowledged item survives a crash."""
-        lines = [json.dumps({"item": r, "text_model": text_model, "at": time.time(),
-                             "vector": base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")},
-                            default=_plain) + "\n" for r, v in zip(records, vectors)]
+        lines = [
+            json.dumps(
+                {
+                    "item": r,
+                    "text_model": text_model,
+                    "at": time.time(),
+                    "vector": base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii"),
+                },
+                default=_plain,
+            )
+            + "\n"
+            for r, v in zip(records, vectors)
+        ]
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:

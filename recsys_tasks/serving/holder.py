@@ -78,7 +78,7 @@ class ModelHolder:
         self.last_poll: dict[str, Any] = {"at": None, "error": None}
         self.alias = _followed_alias(settings.model_uri)
         if settings.model_uri and self.alias:
-            self.settings = replace(settings, model_name=settings.model_uri[len("models:/"):].split("@", 1)[0])
+            self.settings = replace(settings, model_name=settings.model_uri[len("models:/") :].split("@", 1)[0])
         self.catalog = CatalogLog(settings.root() / "serving" / _safe(self.settings.model_name) / "items.jsonl")
         self.catalog.compact()  # one line per added item, before anything reads the log
         if recommender is not None:  # a model built elsewhere (benchmarks): served as is, not polled
@@ -97,8 +97,10 @@ class ModelHolder:
         assert self.alias is not None, "only a holder that follows an alias asks for its version"
         version = alias_version(self.settings.model_name, self.alias, self.settings.store())
         if version is None:
-            raise ModelNotFoundError(f"cannot load model 'models:/{self.settings.model_name}@{self.alias}': "
-                                     f"no such model or alias in {self.settings.store()}")
+            raise ModelNotFoundError(
+                f"cannot load model 'models:/{self.settings.model_name}@{self.alias}': "
+                f"no such model or alias in {self.settings.store()}"
+            )
         return version
 
     def _build(self, uri: str) -> tuple[Served, int]:
@@ -114,9 +116,14 @@ class ModelHolder:
         text_model = recommender.meta["text_model"]
         if text_model not in self._caches:
             settings = self.settings
-            self._caches[text_model] = SentenceCache(text_model, settings.sentence_cache_size, settings.text_lanes,
-                                                     settings.text_runtime, settings.onnx_folder(),
-                                                     max(1, settings.torch_threads))
+            self._caches[text_model] = SentenceCache(
+                text_model,
+                settings.sentence_cache_size,
+                settings.text_lanes,
+                settings.text_runtime,
+                settings.onnx_folder(),
+                max(1, settings.torch_threads),
+            )
         recommender.sentence_encoder = self._caches[text_model]
         return recommender
 
@@ -130,8 +137,14 @@ class ModelHolder:
                 log.warning("%d items but faiss is not installed: every request scores the whole catalog", n)
             elif len(rows):  # (none left to index: the exact product serves)
                 index = ItemIndex(*recommender.index_arrays(rows), IndexConfig(nprobe=self.settings.index_nprobe), rows)
-        return Served(recommender, self.settings.model_name, str(recommender.meta.get("model_version", "")),
-                      uri, time.time(), index)
+        return Served(
+            recommender,
+            self.settings.model_name,
+            str(recommender.meta.get("model_version", "")),
+            uri,
+            time.time(),
+            index,
+        )
 
     def _apply(self, served: Served, items: list[dict[str, Any]], vectors: np.ndarray) -> list[dict[str, str]]:
         """Add or replace items in a version (and its index)."""
@@ -147,8 +160,9 @@ class ModelHolder:
         if not entries:
             return
         recommender, cache = served.recommender, served.sentence_cache
-        same = [e["text_model"] == cache.text_model and len(e["vector"]) == recommender.meta["text_dim"]
-                for e in entries]
+        same = [
+            e["text_model"] == cache.text_model and len(e["vector"]) == recommender.meta["text_dim"] for e in entries
+        ]
         vectors = np.zeros((len(entries), int(recommender.meta["text_dim"])), np.float32)
         if all(same):
             vectors[:] = np.stack([e["vector"] for e in entries])
@@ -250,9 +264,11 @@ class ModelHolder:
         new = set(item_ids) - self.catalog.item_ids
         limit = self.settings.max_added_items
         if len(self.catalog.item_ids) + len(new) > limit:
-            raise CatalogFullError(f"the catalog holds {len(self.catalog.item_ids)} added items of at most {limit} "
-                                   f"(max_added_items); {len(new)} new ones do not fit: replace existing ones "
-                                   "or raise the limit")
+            raise CatalogFullError(
+                f"the catalog holds {len(self.catalog.item_ids)} added items of at most {limit} "
+                f"(max_added_items); {len(new)} new ones do not fit: replace existing ones "
+                "or raise the limit"
+            )
 
     def add_items(self, items: list[dict[str, Any]], text_model: str, vectors: np.ndarray) -> dict[str, Any]:
         """Log the items (fsync), then add them to the model being served; `CatalogFullError` past the cap.

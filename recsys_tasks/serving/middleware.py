@@ -107,13 +107,17 @@ class FastRecommend:
 
 async def _send(send, answer: Answer) -> None:
     status, body, extra = answer
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def _route_path(scope: dict[str, Any]) -> str:
     """The path the app routes on: without the prefix it is mounted under (``root_path``)."""
     path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path

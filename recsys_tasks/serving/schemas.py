@@ -20,8 +20,18 @@ from pydantic import (
 
 from recsys_tasks.model.requests import MAX_ID, MAX_TEXT
 
-__all__ = ["FieldError", "Invalid", "ItemIn", "ItemStatus", "ItemsOut", "Problem", "Recommendation", "RecommendedItem",
-           "ScoredItem", "Similar"]
+__all__ = [
+    "FieldError",
+    "Invalid",
+    "ItemIn",
+    "ItemStatus",
+    "ItemsOut",
+    "Problem",
+    "Recommendation",
+    "RecommendedItem",
+    "ScoredItem",
+    "Similar",
+]
 
 MAX_ITEMS_PER_POST = 1000
 MAX_TITLE = 1000
@@ -53,7 +63,7 @@ class ItemIn(BaseModel):
     @field_validator("genres", mode="before")
     @classmethod
     def _split_genres(cls, value: Any) -> Any:
-        """"Action|Sci-Fi" (the CSV form), "Action Sci-Fi" (RecBole's ``class``) or a list."""
+        """ "Action|Sci-Fi" (the CSV form), "Action Sci-Fi" (RecBole's ``class``) or a list."""
         if isinstance(value, str):
             return value.split("|") if "|" in value else value.split()
         return value
@@ -71,16 +81,23 @@ class ItemIn(BaseModel):
 
     def to_record(self) -> dict[str, Any]:
         """The catalog row (the snapshot's column names)."""
-        return {"item_id": self.item_id, "title": self.title or "", "year": self.year,
-                "genres": "|".join(self.genres or []), "description": self.description or "",
-                "entity_id": self.entity_id or ""}
+        return {
+            "item_id": self.item_id,
+            "title": self.title or "",
+            "year": self.year,
+            "genres": "|".join(self.genres or []),
+            "description": self.description or "",
+            "entity_id": self.entity_id or "",
+        }
 
 
 class ItemStatus(BaseModel):
     item_id: str
     status: str = Field(description="added or updated")
-    kg: str = Field(description="where the KG part came from: item (its own node), entity (the trained item "
-                                "linked to entity_id) or none (zeros)")
+    kg: str = Field(
+        description="where the KG part came from: item (its own node), entity (the trained item "
+        "linked to entity_id) or none (zeros)"
+    )
 
 
 class ItemsOut(BaseModel):
@@ -95,11 +112,13 @@ class ScoredItem(BaseModel):
 
 
 class RecommendedItem(ScoredItem):
-    reason: str = Field(description="why it is recommended, from the model's own inputs "
-                                    "(`recsys_tasks.explain.reasons`), "
-                                    "e.g. \"shares its director with Alien\", \"matches 'sci-fi'\", "
-                                    "\"popular with students aged 18-24\", \"new: similar content to Star Wars\"",
-                        examples=["shares its director with Alien"])
+    reason: str = Field(
+        description="why it is recommended, from the model's own inputs "
+        "(`recsys_tasks.explain.reasons`), "
+        'e.g. "shares its director with Alien", "matches \'sci-fi\'", '
+        '"popular with students aged 18-24", "new: similar content to Star Wars"',
+        examples=["shares its director with Alien"],
+    )
 
 
 class Recommendation(BaseModel):

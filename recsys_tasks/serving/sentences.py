@@ -16,8 +16,15 @@ class SentenceCache:
     call are encoded in one pass. Thread-safe: up to ``lanes`` encoder passes at once (each on
     its own thread, one torch thread each), and a lookup never waits for a pass."""
 
-    def __init__(self, text_model: str, size: int, lanes: int = 1, runtime: str = "torch",
-                 onnx_dir: str | Path | None = None, threads: int = 1):
+    def __init__(
+        self,
+        text_model: str,
+        size: int,
+        lanes: int = 1,
+        runtime: str = "torch",
+        onnx_dir: str | Path | None = None,
+        threads: int = 1,
+    ):
         from recsys_tasks.text.onnx import sentence_encoder
 
         self.text_model = text_model

@@ -65,7 +65,8 @@ class ServeSettings:
         if not self.api_key and not is_loopback(self.host):
             raise InsecureServeError(
                 f"refusing to serve on {self.host!r} without an API key: anyone who reaches that interface could "
-                "call the API; set RECSYS_API_KEY, or listen on loopback (127.0.0.1, ::1, localhost)")
+                "call the API; set RECSYS_API_KEY, or listen on loopback (127.0.0.1, ::1, localhost)"
+            )
         if self.max_added_items < 0:
             raise ValueError(f"max_added_items must be >= 0, got {self.max_added_items}")
 

@@ -40,8 +40,12 @@ def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -
         write_json(tmp / "texts.json", {"items": item_texts, "users": profiles, "tastes": tastes})
         artifacts = {name: str(tmp / f"{name}.npy") for name in ("items", "users", "tastes")}
         artifacts["texts"] = str(tmp / "texts.json")
-        metrics = {"n_texts": float(len(unique)), "encode_seconds": seconds,
-                   "texts_per_second": len(unique) / max(seconds, 1e-9), "dim": float(encoder.dim)}
+        metrics = {
+            "n_texts": float(len(unique)),
+            "encode_seconds": seconds,
+            "texts_per_second": len(unique) / max(seconds, 1e-9),
+            "dim": float(encoder.dim),
+        }
         info = {"model": cfg.model, "model_path": encoder.path, "device": encoder.device.type}
         log.info("text_embed: %s %s", metrics, info)
         return finish(StageResult("text_embed", str(Path(out_dir)), artifacts, metrics, info), tmp)

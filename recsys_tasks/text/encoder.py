@@ -11,9 +11,9 @@ import importlib.util
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -44,8 +44,9 @@ class TextEncoder:
 
         self.name = model
         self.path = resolve_model(model)
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -56,8 +57,13 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._rust, self._encode_batch = self._rust_backend(self.tokenizer, max_length)
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False,
-               tokenizer_threads: int | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        progress: bool = False,
+        tokenizer_threads: int | None = None,
+    ) -> np.ndarray:
         """(len(texts), dim) float32, unit rows, in input order.
 
         Texts are sorted by length and tokenized a chunk at a time; inside a chunk, batches
@@ -75,7 +81,7 @@ class TextEncoder:
         threads = tokenizer_threads if tokenizer_threads is not None else (min(8, os.cpu_count() or 1) if cuda else 1)
         order = np.argsort(np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
         chunk = 8 * batch_size
-        chunks = [order[i:i + chunk] for i in range(0, len(order), chunk)]
+        chunks = [order[i : i + chunk] for i in range(0, len(order), chunk)]
         if len(chunks) < 2:
             threads = 0  # nothing to overlap with: a request's few sentences skip the thread hop
         tokenize = lambda idx: self.batches(texts, idx, batch_size, pin=cuda)  # noqa: E731
@@ -110,10 +116,14 @@ class TextEncoder:
         token counts within a factor of two, padded to the group's longest. The Rust tokenizer is
         only read: safe from several threads at once; without one, a single group."""
         if self._rust is None:
-            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="np")
-            return [(list(range(len(texts))), enc["input_ids"].astype(np.int64),
-                     enc["attention_mask"].astype(np.int64))] if len(texts) else []
+            enc = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+            )
+            return (
+                [(list(range(len(texts))), enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))]
+                if len(texts)
+                else []
+            )
         encodings = self._encode_batch(list(texts))
         groups: dict[int, list[int]] = {}
         for i, e in enumerate(encodings):
@@ -124,7 +134,7 @@ class TextEncoder:
             ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, np.int64)
             mask = np.zeros((len(idx), width), np.int64)
             for row, i in enumerate(idx):
-                ids[row, :len(encodings[i])], mask[row, :len(encodings[i])] = encodings[i].ids, 1
+                ids[row, : len(encodings[i])], mask[row, : len(encodings[i])] = encodings[i].ids, 1
             out.append((idx, ids, mask))
         return out
 
@@ -137,8 +147,10 @@ class TextEncoder:
 
         chunk = [texts[i] for i in idx]
         if self._rust is None:
-            return [(idx[i:i + batch_size], self._padded(chunk[i:i + batch_size], pin))
-                    for i in range(0, len(idx), batch_size)]
+            return [
+                (idx[i : i + batch_size], self._padded(chunk[i : i + batch_size], pin))
+                for i in range(0, len(idx), batch_size)
+            ]
         encodings = self._encode_batch(chunk)
         lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
         by_length = np.argsort(lengths, kind="stable")
@@ -146,7 +158,7 @@ class TextEncoder:
         out = []
         for run in np.split(by_length, bounds):
             for start in range(0, len(run), batch_size):
-                part = run[start:start + batch_size]
+                part = run[start : start + batch_size]
                 ids = torch.from_numpy(np.array([encodings[j].ids for j in part], dtype=np.int64))
                 out.append((idx[part], {"input_ids": ids.pin_memory() if pin else ids}))
         return out

@@ -24,8 +24,8 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("onnx", "onnx-int8", "torch")
 TOLERANCE = 1e-4  # max |difference| of a pooled, unit-length vector between the graph and PyTorch
 INT8_MIN_COSINE = 0.8  # the quantized graph's floor, per probe sentence (below what int8 gives the bundle's sentences)
-PROBES = ("warm up", "I like Sci-Fi and Thriller movies.",
-          "A quiet drama about two brothers who inherit a failing vineyard in the Napa Valley, 1998.")
+PROBES = (
+    "warm up",
+    "I like Sci-Fi and Thriller movies.",
+    "A quiet drama about two brothers who inherit a failing vineyard in the Napa Valley, 1998.",
+)
 _EXPORT_VERSION = "1"  # part of the cache key: bump when the exported graph changes
 
 
@@ -54,8 +57,11 @@ class OnnxTextEncoder:
         self.quantized, self.runtime = quantized, "onnx-int8" if quantized else "onnx"
         # int8: the checked fp32 graph too, for item texts and to quantize from
         self._fp32: OnnxTextEncoder = OnnxTextEncoder(encoder, cache_dir, threads) if quantized else self
-        self.path: Path = (self._fp32.path.with_suffix(".int8.onnx") if quantized
-                           else Path(cache_dir) / f"{_fingerprint(encoder)}.onnx")
+        self.path: Path = (
+            self._fp32.path.with_suffix(".int8.onnx")
+            if quantized
+            else Path(cache_dir) / f"{_fingerprint(encoder)}.onnx"
+        )
         if self.path.exists():
             try:
                 self._load(threads)
@@ -87,17 +93,22 @@ class OnnxTextEncoder:
         if self.quantized:
             cosine = float((ours * theirs).sum(1).min())  # both unit length
             if not cosine >= INT8_MIN_COSINE:
-                raise OnnxExportError(f"the int8 ONNX graph {self.path} of {self.name!r} is at cosine {cosine:.3g} to "
-                                      f"PyTorch's vectors (floor {INT8_MIN_COSINE})")
+                raise OnnxExportError(
+                    f"the int8 ONNX graph {self.path} of {self.name!r} is at cosine {cosine:.3g} to "
+                    f"PyTorch's vectors (floor {INT8_MIN_COSINE})"
+                )
             return
         error = float(np.abs(ours - theirs).max())
         if not error <= TOLERANCE:
-            raise OnnxExportError(f"the ONNX graph {self.path} of {self.name!r} differs from PyTorch by {error:.3g} "
-                                  f"(tolerance {TOLERANCE})")
+            raise OnnxExportError(
+                f"the ONNX graph {self.path} of {self.name!r} differs from PyTorch by {error:.3g} "
+                f"(tolerance {TOLERANCE})"
+            )
 
 
-def sentence_encoder(text_model: str, runtime: str = "onnx", cache_dir: str | Path | None = None,
-                     threads: int = 1) -> TextEncoder | OnnxTextEncoder:
+def sentence_encoder(
+    text_model: str, runtime: str = "onnx", cache_dir: str | Path | None = None, threads: int = 1
+) -> TextEncoder | OnnxTextEncoder:
     """The encoder serving uses for ``text_model``: ONNX Runtime when ``runtime`` is "onnx" (or
     "onnx-int8": quantized) and the model exports faithfully (else PyTorch, with a warning that says
     why), or PyTorch."""
@@ -142,17 +153,23 @@ def _export(encoder: TextEncoder, path: Path) -> None:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
-    example = encoder.tokenizer(["an example sentence to trace the graph with", "another"], padding=True,
-                                return_tensors="pt")
+    example = encoder.tokenizer(
+        ["an example sentence to trace the graph with", "another"], padding=True, return_tensors="pt"
+    )
     ids, mask = example["input_ids"].long(), example["attention_mask"].long()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=encoder.max_length)
     with _written(path, f"torch.onnx.export failed for {encoder.name!r}") as tmp:
         with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(
-                Pooled(encoder.model).eval(), (ids, mask),
-                input_names=["input_ids", "attention_mask"], output_names=["sentence_vector"],
+                Pooled(encoder.model).eval(),
+                (ids, mask),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["sentence_vector"],
                 dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
-                dynamo=True, optimize=True, verbose=False)
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
         program.save(tmp)
     log.info("exported the text encoder %r to %s", encoder.name, path)
 

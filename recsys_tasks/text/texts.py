@@ -6,7 +6,7 @@ Pure string building (no model): serving, training and evaluation all phrase tex
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -14,7 +14,7 @@ from recsys_tasks.data.dataset import age_band
 
 
 def item_text(item: dict) -> str:
-    """"Toy Story (1995). Genres: Animation, Children's, Comedy. <description>"."""
+    """ "Toy Story (1995). Genres: Animation, Children's, Comedy. <description>"."""
     title = item.get("title") or item.get("item_id", "")
     year = item.get("year")
     head = f"{title} ({int(year)})" if year is not None and not pd.isna(year) else str(title)
@@ -28,7 +28,7 @@ def item_text(item: dict) -> str:
 
 
 def profile_text(profile: dict) -> str:
-    """"A 25-34 year old female programmer." from whatever demographics are known."""
+    """ "A 25-34 year old female programmer." from whatever demographics are known."""
     gender = {"M": "male", "F": "female"}.get(str(profile.get("gender") or "").upper(), "")
     band = age_band(profile.get("age"))
     age = {"unknown": "", "under 18": "teenage"}.get(band, f"{band} year old")
