@@ -20,6 +20,9 @@ import numpy as np
 import yaml
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# training users a demographic group needs before its popularity stands for it (the baseline, the fusion's
+# prior and the reasons' segments alike)
+MIN_GROUP = 20
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,19 @@ class EvaluateConfig:
 
     k: int = 20
     support_sizes: tuple[int, ...] = (0, 5, 10, 20)
-    demographic_min_group: int = 20
+    demographic_min_group: int = MIN_GROUP
+    item_knn_neighbours: int = 0  # item-kNN keeps each item's N most similar items; 0: every item
     als_factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("demographic_min_group", "item_knn_neighbours"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"config key 'evaluate.{name}': {getattr(self, name)!r} is invalid; expected 0 or more"
+                )
 
 
 @dataclass(frozen=True)

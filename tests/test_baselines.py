@@ -170,6 +170,20 @@ def test_item_knn_refuses_fewer_than_one_neighbour() -> None:
         ItemKNN(ITEMS, _train([("u1", "a", 5)]), neighbours=0)
 
 
+def test_the_evaluate_config_sets_item_knns_neighbours(tiny_snapshot) -> None:
+    """``evaluate.item_knn_neighbours`` reaches the baseline the evaluate stage fits (0: every item)."""
+    from recsys_tasks.config import ConfigError
+
+    dataset, split = Dataset.load(tiny_snapshot.out_dir), Split.load(tiny_snapshot.out_dir)
+    item_ids = dataset.items["item_id"].astype(str).tolist()
+    queries = [_query(items=(item_ids[0],))]
+    for neighbours, expected in ((0, ItemKNN(item_ids, split.train)), (1, ItemKNN(item_ids, split.train, 1))):
+        fitted = baselines_for(dataset, split, EvaluateConfig(item_knn_neighbours=neighbours), None)["item_knn"]
+        np.testing.assert_array_equal(fitted.score(queries), expected.score(queries))
+    with pytest.raises(ConfigError, match="evaluate.item_knn_neighbours"):
+        EvaluateConfig(item_knn_neighbours=-1)
+
+
 # ---------------------------------------------------------------- demographic popularity (`model.popularity`)
 def test_demographic_popularity_is_the_same_object_for_the_baseline_and_the_model() -> None:
     from recsys_tasks.model import popularity

@@ -220,7 +220,7 @@ def baselines_for(
     scorers: list[Scorer] = [
         Popularity(item_ids, train, positive_threshold),
         DemographicPopularity(item_ids, train, dataset.users, positive_threshold, cfg.demographic_min_group),
-        ItemKNN(item_ids, train),
+        ItemKNN(item_ids, train, cfg.item_knn_neighbours or None),
         ALSFoldIn(item_ids, train, cfg.als_factors, cfg.als_iterations, cfg.als_regularization, cfg.seed),
         GenrePopularity(item_ids, train, genres, positive_threshold),
         RandomScorer(len(item_ids), cfg.seed),

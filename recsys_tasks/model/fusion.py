@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from recsys_tasks.config import FinetuneConfig
+from recsys_tasks.config import MIN_GROUP, FinetuneConfig
 from recsys_tasks.data.dataset import age_band
 from recsys_tasks.explain.genres import genre_set
 from recsys_tasks.model.popularity import DemographicPopularity
@@ -55,7 +55,6 @@ _DEFAULTS = FinetuneConfig()  # the grids where a caller passes none
 EDGES = (0, 10, 20, 40)  # buckets of history length: 0 | 1-10 | 11-20 | 21-40 | more
 # EASE only past the cold-start range, which the model and the prior serve (docs/decisions/0004-fusion.md)
 EASE_MIN_HISTORY = 21
-MIN_GROUP = 20  # training users a demographic group needs, as the demographic-popularity baseline
 CACHE_BYTES = 64 << 20  # known users' fused rows kept (`Fusion.id_scores`)
 EASE_MAX_ITEMS = 20_000  # above, no EASE: its n² weights and n³ inversion do not fit a training node
 

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys_tasks.config import MIN_GROUP
 from recsys_tasks.data.dataset import age_band
 from recsys_tasks.explain.reasons import segment_key
 from recsys_tasks.protocol.queries import Query
 
 __all__ = ["BACKOFF", "MIN_GROUP", "DemographicPopularity"]
 
-MIN_GROUP = 20  # training users a demographic group needs before its counts stand for it
 ATTRIBUTES = ("gender", "age", "occupation")  # age: the MovieLens band (`age_band`)
 BACKOFF = (("gender", "age", "occupation"), ("gender", "age"), ("gender",), ())  # `counts_for`, finest first
 UNKNOWN = frozenset({"", "unknown"})  # values that name no segment (`most_liked`)
