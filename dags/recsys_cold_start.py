@@ -42,13 +42,10 @@ GPU_QUEUE = os.environ.get("RECSYS_GPU_QUEUE", "gpu")
 
 def _setup() -> tuple:
     """The run's config and directory (imports stay inside tasks: nothing heavy at parse time)."""
-    from recsys_tasks.pipeline import config_from_params, run_dir, write_resolved_config
+    from recsys_tasks.pipeline import config_from_params, run_dir
 
     context = get_current_context()
-    cfg = config_from_params(context["params"])
-    base = run_dir(context["run_id"])
-    write_resolved_config(cfg, base)
-    return cfg, base
+    return config_from_params(context["params"]), run_dir(context["run_id"])
 
 
 def _resolve_source(extract_cfg):
@@ -187,14 +184,18 @@ def _stage_task(stage):
     @task(task_id=stage.name, doc_md=stage.doc, **({"queue": GPU_QUEUE} if stage.gpu else {}))
     def run(upstream: dict) -> dict:
         from recsys_tasks.artifacts import StageResult
+        from recsys_tasks.pipeline import write_resolved_config
         from recsys_tasks.stages import RunContext, run_stage
 
         cfg, base = _setup()
-        if stage.name == "extract":
-            cfg = dataclasses.replace(cfg, extract=_resolve_source(cfg.extract))
         run_id = get_current_context()["run_id"]
         inputs = {name: StageResult.from_dict(result) for name, result in upstream.items()}
-        result = run_stage(stage, RunContext(cfg, run_id, base), inputs)
+        if stage.name == "extract":  # validated first: bad data leaves no run directory
+            resolved = dataclasses.replace(cfg, extract=_resolve_source(cfg.extract))
+            result = run_stage(stage, RunContext(resolved, run_id, base), inputs)
+            write_resolved_config(cfg, base)  # the connection id, never its credentials
+        else:
+            result = run_stage(stage, RunContext(cfg, run_id, base), inputs)
         _progress(stage, result)
         if stage.name != "register":
             return result.to_dict()
