@@ -17,7 +17,9 @@ from typing import Any
 class StageResult:
     """What a stage produced: its directory, named artifact paths and scalar metrics.
 
-    Small and JSON-able on purpose: Airflow passes it through XCom as a dict.
+    Small and JSON-able on purpose: Airflow passes it through XCom as a dict. In memory its paths are
+    absolute; its ``result.json`` holds those inside ``out_dir`` relative to it, so a moved or copied
+    directory still loads (`load` resolves them against where the directory is now).
     """
 
     stage: str
@@ -38,7 +40,11 @@ class StageResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> StageResult:
-        return cls.from_dict(json.loads((Path(out_dir) / "result.json").read_text()))
+        """The result saved in ``out_dir``, its relative paths resolved against ``out_dir`` as it is now."""
+        data = json.loads((Path(out_dir) / "result.json").read_text())
+        base = Path(out_dir)
+        artifacts = {k: v if Path(v).is_absolute() else str(base / v) for k, v in data.get("artifacts", {}).items()}
+        return cls.from_dict({**data, "out_dir": str(base), "artifacts": artifacts})
 
 
 @contextmanager
@@ -67,15 +73,25 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
 
 
 def finish(result: StageResult, tmp_dir: Path) -> StageResult:
-    """Write ``result.json`` into the temporary directory with paths rebased to the final one."""
+    """Write ``result.json`` into the temporary directory; return the result with paths rebased to the final one.
+
+    In the file, paths inside the directory are relative to it (``"bundle"``, ``"items.npy"``) and
+    ``out_dir`` is ``"."``: the directory can be moved or copied and `StageResult.load` still finds them.
+    Paths elsewhere stay as they are.
+    """
     final = Path(result.out_dir)
-    rebased = {
-        k: str(final / Path(v).relative_to(tmp_dir)) if Path(v).is_relative_to(tmp_dir) else v
-        for k, v in result.artifacts.items()
-    }
+    found = {k: _under(Path(v), (tmp_dir, final)) for k, v in result.artifacts.items()}
+    inside = {k: v for k, v in found.items() if v is not None}
+    rebased = {k: str(final / inside[k]) if k in inside else v for k, v in result.artifacts.items()}
+    stored = {k: inside[k].as_posix() if k in inside else v for k, v in result.artifacts.items()}
     out = StageResult(result.stage, str(final), rebased, result.metrics, result.info)
-    write_json(tmp_dir / "result.json", out.to_dict())
+    write_json(tmp_dir / "result.json", {**out.to_dict(), "out_dir": ".", "artifacts": stored})
     return out
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> Path | None:
+    """``path`` relative to the first of ``roots`` it lies in, or None."""
+    return next((path.relative_to(root) for root in roots if path.is_relative_to(root)), None)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

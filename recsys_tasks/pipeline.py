@@ -67,11 +67,17 @@ def new_run_id(prefix: str = "cli") -> str:
 
 
 def run_pipeline(cfg: PipelineConfig, root: Path | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """Every stage of `stages.STAGES` in order, in-process; a JSON-able summary."""
+    """Every stage of `stages.STAGES` in order, in-process; a JSON-able summary.
+
+    The MLflow store is read first (the model's champion): a locked or unreachable store raises
+    `StoreError` before any stage runs, not after the training.
+    """
+    from recsys_tasks.registry.store import alias_version
     from recsys_tasks.stages import STAGES, RunContext, run_stage
 
     run_id = run_id or new_run_id()
     ctx = RunContext(cfg, run_id, run_dir(run_id, root), tracking_uri(root))  # root's store, not the CWD's
+    alias_version(cfg.registry.model_name, uri=ctx.tracking_uri)  # the register stage's first read
     results: dict[str, StageResult] = {}
     for stage in STAGES:
         results[stage.name] = run_stage(stage, ctx, results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,80 @@ def test_finish_rebases_paths_and_writes_result_json(tmp_path: Path) -> None:
     assert result.artifacts == {"table": str(out / "table.parquet"), "elsewhere": "/data/x"}
     assert result.path("table").read_bytes() == b"x"
     assert StageResult.load(out) == result
+
+
+def test_result_json_holds_paths_inside_the_directory_relative_to_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "t.bin").write_bytes(b"x")
+        finish(
+            StageResult("demo", str(out), {"t": str(tmp / "sub" / "t.bin"), "dir": str(tmp), "elsewhere": "/data/x"}),
+            tmp,
+        )
+    stored = read_json(out / "result.json")
+    assert stored["out_dir"] == "."
+    assert stored["artifacts"] == {"t": "sub/t.bin", "dir": ".", "elsewhere": "/data/x"}
+    assert str(tmp_path) not in (out / "result.json").read_text()  # nothing ties it to where it was written
+
+
+def test_paths_already_under_the_final_directory_are_stored_relative_too(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        result = finish(StageResult("demo", str(out), {"t": str(out / "t.bin")}), tmp)
+    assert result.artifacts == {"t": str(out / "t.bin")}
+    assert read_json(out / "result.json")["artifacts"] == {"t": "t.bin"}
+
+
+def test_a_moved_directory_loads_with_paths_where_it_is_now(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "a" / "demo"
+    with atomic_dir(out) as tmp:
+        (tmp / "t.bin").write_bytes(b"x")
+        written = finish(StageResult("demo", str(out), {"t": str(tmp / "t.bin"), "elsewhere": "/data/x"}), tmp)
+    moved = tmp_path / "elsewhere" / "demo"
+    moved.parent.mkdir()
+    (tmp_path / "runs" / "a" / "demo").rename(moved)
+    loaded = StageResult.load(moved)
+    assert loaded.out_dir == str(moved) and loaded.path("t").read_bytes() == b"x"
+    assert loaded.artifacts["elsewhere"] == "/data/x"  # outside the directory: kept as it was
+    assert (loaded.stage, loaded.metrics, loaded.info) == (written.stage, written.metrics, written.info)
+
+
+def test_a_result_json_with_absolute_paths_still_loads(tmp_path: Path) -> None:
+    """Directories written before paths were stored relative keep loading as they were."""
+    (tmp_path / "old").mkdir()
+    write_json(
+        tmp_path / "old" / "result.json",
+        {"stage": "demo", "out_dir": "/was/here", "artifacts": {"t": "/was/here/t.bin"}, "metrics": {}, "info": {}},
+    )
+    loaded = StageResult.load(tmp_path / "old")
+    assert loaded.artifacts == {"t": "/was/here/t.bin"} and loaded.out_dir == str(tmp_path / "old")
+
+
+def test_a_moved_tiny_run_loads_and_its_model_answers(
+    tmp_path: Path, tiny_snapshot: StageResult, tiny_text: StageResult, tiny_bundle: StageResult
+) -> None:
+    """A run's stage directories copied elsewhere, then moved again: every artifact resolves inside the
+    copy (none points back to the original) and the bundle loads and recommends from there."""
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.recommender import Recommender
+
+    run = tmp_path / "run"
+    for result in (tiny_snapshot, tiny_text, tiny_bundle):
+        shutil.copytree(result.out_dir, run / result.stage)
+    moved = tmp_path / "moved" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    for original in (tiny_snapshot, tiny_text, tiny_bundle):
+        loaded = StageResult.load(moved / original.stage)
+        assert set(loaded.artifacts) == set(original.artifacts) and loaded.artifacts, original.stage
+        for name in loaded.artifacts:
+            assert loaded.path(name).exists() and loaded.path(name).is_relative_to(moved), (original.stage, name)
+    snapshot = StageResult.load(moved / "extract")
+    assert Dataset.load(snapshot.out_dir).fingerprint() == tiny_snapshot.info["fingerprint"]
+    rec = Recommender.load(StageResult.load(moved / "finetune").path("bundle"))
+    [answer] = rec.recommend([{"request_id": "r", "profile": {"age": 30}, "k": 3}])
+    assert len(answer["items"]) == 3
 
 
 def test_stage_result_dict_round_trip_is_json() -> None:

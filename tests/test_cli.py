@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from tiny_pipeline import TINY_PIPELINE
 
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.cli import main
+from recsys_tasks.config import PipelineConfig
+from recsys_tasks.pipeline import run_pipeline
+from recsys_tasks.registry.store import StoreError
 from recsys_tasks.stages import STAGES
 
 pytestmark = pytest.mark.slow  # one real training run; CI runs it anyway
@@ -252,3 +256,28 @@ def test_failing_run_writes_nothing_and_keeps_the_champion(
         assert word in captured.err
     assert _run_files(trained.workdir) == files_before
     assert _registry_state(trained) == registry_before == ("1", 1)
+
+
+# ---------------------------------------------------------------- the store is checked before any stage
+def _closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_store_fails_before_any_stage_runs(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_pipeline` reads the champion first: the store's one-line error, and no stage ran (a stage
+    writes its run directory; `run_pipeline` itself removes nothing, so none was made)."""
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    cfg = PipelineConfig().with_overrides({"extract.source": str(tiny_data), **TINY_PIPELINE})
+    with pytest.raises(StoreError) as raised:
+        run_pipeline(cfg, tmp_path / "work", run_id="down")
+    message = str(raised.value)
+    assert message.startswith(f"MLflow store {uri}: reading {MODEL_NAME}@champion failed: "), message
+    assert "\n" not in message
+    assert not (tmp_path / "work" / "runs").exists()

@@ -13,6 +13,7 @@ from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.extract import extract
+from recsys_tasks.data.sizes import min_ids
 from recsys_tasks.data.sources import DataValidationError
 from recsys_tasks.data.split import PARTS, Split
 
@@ -199,6 +200,25 @@ ERROR_CASES = {
         r"items\.csv, column 'item_id', row 16 \(line 17\): value '1' is a duplicate id",
     ),
     "empty .item file": (_recbole(lambda d, v: (d / "tiny.item").write_text("")), r"tiny\.item: not a readable"),
+    "latin-1 byte": (
+        _csv(lambda d, v: (d / "users.csv").write_bytes((d / "users.csv").read_bytes() + b"13,40,F,caf\xe9,1\n")),
+        r"users\.csv, line 14: byte 0xe9 \(offset \d+\) is not UTF-8",
+    ),
+    "title over 1,000 characters": (
+        _recbole(lambda d, v: v(d / "tiny.item", cells={(2, "movie_title"): "T" * 1_000_000})),
+        r"tiny\.item, column 'title', row 3 \(line 4\): value 'T+'\.\.\. has 1,000,000 characters, over the limit",
+    ),
+    "two users": (
+        _recbole(
+            lambda d, v: (v(d / "tiny.user", drop_rows=range(2, 12)), v(d / "tiny.inter", drop_rows=range(10, 60)))
+        ),
+        r"too little data for the split and the stages: users: 2, need at least 3 "
+        r"\(one cold and one warm at cold_user_frac 0\.2\) \(short by 1\)",
+    ),
+    "no positives": (
+        _csv(lambda d, v: v(d / "interactions.csv", cells={(row, "rating"): "3" for row in range(60)})),
+        r"too little data .*training part: 0 positives \(rating >= 4\), need at least 1 \(short by 1\)",
+    ),
 }
 
 
@@ -235,6 +255,64 @@ def test_bad_input_keeps_the_previous_good_result(
     assert _files(out) == before
     assert StageResult.load(out) == good
     assert _hidden_siblings(out) == []
+
+
+# ---------------------------------------------------------------- too little data: fails before anything is written
+def test_too_little_data_names_every_shortfall_in_one_line(
+    tiny_csv_dir: Path, tmp_path: Path, write_variant: Variant
+) -> None:
+    write_variant(tiny_csv_dir / "interactions.csv", cells={(row, "rating"): "2" for row in range(60)})
+    with pytest.raises(DataValidationError) as raised:
+        _extract(tiny_csv_dir, tmp_path / "snap")
+    assert str(raised.value) == (
+        f"{tiny_csv_dir}: too little data for the split and the stages: "
+        "training part: 0 positives (rating >= 4), need at least 1 (short by 1); "
+        "cold-user slices: 0 cold users with a positive, need at least 1 (short by 1); "
+        "cold-item slice: 0 warm users with a positive on a cold item, need at least 1 (short by 1); "
+        "warm slice: 0 warm users with a positive in the warm test part, need at least 1 (short by 1)"
+    )
+    assert not (tmp_path / "snap").exists() and _hidden_siblings(tmp_path / "snap") == []
+
+
+def test_a_slice_without_positives_is_named(
+    tiny_recbole_dir: Path, tmp_path: Path, write_variant: Variant, tiny_snapshot: StageResult
+) -> None:
+    """No positive on any held-out item: the cold-item slice would be empty (the split is seeded, so the
+    cold items of the session's snapshot are this data's too; ratings do not move the split)."""
+    cold = set(Split.load(tiny_snapshot.out_dir).cold_items)
+    inter = pd.read_csv(tiny_recbole_dir / "tiny.inter", sep="\t", dtype=str)
+    rows = [i for i, item in enumerate(inter["item_id:token"]) if item in cold]
+    write_variant(tiny_recbole_dir / "tiny.inter", cells={(row, "rating"): "1" for row in rows})
+    with pytest.raises(DataValidationError) as raised:
+        _extract(tiny_recbole_dir, tmp_path / "snap")
+    message = str(raised.value)
+    assert message.endswith(
+        "too little data for the split and the stages: "
+        "cold-item slice: 0 warm users with a positive on a cold item, need at least 1 (short by 1)"
+    ), message
+    assert not (tmp_path / "snap").exists()
+    # The same data without a cold-item slice is enough.
+    assert _extract(tiny_recbole_dir, tmp_path / "no-cold-items", cold_item_frac=0.0).metrics["n_cold_items"] == 0
+
+
+def test_without_holdout_two_users_are_enough(tiny_recbole_dir: Path, tmp_path: Path, write_variant: Variant) -> None:
+    write_variant(tiny_recbole_dir / "tiny.user", drop_rows=range(2, 12))
+    write_variant(tiny_recbole_dir / "tiny.inter", drop_rows=range(10, 60))
+    with pytest.raises(DataValidationError, match="users: 2, need at least 3"):
+        _extract(tiny_recbole_dir, tmp_path / "split")
+    result = _extract(tiny_recbole_dir, tmp_path / "whole", cold_user_frac=0.0, cold_item_frac=0.0, warm_test_frac=0.0)
+    assert result.metrics["n_users"] == 2 and result.metrics["n_train"] == 10
+
+
+@pytest.mark.parametrize(("frac", "need"), [(0.0, 1), (0.2, 3), (0.5, 2), (0.1, 6), (0.9, 5), (1.0, None)])
+def test_fewest_ids_for_one_cold_and_one_warm(frac: float, need: int | None) -> None:
+    """Rounded as the split rounds (half to even): 5 x 0.1 = 0.5 holds out none, 5 x 0.9 = 4.5 keeps one."""
+    assert min_ids(frac) == need
+
+
+def test_a_fraction_that_holds_out_everything_is_named(tiny_recbole_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="items: cold_item_frac 1 holds out every one of them"):
+        _extract(tiny_recbole_dir, tmp_path / "snap", cold_item_frac=1.0)
 
 
 # ---------------------------------------------------------------- the real bundled data

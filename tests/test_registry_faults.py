@@ -8,7 +8,8 @@
 - a locked SQLite store and an unreachable tracking server: a one-line `StoreError` naming the
   store, and a promotion is never decided on the failed read.
 
-The stages before register run once (the tiny data, module scope); each case has its own store.
+The stages before register run once (conftest's tiny data and tiny random BERT, module scope); each
+case has its own store.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,9 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Trained:
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_bert: str) -> Trained:
     base = tmp_path_factory.mktemp("faults")
-    cfg = PipelineConfig().with_overrides(
-        {"extract.source": str(make_tiny_dir(base / "data", "recbole")), **TINY_PIPELINE}
-    )
+    cfg = PipelineConfig().with_overrides({"extract.source": str(tiny_data), **TINY_PIPELINE, "text.model": tiny_bert})
     ctx = RunContext(cfg, "faults", base / "runs" / "faults", f"sqlite:///{base / 'unused.db'}")
     results: dict[str, StageResult] = {}
     for stage in STAGES:
@@ -239,7 +238,7 @@ def test_store_errors_never_print_a_password() -> None:
 # ---------------------------------------------------------------- recsys run
 def test_recsys_run_on_a_failing_store_exits_1_in_one_line_and_removes_its_run_directory(
     tmp_path: Path,
-    make_tiny_dir: Callable[[Path, str], Path],
+    tiny_data: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -251,10 +250,10 @@ def test_recsys_run_on_a_failing_store_exits_1_in_one_line_and_removes_its_run_d
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("RECSYS_WORKDIR", str(work))  # main() sets it from --workdir; restored afterwards
     sets = [arg for key, value in TINY_PIPELINE.items() for arg in ("--set", f"{key}={value}")]
-    code = main(["run", "--data", str(make_tiny_dir(tmp_path / "data", "recbole")), "--workdir", str(work), *sets])
+    code = main(["run", "--data", str(tiny_data), "--workdir", str(work), *sets])
     captured = capsys.readouterr()
     assert code == 1 and captured.out == ""
     assert "Traceback" not in captured.err
     [line] = [line for line in captured.err.splitlines() if line.startswith("recsys run: error:")]
-    assert line.startswith(f"recsys run: error: MLflow store {uri}: registering ")
+    assert line.startswith(f"recsys run: error: MLflow store {uri}: reading ")  # checked before any stage
     assert not (work / "runs").exists() or list((work / "runs").iterdir()) == []  # removed, not left half-done

@@ -231,6 +231,23 @@ def test_row_with_too_many_fields_is_an_error_naming_the_file(
         load_source(str(directory))
 
 
+@pytest.mark.parametrize(
+    "fmt, filename, title", [("tiny_recbole_dir", "tiny.item", "movie_title"), ("tiny_csv_dir", "items.csv", "title")]
+)
+def test_latin1_byte_is_an_error_naming_the_file_line_and_byte(
+    fmt: str, filename: str, title: str, request: pytest.FixtureRequest, write_variant: Callable[..., Path]
+) -> None:
+    """A file saved as Latin-1, not UTF-8: the error names the file and where (pandas' names neither)."""
+    directory = request.getfixturevalue(fmt)
+    path = write_variant(directory / filename, cells={(2, title): "Crème brûlée"})
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))  # "è" becomes the lone byte 0xe8
+    with pytest.raises(DataValidationError) as raised:
+        load_source(str(directory))
+    message = str(raised.value)
+    assert message.startswith(f"{directory / filename}, line 4: byte 0xe8 ") and "not UTF-8" in message, message
+    assert "\n" not in message
+
+
 # ---------------------------------------------------------------- locations in messages
 def test_where_names_file_column_row_and_line(tiny_recbole_dir: Path) -> None:
     table: RawTable = load_source(str(tiny_recbole_dir))["interactions"]

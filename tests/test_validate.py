@@ -15,6 +15,7 @@ from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.sources import DataValidationError, load_source
 from recsys_tasks.data.validate import validate
+from recsys_tasks.limits import MAX_GENRES, MAX_ID, MAX_PROFILE_FIELD, MAX_TEXT, MAX_TITLE
 
 Variant = Callable[..., Path]
 
@@ -280,3 +281,87 @@ def test_without_a_kg_file_the_kg_table_is_empty(tiny_recbole_dir: Path) -> None
     dataset, report = _validate(tiny_recbole_dir)
     assert list(dataset.kg.columns) == ["head_id", "relation_id", "tail_id"] and len(dataset.kg) == 0
     assert report["dropped_kg_triples"] == 0
+
+
+# ---------------------------------------------------------------- the API's field limits
+# (table, column as the file names it in RecBole / in CSV, canonical column, limit): every field the API caps.
+LONG_FIELDS = {
+    "title": ("items", ("movie_title", "title"), "title", MAX_TITLE),
+    "description": ("items", ("description", "description"), "description", MAX_TEXT),
+    "item id": ("items", ("item_id", "item_id"), "item_id", MAX_ID),
+    "user id": ("users", ("user_id", "user_id"), "user_id", MAX_ID),
+    "interaction's user id": ("interactions", ("user_id", "user_id"), "user_id", MAX_ID),
+    "interaction's item id": ("interactions", ("item_id", "item_id"), "item_id", MAX_ID),
+    "entity id": ("links", ("entity_id", "entity_id"), "entity_id", MAX_ID),
+    "KG head": ("kg", ("head_id", "head_id"), "head_id", MAX_ID),
+    "gender": ("users", ("gender", "gender"), "gender", MAX_PROFILE_FIELD),
+    "occupation": ("users", ("occupation", "occupation"), "occupation", MAX_PROFILE_FIELD),
+    "zip code": ("users", ("zip_code", "zip_code"), "zip_code", MAX_PROFILE_FIELD),
+}
+
+
+def _set_cell(source: Any, write_variant: Variant, table: str, columns: tuple[str, str], value: str) -> None:
+    """Row 3 of ``table`` gets ``value``; items get a description column in place of the (optional) year."""
+    recbole = not source.files[table].endswith(".csv")
+    column = columns[0 if recbole else 1]
+    rename = {("release_year" if recbole else "year"): "description"} if column == "description" else {}
+    write_variant(source.file(table), rename=rename)
+    write_variant(source.file(table), cells={(2, column): value})
+
+
+@pytest.mark.parametrize("field", list(LONG_FIELDS))
+def test_value_longer_than_the_api_accepts_names_file_column_and_row(
+    field: str, tiny_source: Any, write_variant: Variant
+) -> None:
+    table, columns, canonical, limit = LONG_FIELDS[field]
+    _set_cell(tiny_source, write_variant, table, columns, "x" * (limit + 1))
+    with pytest.raises(DataValidationError) as info:
+        _validate(tiny_source.directory)
+    assert str(info.value) == (
+        f"{tiny_source.files[table]}, column '{canonical}', row 3 (line 4): value {'x' * 40!r}... has "
+        f"{limit + 1:,} characters, over the limit of {limit:,}"
+    )
+
+
+@pytest.mark.parametrize("field", ["title", "description", "gender", "occupation", "zip code"])
+def test_value_as_long_as_the_api_accepts_is_kept(field: str, tiny_source: Any, write_variant: Variant) -> None:
+    table, columns, canonical, limit = LONG_FIELDS[field]
+    _set_cell(tiny_source, write_variant, table, columns, "x" * limit)
+    dataset, _ = _validate(tiny_source.directory)
+    assert getattr(dataset, table)[canonical].iloc[2] == "x" * limit
+
+
+def test_a_megabyte_title_is_refused_in_one_short_line(tiny_recbole_dir: Path, write_variant: Variant) -> None:
+    """The case the API already refused (titles over 1,000 characters) and extract used to accept."""
+    write_variant(tiny_recbole_dir / "tiny.item", cells={(6, "movie_title"): "M" * 1_000_000})
+    with pytest.raises(DataValidationError) as info:
+        _validate(tiny_recbole_dir)
+    message = str(info.value)
+    assert message.startswith("tiny.item, column 'title', row 7 (line 8): ") and len(message) < 200, message
+    assert "1,000,000 characters, over the limit of 1,000" in message
+
+
+def test_too_many_genres_is_refused_naming_the_row(tiny_source: Any, write_variant: Variant) -> None:
+    recbole = not tiny_source.files["items"].endswith(".csv")
+    genres = (" " if recbole else "|").join(f"G{i}" for i in range(MAX_GENRES + 1))
+    write_variant(tiny_source.file("items"), cells={(4, "class" if recbole else "genres"): genres})
+    with pytest.raises(DataValidationError) as info:
+        _validate(tiny_source.directory)
+    assert str(info.value).startswith(f"{tiny_source.files['items']}, column 'genres', row 5 (line 6): value ")
+    assert str(info.value).endswith(f"has {MAX_GENRES + 1} genres, over the limit of {MAX_GENRES}")
+
+
+def test_too_long_a_genre_is_refused_naming_the_row(tiny_source: Any, write_variant: Variant) -> None:
+    recbole = not tiny_source.files["items"].endswith(".csv")
+    genres = (" " if recbole else "|").join(["Drama", "G" * (MAX_GENRES + 1)])
+    write_variant(tiny_source.file("items"), cells={(4, "class" if recbole else "genres"): genres})
+    with pytest.raises(DataValidationError) as info:
+        _validate(tiny_source.directory)
+    assert str(info.value).startswith(f"{tiny_source.files['items']}, column 'genres', row 5 (line 6): value ")
+    assert str(info.value).endswith(f"has a genre of {MAX_GENRES + 1} characters, over the limit of {MAX_GENRES}")
+
+
+def test_as_many_genres_as_the_api_accepts_are_kept(tiny_csv_dir: Path, write_variant: Variant) -> None:
+    genres = [f"{i:0{MAX_GENRES}d}" for i in range(MAX_GENRES)]  # 64 genres of 64 characters
+    write_variant(tiny_csv_dir / "items.csv", cells={(4, "genres"): "|".join(genres)})
+    assert _validate(tiny_csv_dir)[0].genre_lists()[4] == genres

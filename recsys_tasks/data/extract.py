@@ -10,6 +10,7 @@ import numpy as np
 from recsys_tasks.artifacts import StageResult, atomic_dir, finish, write_json
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.sizes import check_sizes
 from recsys_tasks.data.sources import load_source
 from recsys_tasks.data.split import make_split
 from recsys_tasks.data.validate import validate
@@ -22,7 +23,7 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
 
     With ``cfg.previous_snapshot`` (SQL sources), only newer interactions are read and merged
     with that snapshot's before validation. Raises `DataValidationError` (naming file or table,
-    column and row) before anything is written.
+    column and row, or what is too small for the split and by how much) before anything is written.
     """
     raw = load_source(cfg.source, cfg.previous_snapshot or None)
     dataset, report = validate(raw, cfg)
@@ -31,6 +32,7 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
         report.update(n_interactions=len(dataset.interactions), n_users=len(dataset.users))  # describe the snapshot
     split = make_split(dataset.interactions, cfg)
+    check_sizes(dataset, split, cfg, raw.source)  # too little data fails now, not after the training
     fingerprint = dataset.fingerprint()
     with atomic_dir(out_dir) as tmp:
         artifacts = dataset.save(tmp)
@@ -47,7 +49,6 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
                 {
                     "fingerprint": fingerprint,
                     "split_fingerprint": _split_id(fingerprint, cfg),
-                    "snapshot_dir": str(Path(out_dir)),
                     "holdout": split.holdout,
                 },
             ),

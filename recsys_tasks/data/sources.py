@@ -145,6 +145,8 @@ def _load_recbole(directory: Path, label: str) -> RawTables:
             )
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable RecBole atomic file: {exc}") from exc
+        except UnicodeDecodeError:
+            raise DataValidationError(_not_utf8(path)) from None
         frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
         tables[name] = RawTable(name, path, canonical_columns(name, frame, path.name))
     return RawTables(label, tables)
@@ -162,6 +164,19 @@ def _load_csv(directory: Path) -> RawTables:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataValidationError(f"{path}: not a readable CSV file: {exc}") from exc
+        except UnicodeDecodeError:
+            raise DataValidationError(_not_utf8(path)) from None
         frame.columns = [c.strip() for c in frame.columns]
         tables[name] = RawTable(name, path, canonical_columns(name, frame, path.name))
     return RawTables(str(directory), tables)
+
+
+def _not_utf8(path: Path) -> str:
+    """Where ``path`` stops being UTF-8: its line and the offending byte (pandas' error names neither)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"{path}, line {line}: byte 0x{data[exc.start]:02x} (offset {exc.start}) is not UTF-8; save it as UTF-8"
+    return f"{path}: not UTF-8 text (save the file as UTF-8)"

@@ -1,7 +1,8 @@
 """Turn raw string tables into a typed `Dataset`, or fail naming the file, column and row.
 
 Hard errors: missing/empty interactions, non-numeric or out-of-range ratings, unparseable
-timestamps, interactions whose user or item is unknown, duplicate user or item ids.
+timestamps, interactions whose user or item is unknown, duplicate user or item ids, and values
+longer than the API accepts (`recsys_tasks.limits`: ids, titles, descriptions, genres, profile fields).
 Soft problems are dropped and counted in the report: duplicate interactions (the latest
 kept), links to unknown items, KG triples that touch no known item's entity.
 """
@@ -17,13 +18,33 @@ import pandas as pd
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.tables import DataValidationError, RawTable, RawTables
+from recsys_tasks.limits import MAX_GENRES, MAX_ID, MAX_PROFILE_FIELD, MAX_TEXT, MAX_TITLE
 
 log = logging.getLogger(__name__)
 _SHOW = 5  # how many offending values an error message lists
+_PREVIEW = 40  # characters of an over-long value an error message shows
+# Longest value of each (table, column) the API would accept too (`recsys_tasks.limits`).
+LIMITS: dict[str, dict[str, int]] = {
+    "interactions": {"user_id": MAX_ID, "item_id": MAX_ID},
+    "users": {
+        "user_id": MAX_ID,
+        "gender": MAX_PROFILE_FIELD,
+        "occupation": MAX_PROFILE_FIELD,
+        "zip_code": MAX_PROFILE_FIELD,
+    },
+    "items": {"item_id": MAX_ID, "title": MAX_TITLE, "description": MAX_TEXT},
+    "links": {"item_id": MAX_ID, "entity_id": MAX_ID},
+    "kg": {"head_id": MAX_ID, "relation_id": MAX_ID, "tail_id": MAX_ID},
+}
 
 
 def validate(raw: RawTables, cfg: ExtractConfig) -> tuple[Dataset, dict[str, Any]]:
     report: dict[str, Any] = {"source": raw.source}
+    for name, limits in LIMITS.items():
+        table = raw.get(name)
+        if table is not None:
+            for column, limit in limits.items():
+                _no_longer(table, column, limit)
     users = _users(raw["users"])
     items = _items(raw["items"], raw.get("links"), report)
     inter = _interactions(raw["interactions"], cfg, report)
@@ -113,6 +134,7 @@ def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> p
     # RecBole separates genres by spaces, CSV files by "|" (or commas): normalise to "|".
     sep = "|" if genres.str.contains("|", regex=False).any() else ("," if genres.str.contains(",").any() else " ")
     genres = genres.map(lambda g: "|".join(p.strip() for p in g.split(sep) if p.strip()))
+    _genres_within_limits(table, genres)
     items = pd.DataFrame(
         {
             "item_id": frame["item_id"].str.strip(),
@@ -175,6 +197,49 @@ def _unique(table: RawTable, column: str) -> None:
     dup = table.frame[column].str.strip().duplicated()
     if dup.any():
         raise DataValidationError(_rows_msg(table, column, dup, "is a duplicate id"))
+
+
+def _no_longer(table: RawTable, column: str, limit: int) -> None:
+    """Refuse a value longer than ``limit`` characters (after stripping, as validation keeps it)."""
+    if column not in table.frame:
+        return
+    lengths = table.frame[column].str.strip().str.len()
+    over = lengths > limit
+    if over.any():
+        raise DataValidationError(
+            _long_msg(table, column, over, f"{int(lengths[over].iloc[0]):,} characters, over the limit of {limit:,}")
+        )
+
+
+def _genres_within_limits(table: RawTable, genres: pd.Series) -> None:
+    """At most `MAX_GENRES` genres of at most `MAX_GENRES` characters each (``genres`` "|"-joined)."""
+    parts = genres.str.split("|")
+    too_many = parts.map(len) > MAX_GENRES
+    if too_many.any():
+        count = int(parts[too_many].map(len).iloc[0])
+        raise DataValidationError(
+            _long_msg(table, "genres", too_many, f"{count} genres, over the limit of {MAX_GENRES}")
+        )
+    longest = parts.map(lambda p: max(map(len, p)))
+    too_long = longest > MAX_GENRES
+    if too_long.any():
+        raise DataValidationError(
+            _long_msg(
+                table,
+                "genres",
+                too_long,
+                f"a genre of {int(longest[too_long].iloc[0]):,} characters, over the limit of {MAX_GENRES}",
+            )
+        )
+
+
+def _long_msg(table: RawTable, column: str, mask: pd.Series, problem: str) -> str:
+    """Like `_rows_msg`, but shows only the start of the value (it may be megabytes long)."""
+    rows = np.flatnonzero(mask.to_numpy())
+    first = int(rows[0])
+    value = str(table.frame[column].iloc[first]).strip()
+    more = f" ({len(rows)} rows in all; rows {[int(r) + 1 for r in rows[:_SHOW]]})" if len(rows) > 1 else ""
+    return f"{table.where(first, column)}: value {value[:_PREVIEW]!r}... has {problem}{more}"
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -3,7 +3,7 @@
 Request: ``{"request_id": str, "user_id"?: str, "profile"?: {...}, "history"?: [{"item_id",
 "rating"?, "timestamp"?}], "text"?: str, "candidates"?: [str], "exclude"?: [str], "k"?: int}``.
 Only ``request_id`` is required. Parsing is plain JSON into pydantic models: nothing from a
-request is unpickled or evaluated. Every string and list is capped (the constants below), so the
+request is unpickled or evaluated. Every string and list is capped (`recsys_tasks.limits`), so the
 work one request can ask for is bounded; a longer one is refused naming the field.
 """
 
@@ -16,11 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MAX_K = 1000
-MAX_HISTORY = 10_000  # history entries; also candidates and excluded ids
-MAX_TEXT = 10_000  # characters of stated taste
-MAX_ID = 256  # characters of a request, user or item id
-MAX_PROFILE_FIELD = 100  # characters of gender, occupation or zip code
+from recsys_tasks.limits import MAX_HISTORY, MAX_ID, MAX_K, MAX_PROFILE_FIELD, MAX_TEXT
 
 Id = Annotated[str, Field(max_length=MAX_ID)]
 ProfileField = Annotated[str, Field(max_length=MAX_PROFILE_FIELD)]

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from recsys_tasks.model.requests import MAX_ID, MAX_TEXT
+from recsys_tasks.limits import MAX_GENRES, MAX_ID, MAX_TEXT, MAX_TITLE
 
 __all__ = [
     "FieldError",
@@ -34,8 +34,6 @@ __all__ = [
 ]
 
 MAX_ITEMS_PER_POST = 1000
-MAX_TITLE = 1000
-MAX_GENRES = 64  # genres of one item, and characters of one genre
 Genre = Annotated[str, Field(max_length=MAX_GENRES)]
 ALIASES = {"title": "movie_title", "year": "release_year", "genres": "class"}
 
