@@ -62,12 +62,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_failure(command: str, exc: Exception) -> int:
+    """A store that cannot be read: one line naming it (`StoreError`'s message), exit code 1, no traceback."""
+    print(f"recsys {command}: error: {exc}", file=sys.stderr)
+    return 1
+
+
 def _recommend(args: argparse.Namespace) -> int:
+    from recsys_tasks.config import tracking_uri
     from recsys_tasks.model.requests import read_requests
-    from recsys_tasks.registry.store import load_recommender
+    from recsys_tasks.registry.store import StoreError, load_recommender, store_errors
 
     requests = read_requests(args.requests)
-    recommender = load_recommender(args.model, args.model_name)
+    try:
+        with store_errors(tracking_uri(), f"loading {args.model or 'the champion'}"):
+            recommender = load_recommender(args.model, args.model_name)
+    except StoreError as exc:
+        return _store_failure("recommend", exc)
     for start in range(0, len(requests), 256):
         for response in recommender.recommend(requests[start : start + 256], k=args.k):
             print(json.dumps(response))
@@ -77,6 +88,7 @@ def _recommend(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from recsys_tasks.registry.store import StoreError
     from recsys_tasks.serving.app import ServeSettings, create_app
 
     settings = ServeSettings.from_env(
@@ -86,8 +98,13 @@ def _serve(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         default_k=args.k,
         text_runtime=args.text_runtime,
+        request_timeout_s=args.request_timeout,
+        max_added_items=args.max_added_items,
     )  # no API key beyond loopback: exits 2
-    app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
+    try:
+        app = create_app(settings=settings)  # loads the model first: a bad URI exits with code 2
+    except StoreError as exc:  # an unreachable, locked or broken store: exits 1
+        return _store_failure("serve", exc)
     uvicorn.run(
         app,
         host=args.host,
@@ -141,6 +158,21 @@ def _parser() -> argparse.ArgumentParser:
         help="what encodes new sentences: ONNX Runtime (exported once, cached in "
         "<workdir>/serving/onnx), the same graph with int8 weights (~2.5x faster, "
         "vectors at cosine ~0.95 to the trained ones) or PyTorch",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time budget of a request: past it /recommend, /recommend/batch and /items answer 503 "
+        "with Retry-After (default: ServeSettings.request_timeout_s; 0: none)",
+    )
+    serve.add_argument(
+        "--max-added-items",
+        type=int,
+        default=None,
+        metavar="N",
+        help="distinct item ids POST /items may add; past it 409 (default: ServeSettings.max_added_items)",
     )
     serve.add_argument(
         "--access-log",

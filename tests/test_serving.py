@@ -160,14 +160,16 @@ def test_openapi_lists_the_error_responses_of_each_route(trained: Trained) -> No
         openapi = client.get("/openapi.json").json()
     paths, schemas = openapi["paths"], openapi["components"]["schemas"]
     expected = {
-        ("/recommend", "post"): {"200", "401", "413", "422"},
-        ("/recommend/batch", "post"): {"200", "401", "413", "422"},
-        ("/items", "post"): {"200", "401", "409", "413", "422"},
-        ("/items/{item_id}/similar", "get"): {"200", "401", "404", "422"},
+        ("/recommend", "post"): {"200", "401", "413", "422", "503"},
+        ("/recommend/batch", "post"): {"200", "400", "401", "413", "422", "503"},
+        ("/items", "post"): {"200", "400", "401", "409", "413", "422", "503"},
+        ("/items/{item_id}/similar", "get"): {"200", "401", "404", "422", "503"},
         ("/health", "get"): {"200"},
     }
     for (path, method), statuses in expected.items():
         assert set(paths[path][method]["responses"]) == statuses, path
+        if "503" in statuses:  # the time budget: when to come back
+            assert "Retry-After" in paths[path][method]["responses"]["503"]["headers"], path
     problem = paths["/items/{item_id}/similar"]["get"]["responses"]["404"]["content"]["application/json"]["schema"]
     assert schemas[problem["$ref"].rsplit("/", 1)[1]]["required"] == ["detail"]
 
@@ -636,16 +638,110 @@ def test_the_log_is_compacted_on_load_keeping_each_items_last_write(tmp_path: Pa
 
     catalog = CatalogLog(tmp_path / "items.jsonl")
     vectors = np.eye(3, dtype=np.float32)
-    for round_ in range(3):
-        catalog.append([{"item_id": "a", "title": f"a{round_}"}, {"item_id": "b", "title": f"b{round_}"}], "m", vectors)
+    for round_ in range(3):  # one log per round, joined: a log that grew before it could be compacted
+        piece = CatalogLog(tmp_path / f"round{round_}.jsonl")
+        piece.append([{"item_id": "a", "title": f"a{round_}"}, {"item_id": "b", "title": f"b{round_}"}], "m", vectors)
+        with catalog.path.open("a") as handle:
+            handle.write(piece.path.read_text())
     with catalog.path.open("a") as handle:
         handle.write('{"item": {"item_id": "cut"')  # a crash in the middle of a write
     reloaded = CatalogLog(catalog.path)
     assert reloaded.compact() == 5 and reloaded.item_ids == {"a", "b"}
     entries, position = reloaded.read()
-    assert [e["item"]["title"] for e in entries] == ["a2", "b2"] and position == 2
+    assert [e["item"]["title"] for e in entries] == ["a2", "b2"] and position.lines == 2
     np.testing.assert_array_equal(entries[1]["vector"], vectors[1])
     assert reloaded.compact() == 0  # nothing left to drop: the file is not rewritten
+
+
+def test_the_log_stays_bounded_under_many_replacements_of_the_same_ids(tmp_path: Path) -> None:
+    from recsys_tasks.serving.catalog import CatalogLog
+
+    catalog = CatalogLog(tmp_path / "items.jsonl")
+    vectors = np.eye(3, dtype=np.float32)
+    for round_ in range(300):
+        catalog.append([{"item_id": i, "title": f"{i}{round_}"} for i in "abc"], "m", vectors)
+        assert len(catalog.path.read_text().splitlines()) <= 2 * 3, f"round {round_}: the log grew past 2x its items"
+    assert catalog.generation > 0 and not catalog.path.with_name("items.jsonl.compacting").exists()
+    entries, _ = CatalogLog(catalog.path).read()  # a restart reads every item once more, as last written
+    assert {e["item"]["item_id"]: e["item"]["title"] for e in entries} == {"a": "a299", "b": "b299", "c": "c299"}
+
+
+def test_a_position_read_before_a_compaction_rereads_the_whole_log(tmp_path: Path) -> None:
+    """A swap built before a compaction replays every item, not lines counted in the old file."""
+    from recsys_tasks.serving.catalog import CatalogLog
+
+    catalog = CatalogLog(tmp_path / "items.jsonl")
+    one = np.ones((1, 2), np.float32)
+    catalog.append([{"item_id": "a", "title": "a0"}], "m", one)
+    catalog.append([{"item_id": "b", "title": "b0"}], "m", one)
+    _, position = catalog.read()
+    assert catalog.read(position)[0] == []  # nothing new since
+    for round_ in range(1, 4):
+        catalog.append([{"item_id": "a", "title": f"a{round_}"}], "m", one)
+    assert catalog.generation == 1 and len(catalog.path.read_text().splitlines()) == 2  # 5 lines, 2 items
+    assert [e["item"]["title"] for e in catalog.read(position)[0]] == ["b0", "a3"]
+
+
+def test_added_items_replaced_over_http_keep_the_log_bounded_and_survive_a_restart(
+    trained: Trained, serve_root: Path
+) -> None:
+    settings = _settings(trained, serve_root)
+    log_file = serve_root / "serving" / NAME / "items.jsonl"
+    with TestClient(create_app(settings=settings)) as client:
+        for round_ in range(12):
+            items = [{"item_id": f"r{i}", "title": f"r{i} take {round_}"} for i in range(3)]
+            assert client.post("/items", json=items).status_code == 200
+            assert len(log_file.read_text().splitlines()) <= 2 * 3
+        before = client.get("/health").json()["catalog_size"]
+        similar = client.get("/items/r1/similar", params={"k": 5}).json()["items"]
+    assert before == 18
+    with TestClient(create_app(settings=settings)) as restarted:
+        assert restarted.get("/health").json()["catalog_size"] == before
+        assert restarted.get("/items/r1/similar", params={"k": 5}).json()["items"] == similar
+    assert sorted(json.loads(line)["item"]["title"] for line in log_file.read_text().splitlines()) == [
+        f"r{i} take 11" for i in range(3)
+    ]
+
+
+def test_a_stuck_model_thread_gets_503_with_retry_after_and_the_server_recovers(
+    trained: Trained, serve_root: Path
+) -> None:
+    """The model thread blocks on an event; each route gives up after the (tiny) configured budget."""
+    holder = ModelHolder(_settings(trained, serve_root, request_timeout_s=0.05))
+    release = threading.Event()
+    recommend = holder._recommend
+
+    def stuck(requests: list[dict[str, Any]]) -> list[Any]:
+        release.wait(60)
+        return recommend(requests)
+
+    holder._recommend = stuck  # type: ignore[method-assign]
+    with TestClient(create_app(holder=holder)) as client:
+        try:
+            calls = [
+                ("post", "/recommend", {"json": {"request_id": "a", "k": 2}}),
+                ("post", "/recommend/batch", {"json": [{"request_id": "b", "k": 2}]}),
+                ("post", "/items", {"json": [{"item_id": "late", "title": "Late"}]}),
+                ("get", "/items/1/similar", {}),
+            ]
+            for method, path, kwargs in calls:
+                response = getattr(client, method)(path, **kwargs)
+                assert response.status_code == 503, path
+                assert response.headers["retry-after"] == "1" and "request_timeout_s" in response.json()["detail"]
+            assert client.get("/health").status_code == 200  # the event loop was never held
+        finally:
+            release.set()
+        # the stuck pass ends; requests given up on before their pass are dropped, not scored later
+        response = client.post("/recommend", json={"request_id": "after", "k": 2})
+        assert response.status_code == 200 and len(response.json()["items"]) == 2
+        assert client.get("/items/late/similar").status_code == 404  # the addition given up on never ran
+        assert client.post("/items", json=[{"item_id": "late", "title": "Late"}]).status_code == 200
+        assert client.get("/items/late/similar", params={"k": 2}).status_code == 200
+
+
+def test_request_timeout_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        ServeSettings(request_timeout_s=-1)
 
 
 def test_health_answers_while_the_largest_batch_is_scored(trained: Trained) -> None:
@@ -927,6 +1023,37 @@ def test_recsys_serve_with_an_unknown_model_exits_2_naming_it(
     for uri in ("models:/no-such-model@champion", f"models:/{NAME}/99"):
         assert main(["serve", "--workdir", str(trained.root), "--model", uri, "--port", "1"]) == 2
         assert uri in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("store", "command"),
+    [
+        ("broken", ["serve"]),
+        ("unreachable", ["serve"]),
+        ("broken", ["serve", "--model", f"models:/{NAME}/1"]),  # a fixed version: loaded, not looked up
+        ("broken", ["recommend", "--requests", "REQUESTS"]),
+    ],
+)
+def test_recsys_serve_and_recommend_with_a_failing_store_exit_1_in_one_line_naming_it(
+    store: str, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys_tasks.cli import main
+
+    if store == "broken":
+        (tmp_path / "bad.db").write_bytes(b"not a SQLite database " * 100)
+        uri = f"sqlite:///{tmp_path / 'bad.db'}"
+    else:  # nothing listens there; no retries, so the failure is immediate
+        uri = f"http://127.0.0.1:{_free_port()}"
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "requests.jsonl").write_text('{"request_id": "a"}\n')
+    argv = [str(tmp_path / "requests.jsonl") if a == "REQUESTS" else a for a in command]
+    argv += ["--workdir", str(tmp_path / "w")] + (["--port", "1"] if command[0] == "serve" else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith(f"recsys {command[0]}: error:")]
+    assert len(errors) == 1 and f"MLflow store {uri}" in errors[0] and "Traceback" not in err
 
 
 @dataclass

@@ -12,7 +12,9 @@
 
 Closed and bounded: beyond loopback only with an API key (`settings`), the key checked before a
 body is read, bodies over ``max_body_bytes`` 413 before parsing, every field capped (422 naming
-it), unknown item ids 422 (404 for a path id), added items capped (409 past ``max_added_items``).
+it), unknown item ids 422 (404 for a path id), added items capped (409 past ``max_added_items``),
+and every request but ``/health`` given ``request_timeout_s``: past it, 503 with Retry-After,
+instead of a wait on a stuck model thread.
 The work of a request runs off the event loop: new sentences are encoded on the text threads,
 then concurrent requests are scored together on the model thread (`Batcher`), so ``/health``
 and the reading of other requests go on meanwhile.
@@ -21,6 +23,7 @@ and the reading of other requests go on meanwhile.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, which name create_app's locals.
 import asyncio
 import gc
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +34,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HTTPRequest
 
 from recsys_tasks.model.recommender import UnknownIdError
@@ -73,6 +75,12 @@ def create_app(
     settings = holder.settings
     scorer = Batcher(holder.recommend, holder.model_thread, settings.max_batch)
     sentences = Batcher(holder.encode_sentences, holder.text_threads, settings.max_batch, max(1, settings.text_lanes))
+    budget = settings.request_timeout_s or None  # None: no budget
+    retry_after = str(max(1, math.ceil(budget or 1)))
+    busy = (
+        f"no answer within the request's time budget of {budget} s (request_timeout_s): the model is busy; "
+        f"retry after {retry_after} s"
+    )
 
     async def answer(requests: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
         """New sentences encoded first (text threads), then every request scored (model thread)."""
@@ -94,7 +102,11 @@ def create_app(
             request = _parse_body(Request, content_type, body).to_plain()
         except RequestValidationError as exc:
             return 422, to_json(_invalid_detail(exc)), []
-        [result] = await answer([request])
+        try:
+            async with asyncio.timeout(budget):
+                [result] = await answer([request])
+        except TimeoutError:
+            return 503, to_json({"detail": busy}), [(b"retry-after", retry_after.encode())]
         if isinstance(result, UnknownIdError):
             return 422, to_json({"detail": [_unknown_detail(result, ["body"])]}), []
         if isinstance(result, BaseException):
@@ -147,6 +159,29 @@ def create_app(
     malformed: dict[int | str, dict[str, Any]] = {
         400: {"model": Problem, "description": "the body cannot be parsed (not JSON in UTF-8)"}
     }
+    overdue: dict[int | str, dict[str, Any]] = {}
+    if budget:
+        overdue[503] = {
+            "model": Problem,
+            "description": f"no answer within request_timeout_s ({budget} s): the model is busy (a POST /items "
+            "may still have stored its items: posting them again replaces them)",
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        }
+
+    class OverBudget(Exception):
+        """A request ran past ``request_timeout_s``: answered 503 with Retry-After."""
+
+    @app.exception_handler(OverBudget)
+    async def _over_budget(_, exc: OverBudget) -> JSONResponse:
+        return JSONResponse({"detail": busy}, status_code=503, headers={"Retry-After": retry_after})
+
+    async def within_budget(work: Any) -> Any:
+        """``await work`` within ``request_timeout_s``; past it `OverBudget` (the work is cancelled where it waits)."""
+        try:
+            async with asyncio.timeout(budget):
+                return await work
+        except TimeoutError:
+            raise OverBudget from None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
@@ -172,7 +207,7 @@ def create_app(
         "/recommend",
         response_model=Recommendation,
         dependencies=guarded,
-        responses={**refused, **too_large, **invalid},
+        responses={**refused, **too_large, **invalid, **overdue},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -191,12 +226,12 @@ def create_app(
         "/recommend/batch",
         response_model=list[Recommendation],
         dependencies=guarded,
-        responses={**refused, **too_large, **malformed, **invalid},
+        responses={**refused, **too_large, **malformed, **invalid, **overdue},
     )
     async def recommend_batch(
         requests: Annotated[list[Request], Body(max_length=settings.max_batch_requests)],
     ) -> Response:
-        results = await answer([r.to_plain() for r in requests])
+        results = await within_budget(answer([r.to_plain() for r in requests]))
         unknown = [_unknown_detail(e, ["body", i]) for i, e in enumerate(results) if isinstance(e, UnknownIdError)]
         if unknown:
             raise HTTPException(422, unknown)
@@ -215,32 +250,37 @@ def create_app(
             **malformed,
             **invalid,
             409: {"model": Problem, "description": "the added items would exceed max_added_items"},
+            **overdue,
         },
     )
     async def add_items(items: Annotated[list[ItemIn], Body(min_length=1, max_length=MAX_ITEMS_PER_POST)]) -> Response:
         """Adds or replaces items. Past ``max_added_items`` distinct added ids the post is refused
         (409), nothing evicted; an id already added may always be replaced."""
-        from recsys_tasks.text.texts import item_text
-
         records = [i.to_record() for i in items]
         try:
             holder.check_room([r["item_id"] for r in records])  # before encoding; checked again when added
-            cache = holder.served.sentence_cache
-            vectors = await run_in_threadpool(cache.encode, [item_text(r) for r in records])
-            report = await asyncio.wrap_future(holder.run(holder.add_items, records, cache.text_model, vectors))
+            report = await within_budget(add(records))
         except CatalogFullError as exc:
             raise HTTPException(409, str(exc)) from None
         return JSONResponse(report)
+
+    async def add(records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Encode the items (a worker thread), then add them on the model thread."""
+        from recsys_tasks.text.texts import item_text
+
+        cache = holder.served.sentence_cache
+        vectors = await asyncio.to_thread(cache.encode, [item_text(r) for r in records])  # waiting on it is cancellable
+        return await asyncio.wrap_future(holder.run(holder.add_items, records, cache.text_model, vectors))
 
     @app.get(
         "/items/{item_id:path}/similar",
         response_model=Similar,
         dependencies=guarded,
-        responses={**refused, **invalid, 404: {"model": Problem, "description": "unknown item id"}},
+        responses={**refused, **invalid, 404: {"model": Problem, "description": "unknown item id"}, **overdue},
     )
     async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 20) -> Response:
         try:
-            items, version = await asyncio.wrap_future(holder.run(holder.similar, item_id, k))
+            items, version = await within_budget(asyncio.wrap_future(holder.run(holder.similar, item_id, k)))
         except UnknownIdError:
             raise HTTPException(404, f"unknown item id {item_id[:300]!r}") from None
         return _json({"item_id": item_id, "items": items, "model_version": version})

@@ -16,7 +16,8 @@ class Batcher:
     ``run(items) -> results`` (one result or exception per item) runs at most ``lanes`` calls at a
     time: no timer, so a lone request waits for nothing (a free lane takes it) and a crowd is served
     in batches of at most ``max_batch``. The loop only queues and hands out answers, so it stays
-    free for other requests (``/health`` among them) while a batch is worked on.
+    free for other requests (``/health`` among them) while a batch is worked on. An item whose
+    caller stopped waiting (its future cancelled) before its batch started is not run.
     """
 
     def __init__(self, run: Callable[[list], list], executor: Executor, max_batch: int, lanes: int = 1):
@@ -37,6 +38,9 @@ class Batcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                batch = [(item, future) for item, future in batch if not future.done()]  # not given up on (time budget)
+                if not batch:
+                    continue
                 try:
                     results = await loop.run_in_executor(self._executor, self._run, [r for r, _ in batch])
                 except Exception as exc:  # noqa: BLE001 (a bug, not bad input: every item of the batch gets a 500)

@@ -24,7 +24,7 @@ import numpy as np
 
 from recsys_tasks.model.index import IndexConfig, ItemIndex, faiss_available
 from recsys_tasks.model.recommender import Recommender, UnknownIdError
-from recsys_tasks.serving.catalog import CatalogLog
+from recsys_tasks.serving.catalog import CatalogLog, LogPosition
 from recsys_tasks.serving.sentences import SentenceCache
 from recsys_tasks.serving.settings import ServeSettings
 
@@ -103,11 +103,13 @@ class ModelHolder:
             )
         return version
 
-    def _build(self, uri: str) -> tuple[Served, int]:
+    def _build(self, uri: str) -> tuple[Served, LogPosition]:
         """Load a version and replay the catalog log onto it, off the model thread."""
-        from recsys_tasks.registry.store import load_recommender
+        from recsys_tasks.registry.store import load_recommender, store_errors
 
-        recommender = self._with_cache(load_recommender(uri, uri=self.settings.store()))
+        with store_errors(self.settings.store(), f"loading {uri}"):  # a broken store: `StoreError` naming it
+            loaded = load_recommender(uri, uri=self.settings.store())
+        recommender = self._with_cache(loaded)
         entries, position = self.catalog.read()
         self._replay(Served(recommender, self.settings.model_name, "", uri, 0.0), entries)
         return self._served(recommender, uri), position
@@ -191,8 +193,9 @@ class ModelHolder:
             self.last_poll = {"at": time.time(), "error": f"{type(exc).__name__}: {exc}"}
             return False
 
-    def _swap(self, served: Served, position: int) -> None:
-        """Items added since the build, then the one reference replaced (between two batches)."""
+    def _swap(self, served: Served, position: LogPosition) -> None:
+        """Items added since the build (all of them if the log was compacted meanwhile: a replay
+        replaces, so replaying twice is harmless), then the one reference replaced (between two batches)."""
         with self._lock:
             entries, _ = self.catalog.read(position)
             self._replay(served, entries)

@@ -51,6 +51,7 @@ class ServeSettings:
     max_batch_requests: int = 1000  # requests in one POST /recommend/batch
     max_body_bytes: int = 8 << 20
     max_added_items: int = 10_000  # distinct item ids POST /items may add or replace; past it: 409
+    request_timeout_s: float = 30.0  # past it a request gets 503 + Retry-After, not a wait on a stuck model; 0: none
     sentence_cache_size: int = 10_000
     index: str = "auto"  # "auto": a FAISS index from index_min_items items on (if installed); "exact"; "faiss"
     index_min_items: int = IndexConfig.min_items
@@ -69,6 +70,8 @@ class ServeSettings:
             )
         if self.max_added_items < 0:
             raise ValueError(f"max_added_items must be >= 0, got {self.max_added_items}")
+        if not self.request_timeout_s >= 0:  # NaN too
+            raise ValueError(f"request_timeout_s must be >= 0 (0: no budget), got {self.request_timeout_s}")
 
     @classmethod
     def from_env(cls, **values: Any) -> ServeSettings:
