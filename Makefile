@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # recsys_tasks.data.sources.bundled_dir() extracts the files from it once (RECSYS_DATA_DIR moves it).
 DATA_DIR := $(or $(RECSYS_DATA_DIR),$(VENV)/share/recsys-tasks)
 
-.PHONY: install run test lint typecheck-py312 bench ui clean
+.PHONY: install run test lint typecheck-py312 test-py312 bench bench-scale ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -56,8 +56,42 @@ lint: install
 typecheck-py312: install
 	$(BIN)/mypy --python-version 3.12 --cache-dir .mypy_cache/py312 recsys_tasks
 
+# Python 3.12: the tests that need no torch, MLflow or Airflow, in a venv of their own (.venv312); the others run
+# on 3.11 only, for the reason above.
+# (pyenv's shim answers only for its global version, so its 3.12 is looked up by path)
+PYTHON312 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12) \
+	$(shell command -v python3.12 2>/dev/null))
+PY312_TESTS := config content_map dataset docker evaluation extract fusion kg metrics promotion reasons report \
+	slices sources split ui_launcher validate
+ifeq ($(PYTHON312),)
+test-py312:
+	@echo "note: no Python 3.12 interpreter here; the 3.12 tests are skipped"
+else
+test-py312: install
+	$(PYTHON312) -m venv .venv312
+	.venv312/bin/pip install --quiet -r requirements-py312.txt
+	.venv312/bin/pip install --quiet --no-deps -e .
+	$(ENV) RECSYS_DATA_DIR=$(abspath $(DATA_DIR)) .venv312/bin/python -m pytest -q -p no:cacheprovider \
+		-m "not slow and not e2e" $(PY312_TESTS:%=tests/test_%.py)
+endif
+
 bench: install
 	$(ENV) $(BIN)/python bench/bench_pipeline.py
+
+# The whole workflow on generated data at 1M, 5M and 25M interactions (per stage: seconds, peak RSS, growth
+# exponent; slice metrics), beside LightFM, ALS and popularity in their own environment (bench/requirements-peers.txt).
+# SCALE_ARGS e.g. --sizes 50k,200k --stage-timeout 1800 (bench/bench_scale.py --help).
+SCALE_ARGS ?=
+PEERS_VENV := bench/out/peers-venv
+$(PEERS_VENV)/.installed: bench/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV) || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet "pip<25" setuptools wheel
+	$(PEERS_VENV)/bin/pip install --quiet -r bench/requirements-peers.txt
+	$(PEERS_VENV)/bin/pip install --quiet --no-use-pep517 lightfm==1.17
+	touch $@
+
+bench-scale: install $(PEERS_VENV)/.installed
+	$(ENV) $(BIN)/python bench/bench_scale.py --peers $(PEERS_VENV)/bin/python --workdir bench/out/scale $(SCALE_ARGS)
 
 # Airflow (api-server, scheduler, dag-processor, triggerer), mlflow server and recsys serve until Ctrl-C;
 # UI_ARGS e.g. --airflow-port 8081 --mlflow-port 5001 --serve-port 8001 --no-serve (scripts/ui.py --help).

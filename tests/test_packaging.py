@@ -79,3 +79,10 @@ def test_requirement_names_are_normalised(requirement: str) -> None:
             "jsonschema_rs==1": "jsonschema-rs",
         }[requirement]
     )
+
+
+def test_the_python_312_subset_pins_what_the_locks_pin() -> None:
+    """requirements-py312.txt (make test-py312) installs a subset of the locks, at the same versions."""
+    locked = {**_pins(ROOT / "requirements.txt"), **_pins(ROOT / "requirements-dev.txt")}
+    subset = _pins(ROOT / "requirements-py312.txt")
+    assert subset and {name: locked.get(name) for name in subset} == subset
