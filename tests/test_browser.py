@@ -2,13 +2,14 @@
 
 `scripts/ui.py` (what `make ui` runs) starts Airflow (api-server, scheduler, dag-processor,
 triggerer; SQLite), ``mlflow server`` and ``recsys serve`` on free loopback ports over a temporary
-home and workdir. The workdir already holds a champion: ``recsys run`` on the tiny RecBole data with
-the tiny pipeline config. Then, as a person would:
+home and workdir. The workdir already holds a champion: ``recsys run`` on the tiny RecBole data
+(conftest's ``tiny_data``) with the tiny pipeline config and the tiny random BERT (``tiny_bert``).
+Then, as a person would:
 
 1. log in to Airflow with a generated password (one user per role, not all admins);
 2. open the DAG, read its docs, open the trigger form (every field titled and explained), fill it
-   with non-default params (the tiny data, tiny dims and epochs, a promotion margin of 1 that no
-   candidate can beat), trigger, and wait in the UI for the run to succeed; read the register
+   with non-default params (the tiny data, tiny dims and epochs, the tiny BERT, a promotion margin
+   of 1 that no candidate can beat), trigger, and wait in the UI for the run to succeed; read the register
    task's log, which says the candidate became ``challenger``;
 3. open the DAG's **Model report** tab: the champion and the challenger with their slice scores,
    the challenger's reason, and the model-vs-baselines charts;
@@ -37,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urljoin
 
 import pytest
 from tiny_pipeline import TINY_PIPELINE
@@ -88,6 +89,7 @@ class Stack:
     log: Path
     home: Path
     data: Path
+    text_model: str
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -100,11 +102,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_bert: str) -> Iterator[Stack]:
     import psutil
 
     base = tmp_path_factory.mktemp("ui")
-    data = make_tiny_dir(base / "data", "recbole")
+    data = tiny_data  # read only: the runs write under base
     home, work, cwd = base / "airflow", base / "work", base / "cwd"
     for d in (home, work, cwd):
         d.mkdir()
@@ -128,7 +130,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[S
     )
 
     # The champion the UI-triggered run is compared with: the same data and config, through the CLI.
-    sets = [arg for key, value in TINY_PIPELINE.items() for arg in ("--set", f"{key}={value}")]
+    pipeline = {**TINY_PIPELINE, "text.model": tiny_bert}
+    sets = [arg for key, value in pipeline.items() for arg in ("--set", f"{key}={value}")]
     seeded = subprocess.run(
         [str(BIN / "recsys"), "run", "--data", str(data), *sets],
         env=env,
@@ -170,6 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir) -> Iterator[S
         log,
         home,
         data,
+        tiny_bert,
     )
     try:
         deadline = time.monotonic() + 300
@@ -324,7 +328,7 @@ def test_trigger_form_explains_every_field_and_the_run_succeeds(stack: Stack, en
         expect(form).to_contain_text(param.schema["title"])
         expect(form).to_contain_text(param.description)
     form.locator("#element_source").fill(str(stack.data))
-    for key, value in FORM.items():
+    for key, value in {**FORM, "text_model": stack.text_model}.items():
         form.locator(f"[name=element_{key}]").fill(value)
     form.locator("#element_overrides").fill("\n".join(OVERRIDES))
     form.locator("#element_overrides").scroll_into_view_if_needed()
@@ -415,7 +419,8 @@ def test_mlflow_shows_the_champion_alias_and_the_runs_chart(stack: Stack, browse
         page.get_by_role("link", name="Version 1", exact=True).click()
         source_run = page.locator("a[href*='/runs/']").first
         expect(source_run).to_be_visible()
-        source_run.click()
+        # followed, not clicked: MLflow's "Source Model" label overlaps the link and takes the pointer
+        page.goto(urljoin(f"{stack.mlflow}/", source_run.get_attribute("href") or ""))
         page.get_by_role("tab", name="Artifacts").click()
         page.get_by_text("evaluation", exact=True).click()
         page.get_by_text("slices.png", exact=True).click()

@@ -1,4 +1,5 @@
-"""A real tiny bundle (PyKEEN dim 4, MiniLM, hybrid dim 4, 2 epochs) answering queries and requests.
+"""The session's tiny bundle (PyKEEN dim 4, a tiny random BERT, hybrid dim 4, 2 epochs) answering
+queries and requests.
 
 Known from the tiny data and the default split: user 3's training history is items 10, 12, 14, 1
 (oldest first); users 1 and 5 are cold (profile only); items 2, 9 and 13 are cold (no ID row).
@@ -6,14 +7,14 @@ Known from the tiny data and the default split: user 3's training history is ite
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
+from recsys_tasks.artifacts import StageResult
+from recsys_tasks.config import FinetuneConfig
 from recsys_tasks.model.recommender import Recommender, UnknownIdError
 from recsys_tasks.protocol.queries import Query
 
@@ -25,36 +26,10 @@ TASTE = "I like Action and Drama movies."
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Iterator[Path]:
-    """Every stage once on the tiny data; the finetune bundle folder."""
-    from recsys_tasks.data.extract import extract
-    from recsys_tasks.kg.embed import kg_embed
-    from recsys_tasks.model.finetune import finetune
-    from recsys_tasks.text.embed import text_embed
-
-    root = tmp_path_factory.mktemp("recommender")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        snapshot = extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir
-        kg = kg_embed(
-            KGConfig(
-                embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu"
-            ),
-            snapshot,
-            root / "kg",
-        ).out_dir
-        text = text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir
-        result = finetune(
-            FinetuneConfig(
-                dim=4, hidden=8, epochs=2, batch_size=8, max_history=MAX_HISTORY, validation_user_frac=0.3, device="cpu"
-            ),
-            snapshot,
-            kg,
-            text,
-            root / "finetune",
-            TextConfig().model,
-        )
-        yield result.path("bundle")
+def bundle_dir(tiny_bundle: StageResult, tiny_finetune_config: FinetuneConfig) -> Path:
+    """The session's tiny finetune bundle folder (shared: a test that changes it copies it first)."""
+    assert tiny_finetune_config.max_history == MAX_HISTORY
+    return tiny_bundle.path("bundle")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The registry stage against a real MLflow (SQLite in a temporary workdir), fed by the real pipeline.
 
-One module-scoped workdir holds four runs of `run_pipeline` on the tiny RecBole data, in order:
+One module-scoped workdir holds four runs of `run_pipeline` on the tiny RecBole data (conftest's
+``tiny_data``), text encoded by the tiny random BERT (``tiny_bert``), in order:
 
 1. ``first``: no champion yet, so it becomes ``champion`` (version 1);
 2. ``worse``: the same data with a margin it cannot beat, so it becomes ``challenger``;
@@ -14,7 +15,6 @@ The CWD is an empty folder and neither ``RECSYS_WORKDIR`` nor ``MLFLOW_TRACKING_
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +63,12 @@ class Workdir:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]) -> Workdir:
+def work(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_bert: str) -> Workdir:
     base = tmp_path_factory.mktemp("registry")
-    data = make_tiny_dir(base / "data", "recbole")
+    data = tiny_data  # read only: the runs write under base
     root, cwd = base / "work", base / "cwd"
     cwd.mkdir()
-    cfg = PipelineConfig().with_overrides({"extract.source": str(data), **TINY})
+    cfg = PipelineConfig().with_overrides({"extract.source": str(data), **TINY, "text.model": tiny_bert})
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("RECSYS_WORKDIR", raising=False)

@@ -1,4 +1,4 @@
-"""finetune on the tiny snapshot with real KG (PyKEEN, dim 4) and text (MiniLM) stages, 2 epochs.
+"""finetune on the session's tiny stages: KG (PyKEEN, dim 4) and text (a tiny random BERT), 2 epochs.
 
 With seed 42 and ``validation_user_frac=0.3`` the pseudo-cold validation users are 4, 6 and 10, and
 (``fusion_user_frac=0.1``) the fusion's user is 7; they hold 4 of the training part's 12 positives,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +18,12 @@ import pytest
 import torch
 
 from recsys_tasks.artifacts import StageResult, read_json
-from recsys_tasks.config import ExtractConfig, FinetuneConfig, KGConfig, TextConfig
+from recsys_tasks.config import FinetuneConfig
 from recsys_tasks.data.split import Split
 from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.model.finetune import finetune
 
-TINY_KG = KGConfig(
-    embedding_dim=4, epochs=2, batch_size=64, early_stopping_frequency=1, eval_fraction=0.1, device="cpu"
-)
-TINY_FT = FinetuneConfig(dim=4, hidden=8, epochs=2, batch_size=8, max_history=5, validation_user_frac=0.3, device="cpu")
-TEXT_DIM, KG_DIM = 384, 4
+TEXT_DIM, KG_DIM = 32, 4  # the tiny BERT's hidden size, tiny_kg_config's dimension
 BUNDLE_FILES = {
     "model.pt",
     "catalog.parquet",
@@ -45,35 +41,40 @@ BUNDLE_FILES = {
 }
 
 
+@dataclass(frozen=True)
+class Stages:
+    """The session's tiny stage folders, the tiny BERT they were encoded with and the tiny finetune config."""
+
+    snapshot: Path
+    kg: Path
+    text: Path
+    model: str
+    cfg: FinetuneConfig
+
+
 @pytest.fixture(scope="module")
 def stages(
-    tmp_path_factory: pytest.TempPathFactory, make_tiny_dir: Callable[[Path, str], Path]
-) -> Iterator[dict[str, Path]]:
-    """Snapshot, KG and text stage outputs of the tiny data, built once for the module."""
-    from recsys_tasks.data.extract import extract
-    from recsys_tasks.kg.embed import kg_embed
-    from recsys_tasks.text.embed import text_embed
-
-    root = tmp_path_factory.mktemp("train")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        snapshot = Path(
-            extract(ExtractConfig(source=str(make_tiny_dir(root / "src", "recbole"))), root / "snapshot").out_dir
-        )
-        kg = Path(kg_embed(TINY_KG, snapshot, root / "kg").out_dir)
-        text = Path(text_embed(TextConfig(device="cpu"), snapshot, root / "text").out_dir)
-        yield {"snapshot": snapshot, "kg": kg, "text": text, "root": root}
+    tiny_snapshot: StageResult,
+    tiny_kg: StageResult,
+    tiny_text: StageResult,
+    tiny_bert: str,
+    tiny_finetune_config: FinetuneConfig,
+) -> Stages:
+    return Stages(
+        Path(tiny_snapshot.out_dir), Path(tiny_kg.out_dir), Path(tiny_text.out_dir), tiny_bert, tiny_finetune_config
+    )
 
 
 def _finetune(
-    stages: dict[str, Path], out: Path, cfg: FinetuneConfig = TINY_FT, snapshot: Path | None = None
+    stages: Stages, out: Path, cfg: FinetuneConfig | None = None, snapshot: Path | None = None
 ) -> StageResult:
-    return finetune(cfg, snapshot or stages["snapshot"], stages["kg"], stages["text"], out, TextConfig().model)
+    return finetune(cfg or stages.cfg, snapshot or stages.snapshot, stages.kg, stages.text, out, stages.model)
 
 
 @pytest.fixture(scope="module")
-def trained(stages: dict[str, Path]) -> StageResult:
-    return _finetune(stages, stages["root"] / "finetune")
+def trained(tiny_bundle: StageResult) -> StageResult:
+    """``finetune`` of the tiny stages with ``tiny_finetune_config`` (shared by the session: read only)."""
+    return tiny_bundle
 
 
 def _state(result: StageResult) -> dict[str, torch.Tensor]:
@@ -93,11 +94,11 @@ def test_finetune_writes_a_bundle_curves_and_result(trained: StageResult) -> Non
 
 
 @pytest.mark.slow
-def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
+def test_metrics_are_finite_and_match_the_curves(trained: StageResult, tiny_finetune_config: FinetuneConfig) -> None:
     m = trained.metrics
     assert all(math.isfinite(v) for v in m.values()), m
     curves = pd.read_csv(trained.path("curves"))
-    assert m["epochs_trained"] == 2 and 1 <= m["id_epochs_trained"] <= TINY_FT.id_epochs
+    assert m["epochs_trained"] == 2 and 1 <= m["id_epochs_trained"] <= tiny_finetune_config.id_epochs
     assert list(curves["epoch"]) == list(range(1, len(curves) + 1))
     assert len(curves) == m["epochs_trained"] + m["id_epochs_trained"]
     assert {"loss", "val_ndcg", "val_ndcg_at_0", "val_ndcg_warm"} <= set(curves.columns)
@@ -106,14 +107,14 @@ def test_metrics_are_finite_and_match_the_curves(trained: StageResult) -> None:
     assert m["final_loss"] == pytest.approx(curves["loss"].iloc[-1]) and (curves["loss"] > 0).all()
     assert m["n_validation_users"] == 3 and m["n_fusion_users"] == 1 and m["n_train_pairs"] == 8
     # chosen on pseudo-new items, and what the bundle serves
-    assert m["content_profile_weight"] in TINY_FT.profile_weights
+    assert m["content_profile_weight"] in tiny_finetune_config.profile_weights
     assert ContentMap.load(trained.path("bundle")).profile_weight == m["content_profile_weight"]
     assert m["pseudo_new_ndcg"] >= m["pseudo_new_ndcg_map"]
 
 
 @pytest.mark.slow
 def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
-    trained: StageResult, stages: dict[str, Path]
+    trained: StageResult, stages: Stages
 ) -> None:
     import dataclasses
 
@@ -121,9 +122,9 @@ def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
     from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.model.recommender import Recommender
 
-    rec, split = Recommender.load(trained.path("bundle")), Split.load(stages["snapshot"])
-    dataset = Dataset.load(stages["snapshot"])
-    cfg = dataclasses.replace(TINY_FT, seed=0)
+    rec, split = Recommender.load(trained.path("bundle")), Split.load(stages.snapshot)
+    dataset = Dataset.load(stages.snapshot)
+    cfg = dataclasses.replace(stages.cfg, seed=0)
     weight, basis, center, report = train_module._profile_weight(rec, dataset, split.train, 4.0, cfg)
     assert weight in cfg.profile_weights and set(report) == {
         "content_profile_weight",
@@ -140,11 +141,11 @@ def test_the_profile_weight_is_zero_where_no_fold_leaves_enough_items_to_map(
 
 
 @pytest.mark.slow
-def test_only_training_items_get_an_id_row(trained: StageResult, stages: dict[str, Path]) -> None:
+def test_only_training_items_get_an_id_row(trained: StageResult, stages: Stages) -> None:
     """Guards cold-item leakage: an item without training interactions must be served by content alone."""
     bundle = trained.path("bundle")
     catalog = pd.read_parquet(bundle / "catalog.parquet")
-    trained_items = set(Split.load(stages["snapshot"]).train["item_id"])
+    trained_items = set(Split.load(stages.snapshot).train["item_id"])
     meta = read_json(bundle / "bundle.json")
     n_id = meta["n_id_items"]
     assert n_id == len(trained_items)
@@ -156,19 +157,19 @@ def test_only_training_items_get_an_id_row(trained: StageResult, stages: dict[st
 
 
 @pytest.mark.slow
-def test_bundle_holds_training_histories_and_aligned_features(trained: StageResult, stages: dict[str, Path]) -> None:
+def test_bundle_holds_training_histories_and_aligned_features(trained: StageResult, stages: Stages) -> None:
     bundle = trained.path("bundle")
-    train = Split.load(stages["snapshot"]).train
+    train = Split.load(stages.snapshot).train
     histories = pd.read_parquet(bundle / "histories.parquet")
     assert set(zip(histories["user_id"], histories["item_id"])) == set(zip(train["user_id"], train["item_id"]))
     assert not {"1", "5"} & set(histories["user_id"])  # cold users have no history in the bundle
     content = np.load(bundle / "item_content.npy")
     assert content.shape == (15, TEXT_DIM + KG_DIM) and content.dtype == np.float32
-    np.testing.assert_allclose(content[:, :TEXT_DIM], np.load(stages["text"] / "items.npy"))
+    np.testing.assert_allclose(content[:, :TEXT_DIM], np.load(stages.text / "items.npy"))
     np.testing.assert_allclose(np.linalg.norm(content[:, TEXT_DIM:], axis=1), 1.0, atol=1e-5)  # unit KG rows
     meta = read_json(bundle / "bundle.json")
     assert (meta["text_model"], meta["kg_dim"], meta["text_dim"], meta["max_history"]) == (
-        TextConfig().model,
+        stages.model,
         KG_DIM,
         TEXT_DIM,
         5,
@@ -181,7 +182,7 @@ def test_bundle_holds_training_histories_and_aligned_features(trained: StageResu
 
 # ---------------------------------------------------------------- determinism
 @pytest.mark.slow
-def test_same_seed_gives_the_same_model(trained: StageResult, stages: dict[str, Path], tmp_path: Path) -> None:
+def test_same_seed_gives_the_same_model(trained: StageResult, stages: Stages, tmp_path: Path) -> None:
     again = _finetune(stages, tmp_path / "again")
     assert again.metrics["val_ndcg"] == trained.metrics["val_ndcg"]
     assert again.metrics["final_loss"] == trained.metrics["final_loss"]
@@ -191,22 +192,26 @@ def test_same_seed_gives_the_same_model(trained: StageResult, stages: dict[str, 
 
 
 @pytest.mark.slow
-def test_another_seed_gives_another_model(trained: StageResult, stages: dict[str, Path], tmp_path: Path) -> None:
-    other = _finetune(stages, tmp_path / "other", FinetuneConfig(**{**TINY_FT.__dict__, "seed": 7}))
+def test_another_seed_gives_another_model(trained: StageResult, stages: Stages, tmp_path: Path) -> None:
+    other = _finetune(stages, tmp_path / "other", FinetuneConfig(**{**stages.cfg.__dict__, "seed": 7}))
     a, b = _state(trained), _state(other)
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
-def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Path) -> None:
+def test_item_ids_learn_at_their_own_rate(stages: Stages, tmp_path: Path) -> None:
     """``id_learning_rate`` moves the item ID embeddings and biases only: with the towers' rate at 0
     they keep their initial weights, the IDs leave theirs (0 = the towers' rate: nothing moves)."""
     frozen = {"learning_rate": 0.0, "epochs": 1, "id_epochs": 0}
     ids_only = _state(
-        _finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, **frozen, "id_learning_rate": 0.05}))
+        _finetune(
+            stages, tmp_path / "ids", FinetuneConfig(**{**stages.cfg.__dict__, **frozen, "id_learning_rate": 0.05})
+        )
     )
     nothing = _state(
-        _finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, **frozen, "id_learning_rate": 0.0}))
+        _finetune(
+            stages, tmp_path / "none", FinetuneConfig(**{**stages.cfg.__dict__, **frozen, "id_learning_rate": 0.0})
+        )
     )
     id_keys = {"item_id.weight", "item_id_bias.weight"}
     assert id_keys < set(ids_only)
@@ -215,11 +220,11 @@ def test_item_ids_learn_at_their_own_rate(stages: dict[str, Path], tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_the_item_ids_go_on_alone_after_the_towers_stop(stages: dict[str, Path], tmp_path: Path) -> None:
+def test_the_item_ids_go_on_alone_after_the_towers_stop(stages: Stages, tmp_path: Path) -> None:
     """``id_epochs``: after the first stage the towers are frozen (the same weights as a run without the
     second stage), only the item IDs train on; the warm validation is tracked in the curves."""
-    alone = _finetune(stages, tmp_path / "ids", FinetuneConfig(**{**TINY_FT.__dict__, "id_epochs": 2}))
-    without = _finetune(stages, tmp_path / "none", FinetuneConfig(**{**TINY_FT.__dict__, "id_epochs": 0}))
+    alone = _finetune(stages, tmp_path / "ids", FinetuneConfig(**{**stages.cfg.__dict__, "id_epochs": 2}))
+    without = _finetune(stages, tmp_path / "none", FinetuneConfig(**{**stages.cfg.__dict__, "id_epochs": 0}))
     a, b = _state(alone), _state(without)
     assert all(torch.equal(a[k], b[k]) for k in a if k not in {"item_id.weight", "item_id_bias.weight"})
     assert alone.metrics["epochs_trained"] == without.metrics["epochs_trained"]
@@ -231,7 +236,7 @@ def test_the_item_ids_go_on_alone_after_the_towers_stop(stages: dict[str, Path],
 
 
 @pytest.mark.slow
-def test_without_validation_users_the_second_stage_is_skipped_quietly(stages: dict[str, Path], tmp_path: Path) -> None:
+def test_without_validation_users_the_second_stage_is_skipped_quietly(stages: Stages, tmp_path: Path) -> None:
     import warnings
 
     with warnings.catch_warnings():
@@ -239,7 +244,7 @@ def test_without_validation_users_the_second_stage_is_skipped_quietly(stages: di
         result = _finetune(
             stages,
             tmp_path / "noval",
-            FinetuneConfig(**{**TINY_FT.__dict__, "validation_user_frac": 0.0, "id_epochs": 3}),
+            FinetuneConfig(**{**stages.cfg.__dict__, "validation_user_frac": 0.0, "id_epochs": 3}),
         )
     assert result.metrics["id_epochs_trained"] == 0 and result.metrics["n_validation_users"] == 0
 
@@ -254,8 +259,8 @@ def _without_training_part(snapshot: Path, into: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_an_empty_training_part_raises_and_writes_nothing(stages: dict[str, Path], tmp_path: Path) -> None:
-    snapshot = _without_training_part(stages["snapshot"], tmp_path / "snapshot")
+def test_an_empty_training_part_raises_and_writes_nothing(stages: Stages, tmp_path: Path) -> None:
+    snapshot = _without_training_part(stages.snapshot, tmp_path / "snapshot")
     out = tmp_path / "runs" / "finetune"
     with pytest.raises(ValueError, match="training part is empty"):
         _finetune(stages, out, snapshot=snapshot)
@@ -264,27 +269,25 @@ def test_an_empty_training_part_raises_and_writes_nothing(stages: dict[str, Path
 
 
 @pytest.mark.slow
-def test_a_failed_rerun_leaves_the_previous_output_intact(
-    trained: StageResult, stages: dict[str, Path], tmp_path: Path
-) -> None:
+def test_a_failed_rerun_leaves_the_previous_output_intact(trained: StageResult, stages: Stages, tmp_path: Path) -> None:
     out = tmp_path / "finetune"
     shutil.copytree(trained.out_dir, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    snapshot = _without_training_part(stages["snapshot"], tmp_path / "snapshot")
+    snapshot = _without_training_part(stages.snapshot, tmp_path / "snapshot")
     with pytest.raises(ValueError, match="training part is empty"):
         _finetune(stages, out, snapshot=snapshot)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune", "snapshot"]
 
 
-def test_training_histories_are_earlier_items_of_the_same_user(trained: StageResult, stages: dict[str, Path]) -> None:
+def test_training_histories_are_earlier_items_of_the_same_user(trained: StageResult, stages: Stages) -> None:
     """Cold-start simulation: a history is the user's first n items or the n just before the
     target (n <= max_history, sometimes 0), never the target or anything after it."""
     from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.model.finetune import _Batches
     from recsys_tasks.model.recommender import Recommender
 
-    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
     rec = Recommender.load(trained.path("bundle"))
     cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.3)
     batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
@@ -311,16 +314,14 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     assert 0.0 in flags and 1.0 in flags  # both kinds were drawn
 
 
-def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(
-    trained: StageResult, stages: dict[str, Path]
-) -> None:
+def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(trained: StageResult, stages: Stages) -> None:
     """``profile_dropout``: some training users with a history get no demographics, KG-demographic or
     profile-text input (the history must carry them); a profile-only user always keeps its profile."""
     from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.model.finetune import _Batches
     from recsys_tasks.model.recommender import Recommender
 
-    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
     rec = Recommender.load(trained.path("bundle"))
     cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.3, profile_dropout=0.5)
     batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
@@ -343,13 +344,13 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(
         np.testing.assert_array_equal(stored, again)  # what was hidden was a batch's copy
 
 
-def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: dict[str, Path]) -> None:
+def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: Stages) -> None:
     """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
     from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.model.finetune import _Batches
     from recsys_tasks.model.recommender import Recommender
 
-    dataset, split = Dataset.load(stages["snapshot"]), Split.load(stages["snapshot"])
+    dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
     rec = Recommender.load(trained.path("bundle"))
     cfg = FinetuneConfig(max_history=3, batch_size=4, empty_history_prob=0.0, truncate_histories=False)
     batches = _Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
