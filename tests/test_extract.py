@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -274,25 +276,25 @@ def test_too_little_data_names_every_shortfall_in_one_line(
     assert not (tmp_path / "snap").exists() and _hidden_siblings(tmp_path / "snap") == []
 
 
-def test_a_slice_without_positives_is_named(
-    tiny_recbole_dir: Path, tmp_path: Path, write_variant: Variant, tiny_snapshot: StageResult
+def test_a_slice_without_positives_is_named_and_left_out(
+    tiny_recbole_dir: Path,
+    tmp_path: Path,
+    write_variant: Variant,
+    tiny_snapshot: StageResult,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No positive on any held-out item: the cold-item slice would be empty (the split is seeded, so the
-    cold items of the session's snapshot are this data's too; ratings do not move the split)."""
+    """No positive on any held-out item: the cold-item slice will be empty (the split is seeded, so the
+    cold items of the session's snapshot are this data's too; ratings do not move the split). The other
+    slices can still be evaluated, so extract warns and records it instead of failing."""
     cold = set(Split.load(tiny_snapshot.out_dir).cold_items)
     inter = pd.read_csv(tiny_recbole_dir / "tiny.inter", sep="\t", dtype=str)
     rows = [i for i, item in enumerate(inter["item_id:token"]) if item in cold]
     write_variant(tiny_recbole_dir / "tiny.inter", cells={(row, "rating"): "1" for row in rows})
-    with pytest.raises(DataValidationError) as raised:
-        _extract(tiny_recbole_dir, tmp_path / "snap")
-    message = str(raised.value)
-    assert message.endswith(
-        "too little data for the split and the stages: "
-        "cold-item slice: 0 warm users with a positive on a cold item, need at least 1 (short by 1)"
-    ), message
-    assert not (tmp_path / "snap").exists()
-    # The same data without a cold-item slice is enough.
-    assert _extract(tiny_recbole_dir, tmp_path / "no-cold-items", cold_item_frac=0.0).metrics["n_cold_items"] == 0
+    line = "cold-item slice: 0 warm users with a positive on a cold item, need at least 1 (short by 1)"
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.data.extract"):
+        result = _extract(tiny_recbole_dir, tmp_path / "snap")
+    assert f"{line}: the slice is left out of the evaluation" in caplog.text
+    assert json.loads(result.path("report").read_text())["empty_slices"] == [line]
 
 
 def test_without_holdout_two_users_are_enough(tiny_recbole_dir: Path, tmp_path: Path, write_variant: Variant) -> None:

@@ -279,3 +279,27 @@ def test_champion_that_cannot_be_reevaluated_is_kept(work: Workdir, client: Mlfl
     assert summary["promoted"] is False and summary["alias"] == CHALLENGER
     assert f"champion v{champion} could not be evaluated" in summary["reason"]
     assert _champion(client, work) == champion
+
+
+def test_a_champion_that_ranks_another_catalogue_is_not_compared_and_says_why(
+    work: Workdir, client: MlflowClient, tmp_path: Path
+) -> None:
+    """A candidate trained on a catalogue without one of the champion's items: the champion cannot be
+    measured on the candidate's data, so the gate says so instead of crashing on the score shapes."""
+    from recsys_tasks.registry import register as reg
+    from recsys_tasks.stages import BY_NAME, RunContext, run_stage
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in work.data.iterdir():  # the tiny data less item 15 and its interactions
+        rows = path.read_text().splitlines()
+        dropped = {".item": 0, ".inter": 1, ".link": 0}.get(path.suffix)
+        kept = [r for r in rows[1:] if dropped is None or r.split("\t")[dropped] != "15"]
+        (data / path.name).write_text("\n".join([rows[0], *kept]) + "\n")
+    cfg = work.cfg.with_overrides({"extract.source": str(data)})
+    ctx, results = RunContext(cfg, "other-catalogue", tmp_path / "run", work.uri), {}
+    for name in ("extract", "kg_embed", "text_embed", "finetune", "evaluate"):
+        results[name] = run_stage(BY_NAME[name], ctx, results)
+    champion = client.get_model_version_by_alias(work.name, CHAMPION)
+    with pytest.raises(reg.NotComparableError, match=r"another catalogue \(15 items; this run's has 14\)"):
+        reg._champion_metrics(client, champion, results["extract"].info["split_fingerprint"], cfg, results)

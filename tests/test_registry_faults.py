@@ -33,7 +33,7 @@ from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig
 from recsys_tasks.pipeline import write_resolved_config
 from recsys_tasks.registry import register as reg
-from recsys_tasks.registry.store import CHALLENGER, CHAMPION, StoreError, alias_version
+from recsys_tasks.registry.store import CHALLENGER, CHAMPION, StoreError, alias_version, load_recommender
 from recsys_tasks.stages import STAGES, RunContext, run_stage
 
 pytestmark = pytest.mark.slow  # the tiny pipeline once, then a subprocess per step
@@ -220,6 +220,8 @@ def test_unreachable_tracking_server_raises_one_line_naming_it(
     for call in (
         lambda: reg.register(trained.cfg, trained.results, run_name="down", uri=uri),
         lambda: alias_version(trained.cfg.registry.model_name, CHAMPION, uri),
+        lambda: load_recommender(None, trained.cfg.registry.model_name, uri),  # a store down is not a missing model
+        lambda: load_recommender(f"models:/{trained.cfg.registry.model_name}/1", None, uri),
     ):
         with pytest.raises(StoreError) as raised:
             call()

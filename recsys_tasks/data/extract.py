@@ -32,7 +32,10 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
         report.update(n_interactions=len(dataset.interactions), n_users=len(dataset.users))  # describe the snapshot
     split = make_split(dataset.interactions, cfg)
-    check_sizes(dataset, split, cfg, raw.source)  # too little data fails now, not after the training
+    empty = check_sizes(dataset, split, cfg, raw.source)  # too little data fails now, not after the training
+    for line in empty:
+        log.warning("extract: %s: the slice is left out of the evaluation", line)
+    report["empty_slices"] = empty
     fingerprint = dataset.fingerprint()
     with atomic_dir(out_dir) as tmp:
         artifacts = dataset.save(tmp)

@@ -6,7 +6,8 @@ needed (docs/evaluation.md), each only where its fraction is above 0:
 - training: at least one positive (the model learns from liked pairs), so at least one warm user;
 - per slice, at least one user with a positive: a cold user with a positive (cold-user@0, @0+text),
   a warm user with a positive on a cold item (cold-item), a warm user with a positive in the warm
-  test part (warm).
+  test part (warm). A slice without one is left out of the evaluation (a warning); with a holdout
+  and every slice empty, nothing would be evaluated, which is an error.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def min_ids(frac: float) -> int | None:
     return next((n for n in range(2, _SEARCH) if 1 <= round(n * frac) < n), None)
 
 
-def check_sizes(dataset: Dataset, split: Split, cfg: ExtractConfig, source: str) -> None:
-    """Raise one `DataValidationError` line naming every count that is short, and by how much."""
+def check_sizes(dataset: Dataset, split: Split, cfg: ExtractConfig, source: str) -> list[str]:
+    """Raise one `DataValidationError` line naming every count that is short, and by how much; return
+    the slices that will be empty (evaluated without them) when some are not."""
     short = [
         *_ids_short("users", dataset.users["user_id"].nunique(), cfg.cold_user_frac, "cold_user_frac"),
         *_ids_short("items", dataset.items["item_id"].nunique(), cfg.cold_item_frac, "cold_item_frac"),
@@ -45,17 +47,20 @@ def check_sizes(dataset: Dataset, split: Split, cfg: ExtractConfig, source: str)
             f"training part: {train_positives} positives (rating >= {cfg.positive_threshold:g}), "
             f"need at least {MIN_TRAIN_POSITIVES} (short by {MIN_TRAIN_POSITIVES - train_positives})"
         )
+    empty: list[str] = []
     if split.holdout:
         slices = (
             ("cold-user slices", "cold_user", cfg.cold_user_frac, "cold users with a positive"),
             ("cold-item slice", "cold_item", cfg.cold_item_frac, "warm users with a positive on a cold item"),
             ("warm slice", "warm_test", cfg.warm_test_frac, "warm users with a positive in the warm test part"),
         )
-        for name, part, frac, who in slices:
-            if frac > 0:
-                short += _slice_short(name, _users_in(positive, part), who)
+        held = [(name, part, who) for name, part, frac, who in slices if frac > 0]
+        empty = [line for name, part, who in held for line in _slice_short(name, _users_in(positive, part), who)]
+        if held and len(empty) == len(held):  # nothing would be evaluated
+            short += empty
     if short:
         raise DataValidationError(f"{source}: too little data for the split and the stages: {'; '.join(short)}")
+    return empty
 
 
 def _ids_short(what: str, count: int, frac: float, knob: str) -> list[str]:

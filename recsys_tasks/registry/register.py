@@ -232,7 +232,7 @@ def _decision(
                 cfg.registry.margin,
                 cfg.registry.tolerance,
             )
-        except ModelNotFoundError as exc:  # e.g. saved by an incompatible version of this code
+        except (ModelNotFoundError, NotComparableError) as exc:  # e.g. another code version, another catalogue
             decision = Decision(
                 False,
                 f"champion v{champion.version} could not be evaluated on this "
@@ -264,6 +264,10 @@ def _log_curves(client, run_id: str, path: str) -> None:
     client.log_batch(run_id, metrics=metrics)
 
 
+class NotComparableError(Exception):
+    """The champion cannot be measured on the candidate's data (e.g. its catalogue differs)."""
+
+
 def _champion_metrics(
     client, champion, split_id: str, cfg: PipelineConfig, results: Mapping[str, StageResult]
 ) -> dict[str, float]:
@@ -273,6 +277,7 @@ def _champion_metrics(
         return dict(run.data.metrics)
     import mlflow
 
+    from recsys_tasks.data.dataset import Dataset
     from recsys_tasks.evaluation.evaluate import evaluate_scorer
 
     log.info("champion v%s was evaluated on other data; evaluating it on this split", champion.version)
@@ -283,6 +288,11 @@ def _champion_metrics(
         except Exception as exc:  # any load failure means the champion cannot be re-measured
             raise ModelNotFoundError(f"cannot load {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         snapshot = results["extract"].out_dir
+        catalogue = Dataset.load(snapshot).items["item_id"].astype(str).tolist()
+        if list(recommender.item_ids) != catalogue:  # it scores its own catalogue, not this run's
+            raise NotComparableError(
+                f"it ranks another catalogue ({len(recommender.item_ids):,} items; this run's has {len(catalogue):,})"
+            )
         out = evaluate_scorer(
             cfg.evaluate,
             snapshot,

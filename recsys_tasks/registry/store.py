@@ -51,17 +51,25 @@ def store_errors(uri: str, doing: str) -> Iterator[None]:
         raise StoreError(f"MLflow store {store_label(uri)}: {doing} failed: {lines[0]}") from exc
 
 
+# MLflow's codes for a model, version or alias that does not exist (anything else: the store failed)
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
 def load_recommender(model_uri: str | None = None, model_name: str | None = None, uri: str | None = None):
     """The `Recommender` behind a model URI (default: ``models:/<name>@champion``) and its version."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(uri or tracking_uri())
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
     model_uri = model_uri or f"models:/{model_name or PipelineConfig().registry.model_name}@{CHAMPION}"
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as exc:
-        raise ModelNotFoundError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}") from None
+    with store_errors(uri, f"loading {model_uri}"):  # a store that cannot be read is not a missing model
+        try:
+            model = mlflow.pyfunc.load_model(model_uri)
+        except (MlflowException, OSError) as exc:
+            if isinstance(exc, MlflowException) and exc.error_code not in _NOT_FOUND:
+                raise
+            raise ModelNotFoundError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}") from None
     recommender = model.unwrap_python_model().recommender
     recommender.meta["model_version"] = _version_of(model_uri, model)
     return recommender
