@@ -264,23 +264,6 @@ def test_unknown_model_uri_raises_model_not_found(work: Workdir, model_uri: str)
         load_recommender(model_uri, uri=work.uri)
 
 
-def test_champion_that_cannot_be_reevaluated_is_kept(work: Workdir, client: MlflowClient) -> None:
-    """A champion whose model no longer loads (here: its weights file is gone, as with a bundle saved by
-    an incompatible version) cannot be compared on a new split: the candidate is only a challenger.
-    Runs last in this module: it damages version 1's artifacts."""
-    champion = _champion(client, work)
-    bundle = Path(unquote(urlparse(client.get_model_version_download_uri(work.name, champion)).path))
-    weights = next(bundle.rglob("model.pt"))
-    weights.unlink()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(work.cwd)
-        summary = run_pipeline(work.cfg.with_overrides({"extract.seed": 8}), work.root, run_id="damaged")
-    assert summary["promoted"] is False and summary["alias"] == CHALLENGER
-    assert f"champion v{champion} could not be evaluated" in summary["reason"]
-    assert _champion(client, work) == champion
-
-
 def test_a_champion_that_ranks_another_catalogue_is_not_compared_and_says_why(
     work: Workdir, client: MlflowClient, tmp_path: Path
 ) -> None:
@@ -303,3 +286,20 @@ def test_a_champion_that_ranks_another_catalogue_is_not_compared_and_says_why(
     champion = client.get_model_version_by_alias(work.name, CHAMPION)
     with pytest.raises(reg.NotComparableError, match=r"another catalogue \(15 items; this run's has 14\)"):
         reg._champion_metrics(client, champion, results["extract"].info["split_fingerprint"], cfg, results)
+
+
+def test_champion_that_cannot_be_reevaluated_is_kept(work: Workdir, client: MlflowClient) -> None:
+    """A champion whose model no longer loads (here: its weights file is gone, as with a bundle saved by
+    an incompatible version) cannot be compared on a new split: the candidate is only a challenger.
+    Runs last in this module: it damages version 1's artifacts."""
+    champion = _champion(client, work)
+    bundle = Path(unquote(urlparse(client.get_model_version_download_uri(work.name, champion)).path))
+    weights = next(bundle.rglob("model.pt"))
+    weights.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(work.cwd)
+        summary = run_pipeline(work.cfg.with_overrides({"extract.seed": 8}), work.root, run_id="damaged")
+    assert summary["promoted"] is False and summary["alias"] == CHALLENGER
+    assert f"champion v{champion} could not be evaluated" in summary["reason"]
+    assert _champion(client, work) == champion
