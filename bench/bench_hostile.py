@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_serving import _free_port, _stop  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -100,23 +101,8 @@ def start_server(
                 return process, base
         except httpx.HTTPError:
             time.sleep(0.5)
-    stop(process)
+    _stop(process)
     raise SystemExit("recsys serve not up after 600 s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- a. /health beside the largest batch
@@ -280,7 +266,7 @@ def main() -> None:
                 phase_rss(base, process.pid, args.posts, args.sample_every, args.max_added_items, items_log)
             print("load average (1, 5, 15 min) at end:   {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         finally:
-            stop(process)
+            _stop(process)
 
 
 if __name__ == "__main__":
