@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys_tasks.orchestration import champion_asset, connection_uri
 from recsys_tasks.stages import STAGES
 
 GPU_QUEUE = os.environ.get("RECSYS_GPU_QUEUE", "gpu")
@@ -51,16 +52,9 @@ def _setup() -> tuple:
 def _resolve_source(extract_cfg):
     """``sql:<conn id>`` names an Airflow connection: its SQLAlchemy URI is used for this call only,
     so the resolved config written to disk and MLflow keeps the id, never the credentials."""
-    from airflow.sdk import BaseHook
-
     if not extract_cfg.source.startswith("sql:"):
         return extract_cfg
-    conn = BaseHook.get_connection(extract_cfg.source[len("sql:") :])
-    try:
-        uri = conn.get_hook().sqlalchemy_url.render_as_string(hide_password=False)
-    except Exception:  # no provider hook with a SQLAlchemy URL for this type: the connection's own URI
-        uri = conn.get_uri().replace("postgres://", "postgresql://", 1)
-    return dataclasses.replace(extract_cfg, source=uri)
+    return dataclasses.replace(extract_cfg, source=connection_uri(extract_cfg.source[len("sql:") :]))
 
 
 @dag(
@@ -176,6 +170,18 @@ def recsys_cold_start():
     tasks: dict = {}
     for stage in STAGES:  # recsys_tasks.stages declares the graph; each task is one stage
         tasks[stage.name] = _stage_task(stage)(upstream={name: tasks[name] for name in stage.needs})
+    _announce_champion(tasks["register"])
+
+
+@task(task_id="announce_champion", outlets=[champion_asset()])
+def _announce_champion(summary: dict) -> str:
+    """Emits the champion Asset (the batch-scoring DAG can run on it) only when register promoted the
+    candidate: a skipped task emits no Asset event."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not summary.get("promoted"):
+        raise AirflowSkipException(f"not promoted: {summary.get('reason', 'no decision')}")
+    return str(summary.get("model_version", ""))
 
 
 def _stage_task(stage):

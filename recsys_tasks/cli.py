@@ -3,6 +3,7 @@
     recsys run --data DIR|bundled [--workdir W] [--no-holdout] [--set key=value ...]
     recsys recommend [--workdir W] [--model MODEL_URI] --requests FILE.jsonl [--k 20]
     recsys serve [--workdir W] [--model MODEL_URI] [--host 127.0.0.1] [--port 8000]
+    recsys batch-score [--workdir W] [--target URI] [--table T] [--k 20] [--shards N [--shard I]] [--users FILE]
 
 Errors in the input are reported on stderr with exit code 2, naming the file, line and field; a
 failing MLflow store in one line naming it, exit code 1. A failed ``run`` removes its run directory.
@@ -116,6 +117,40 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_score(args: argparse.Namespace) -> int:
+    """One shard (``--shard``), or every shard in turn with the model loaded once and the table checked."""
+    from recsys_tasks.config import tracking_uri, workdir
+    from recsys_tasks.registry.store import StoreError
+    from recsys_tasks.serving.batch import (
+        BatchTarget,
+        check_counts,
+        load_version,
+        read_users,
+        resolve_champion,
+        score_shard,
+    )
+
+    target = BatchTarget(
+        args.target or os.environ.get("RECSYS_BATCH_URI") or f"sqlite:///{workdir() / 'batch.db'}", args.table
+    )
+    users = read_users(args.users) if args.users else None
+    shards = [args.shard] if args.shard is not None else list(range(args.shards))
+    try:
+        version = args.version or resolve_champion(args.model_name, tracking_uri())
+        recommender = load_version(args.model_name, version, tracking_uri())
+    except StoreError as exc:
+        return _store_failure("batch-score", exc)
+    reports = []
+    for shard in shards:
+        reports.append(
+            score_shard(target, shard, args.shards, args.k, args.model_name, version, users, recommender=recommender)
+        )
+        print(json.dumps(reports[-1]))
+    if args.shard is None:
+        print(json.dumps(check_counts(target, reports, users)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -181,6 +216,18 @@ def _parser() -> argparse.ArgumentParser:
         help="log each request (uvicorn's access log)",
     )
     serve.set_defaults(func=_serve)
+
+    batch = sub.add_parser("batch-score", help="the champion's top-k per user into a SQL table, by shard")
+    batch.add_argument("--workdir", help="the workdir whose registry holds the model (RECSYS_WORKDIR)")
+    batch.add_argument("--target", help="SQLAlchemy URI (default: RECSYS_BATCH_URI, else SQLite at <workdir>/batch.db)")
+    batch.add_argument("--table", default="recsys_recommendations", help="table the rows go to, created where missing")
+    batch.add_argument("--k", type=int, default=20, help="items per user")
+    batch.add_argument("--shards", type=int, default=1, help="how many shards the users are split into")
+    batch.add_argument("--shard", type=int, help="score only this shard (0-based); default: every shard, then check")
+    batch.add_argument("--users", help="a file of user ids, one per line (default: every user the model knows)")
+    batch.add_argument("--model-name", default=PipelineConfig().registry.model_name, help="registered model name")
+    batch.add_argument("--version", help="the model version to score (default: the champion's now)")
+    batch.set_defaults(func=_batch_score)
     return parser
 
 

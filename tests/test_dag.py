@@ -31,6 +31,7 @@ UPSTREAM = {
     "finetune": {"extract", "kg_embed", "text_embed"},
     "evaluate": {"extract", "text_embed", "finetune"},
     "register": {"extract", "kg_embed", "text_embed", "finetune", "evaluate"},
+    "announce_champion": {"register"},
 }
 
 
@@ -39,7 +40,7 @@ def _dagbag(**env: str):
     from airflow.dag_processing.dagbag import DagBag
 
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("RECSYS_GPU_QUEUE", "RECSYS_SCHEDULE"):
+        for name in ("RECSYS_GPU_QUEUE", "RECSYS_SCHEDULE", "RECSYS_BATCH_SCHEDULE", "RECSYS_BATCH_QUEUE"):
             mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
@@ -59,7 +60,7 @@ def dag(dagbag):
 # ---------------------------------------------------------------- integrity
 def test_dags_folder_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["recsys_cold_start"]
+    assert sorted(dagbag.dag_ids) == ["recsys_batch_scoring", "recsys_cold_start"]
 
 
 def test_tasks_and_their_dependencies(dag) -> None:
@@ -78,7 +79,7 @@ def test_only_text_embed_and_finetune_run_on_the_gpu_queue(dag) -> None:
 def test_the_dag_is_the_declared_stage_graph(dag) -> None:
     """One task per stage, its upstream tasks the stages it ``needs``, its docs the stage's, and the
     GPU queue exactly for the stages declared ``gpu``: the DAG is built from `STAGES`, not beside it."""
-    tasks = {t.task_id: t for t in dag.tasks}
+    tasks = {t.task_id: t for t in dag.tasks if t.task_id != "announce_champion"}
     assert list(tasks) == [stage.name for stage in STAGES]
     assert {name: set(t.upstream_task_ids) for name, t in tasks.items()} == {s.name: set(s.needs) for s in STAGES}
     assert {name: t.doc_md for name, t in tasks.items()} == {s.name: s.doc for s in STAGES}
@@ -211,3 +212,128 @@ def test_overrides_apply_after_named_params() -> None:
 def test_config_from_params_rejects_bad_overrides(params: dict) -> None:
     with pytest.raises(ConfigError):
         config_from_params(params)
+
+
+# ---------------------------------------------------------------- recsys_batch_scoring
+BATCH_DAG_FILE = DAGS / "recsys_batch_scoring.py"
+BATCH_SCRIPT = """
+import json, sys
+sys.path.insert(0, {dags!r})
+import recsys_batch_scoring as module
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+run = module.dag_object.test(run_conf=json.loads({conf!r}))
+with create_session() as session:
+    tis = session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id).all()
+    states = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in tis)
+print("DAGRUN", json.dumps({{"state": str(run.state), "tis": states}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def batch_dag(dagbag):
+    return dagbag.dags["recsys_batch_scoring"]
+
+
+def test_batch_dag_plans_maps_the_scoring_and_checks(batch_dag) -> None:
+    assert {t.task_id: set(t.upstream_task_ids) for t in batch_dag.tasks} == {
+        "plan": set(),
+        "score": {"plan"},
+        "check": {"score"},
+    }
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(batch_dag.get_task("score"), MappedOperator)  # .expand over the planned shards
+    assert batch_dag.schedule is None and batch_dag.catchup is False  # nothing runs until asked
+    assert all(t.retries >= 1 for t in batch_dag.tasks)
+    for key in ("model_name", "target", "table", "k", "shards", "users"):
+        param = batch_dag.params.get_param(key)
+        assert param.schema.get("title") and param.description, key
+    batch_dag.params.validate()
+
+
+def test_batch_dag_schedule_from_the_environment() -> None:
+    on_cron = _dagbag(RECSYS_BATCH_SCHEDULE="@daily").dags["recsys_batch_scoring"]
+    assert on_cron.schedule == "@daily"
+    on_promotion = _dagbag(RECSYS_BATCH_SCHEDULE="champion").dags["recsys_batch_scoring"]
+    assets = on_promotion.timetable.asset_condition.objects  # an asset-triggered timetable on this one asset
+    assert [(asset.name, asset.uri) for asset in assets] == [("recsys_champion", "recsys://registry/champion")]
+
+
+def test_only_a_promotion_emits_the_champion_asset_the_batch_dag_runs_on(dag) -> None:
+    """The cold-start DAG's last task has the champion Asset as its outlet and skips (so emits nothing)
+    unless register promoted the candidate."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    announce = dag.get_task("announce_champion")
+    assert [(a.name, a.uri) for a in announce.outlets] == [("recsys_champion", "recsys://registry/champion")]
+    run = announce.python_callable
+    assert run({"promoted": True, "model_version": "7"}) == "7"
+    with pytest.raises(AirflowSkipException, match="not promoted: worse on cold-user@0"):
+        run({"promoted": False, "reason": "worse on cold-user@0"})
+
+
+def test_parsing_the_batch_dag_file_imports_no_heavy_library() -> None:
+    code = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('recsys_batch_scoring_dag', {str(BATCH_DAG_FILE)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "assert module.dag_object.dag_id == 'recsys_batch_scoring'\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} + ('sqlalchemy.orm', 'pandas') if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not set(json.loads(done.stdout.strip().splitlines()[-1])) & set(HEAVY)
+
+
+@pytest.mark.slow
+def test_batch_dag_test_expands_to_one_task_per_shard(tmp_path: Path, tiny_bundle) -> None:
+    """``dag.test()`` on the tiny bundle registered as champion: 3 mapped scoring tasks, every user's rows written."""
+    import sqlalchemy as sa
+    from test_batch_scoring import register_champion
+
+    registry = register_champion(tiny_bundle, tmp_path, "recsys-batch-dag")
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONFIG": str(root / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
+        "RECSYS_WORKDIR": str(tmp_path / "work"),
+        "MLFLOW_TRACKING_URI": registry.uri,
+    }
+    (tmp_path / "airflow").mkdir()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    target = f"sqlite:///{tmp_path / 'recs.db'}"
+    conf = {"model_name": registry.name, "target": target, "table": "recs", "k": 3, "shards": 3}
+    script = BATCH_SCRIPT.format(dags=str(DAGS), conf=json.dumps(conf))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("DAGRUN ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads(lines[-1][len("DAGRUN ") :])
+    assert run["state"].endswith("success"), proc.stderr[-3000:]
+    assert [tuple(t) for t in run["tis"]] == [
+        ("check", -1, "success"),
+        ("plan", -1, "success"),
+        ("score", 0, "success"),
+        ("score", 1, "success"),
+        ("score", 2, "success"),
+    ]
+    with sa.create_engine(target).connect() as conn:
+        versions = conn.exec_driver_sql(
+            "SELECT model_version, COUNT(*), COUNT(DISTINCT user_id) FROM recs GROUP BY 1"
+        ).all()
+    assert [tuple(v) for v in versions] == [(registry.version, 12 * 3, 12)]

@@ -596,8 +596,9 @@ def test_a_batch_answers_as_each_request_the_plain_way(bundle_dir: Path) -> None
 def test_a_known_users_history_is_looked_up_again_once_items_are_added(bundle_dir: Path) -> None:
     """A stored history may name an item the catalog lacks; once it is added, the user has seen it."""
     rec = Recommender.load(bundle_dir)
-    known = rec.requests.histories
+    known = dict(rec.requests.histories)
     known["3"] = (*known["3"], ("n9", 5.0, 890_000_000))  # not in the catalog yet
+    rec.requests.histories = known
     request = {"request_id": "a", "user_id": "3", "k": N_ITEMS + 1}
     _same(rec.recommend([request]), [_plain(rec, request)])
     text_dim = int(rec.meta["text_dim"])
@@ -649,3 +650,51 @@ def test_kg_demo_vectors_are_the_mean_of_the_known_values_shared_read_only(rec: 
     np.testing.assert_array_equal(vector, expected.astype(np.float32))
     assert rec.kg_demo_vector({**PROFILE, "zip_code": "99999"}) is vector and not vector.flags.writeable
     np.testing.assert_array_equal(rec.kg_demo_vector({}), np.zeros(rec.meta["kg_dim"], np.float32))
+
+
+# ---------------------------------------------------------------- what a bundle saves for a fast load
+def _legacy_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    """The bundle without the files saved for serving: loaded as bundles before them were."""
+    import shutil
+
+    legacy = Path(shutil.copytree(bundle_dir, tmp_path / "legacy"))
+    shutil.rmtree(legacy / "history_index")
+    (legacy / "popular.json").unlink()
+    (legacy / "prior.npz").unlink()
+    return legacy
+
+
+@pytest.mark.slow
+def test_a_loaded_bundle_reads_histories_only_on_demand(bundle_dir: Path) -> None:
+    from recsys_tasks.model.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+    assert bundle._histories is None and bundle.history_index is not None
+    assert isinstance(bundle.item_content, np.memmap) and not bundle.item_content.flags.owndata
+    assert [h[0] for h in bundle.history_index["3"]] == list(USER_3_HISTORY)  # oldest first
+    assert len(bundle.histories) == 30  # read when asked
+
+
+@pytest.mark.slow
+def test_the_saved_history_index_is_the_adapters_grouping(bundle_dir: Path, tmp_path: Path) -> None:
+    fast, slow = Recommender.load(bundle_dir), Recommender.load(_legacy_copy(bundle_dir, tmp_path))
+    assert isinstance(slow.requests.histories, dict) and not isinstance(fast.requests.histories, dict)
+    assert set(fast.requests.histories) == set(slow.requests.histories)
+    for user, history in slow.requests.histories.items():
+        assert fast.requests.histories[user] == history
+        assert fast.requests.histories.get(user) is fast.requests.histories.get(user)  # identity: own history
+
+
+@pytest.mark.slow
+def test_the_saved_prior_and_reasons_answer_as_recounted_ones(bundle_dir: Path, tmp_path: Path) -> None:
+    """Loaded with the saved prior and popular segments, the recommender answers exactly as one that
+    recounts them from the histories."""
+    fast, slow = Recommender.load(bundle_dir), Recommender.load(_legacy_copy(bundle_dir, tmp_path))
+    assert fast.bundle.prior is not None and slow.bundle.prior is None
+    assert fast.explainer.__dict__.keys() == slow.explainer.__dict__.keys()
+    for profile in (PROFILE, {"gender": "M"}, {"age": 70, "occupation": "nobody"}, {}):
+        np.testing.assert_array_equal(fast.fusion.prior.counts_for(profile), slow.fusion.prior.counts_for(profile))
+    requests = [{"request_id": str(u), "user_id": str(u), "k": N_ITEMS} for u in range(1, 13)] + [
+        {"request_id": "new", "profile": PROFILE, "text": TASTE, "k": 5}
+    ]
+    assert fast.recommend(requests) == slow.recommend(requests)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recsys_tasks.explain.reasons import Explainer
 from recsys_tasks.model.adapter import RequestAdapter
 from recsys_tasks.model.bundle import Bundle
 from recsys_tasks.model.candidates import UnknownIdError, allowed, candidate_rows, top
@@ -53,8 +54,8 @@ class Recommender:
         linked = bundle.catalog["entity_id"].fillna("").astype(str) if "entity_id" in bundle.catalog else []
         self._entity_rows = {e: i for i, e in enumerate(linked) if e}  # KG entity -> the trained item linked to it
         self.sentences = Sentences(bundle.texts, bundle.text_vectors, self.meta["text_model"], self.device.type)
-        self.requests = RequestAdapter(bundle.users, bundle.histories, self.item_row, self.meta["max_history"])
-        self.explainer = explainer_for(bundle)  # KG links and training popularity, looked up per recommended item
+        self.requests = _request_adapter(bundle, self.item_row)
+        self.explainer = _explainer(bundle)  # KG links and training popularity, looked up per recommended item
         self.fusion: Fusion | None = None
         self.set_fusion(bundle.fusion, bundle.ease)
         self.scoring = Scoring(bundle, model, self.device, self.sentences)
@@ -73,6 +74,8 @@ class Recommender:
         from recsys_tasks.model.fusion import Fusion
 
         self.bundle.fusion, self.bundle.ease = meta, ease
+        if fusion is None and meta is not None and self.bundle.prior is not None:
+            fusion = _saved_fusion(meta, ease, self.bundle)
         self.fusion = (
             fusion
             if fusion is not None or meta is None
@@ -374,6 +377,46 @@ class Recommender:
             rows, [latest[i][0] for i in latest], [bool(id_rows[r] < int(self.meta["n_id_items"])) for r in rows]
         )
         return [{"item_id": i, "status": "added" if i in added else "updated", "kg": latest[i][2]} for i in latest]
+
+
+def _request_adapter(bundle: Bundle, item_row: dict[str, int]) -> RequestAdapter:
+    """The adapter over the bundle's known users; with a saved `HistoryIndex` their histories are
+    looked up in it per request instead of being grouped from the whole histories table here."""
+    if bundle.history_index is None:
+        return RequestAdapter(bundle.users, bundle.histories, item_row, bundle.meta["max_history"])
+    empty = pd.DataFrame({"user_id": [], "item_id": [], "rating": [], "timestamp": []})
+    adapter = RequestAdapter(bundle.users, empty, item_row, bundle.meta["max_history"])
+    # a Mapping is all the adapter needs (it only asks .get(user_id)); its constructor takes a frame to group
+    adapter.histories = bundle.history_index  # type: ignore[assignment]
+    return adapter
+
+
+def _explainer(bundle: Bundle) -> Explainer:
+    """`explainer_for`, with the segments' most liked items the bundle saved where it has them."""
+    if bundle.popular is None:
+        return explainer_for(bundle)
+    meta = bundle.meta
+    return Explainer(
+        bundle.catalog,
+        bundle.item_content,
+        bundle.item_links,
+        bundle.popular,
+        meta["n_id_items"],
+        meta["text_dim"],
+        float(meta.get("positive_threshold", 4.0)),
+    )
+
+
+def _saved_fusion(meta: dict, ease: np.ndarray | None, bundle: Bundle) -> Fusion:
+    """`Fusion.from_meta` with the prior the bundle saved (`SavedPopularity`) instead of one recounted."""
+    from recsys_tasks.model.fusion import Fusion, FusionWeights
+
+    assert bundle.prior is not None, "only for a bundle with a saved prior"
+    w = meta["weights"]
+    weights = FusionWeights(tuple(w["prior"]), tuple(w["ease"]), tuple(w["edges"]), float(w.get("taste", 0.0)))
+    catalog = bundle.catalog
+    genres = catalog["genres"].tolist() if "genres" in catalog else None
+    return Fusion(weights, ease, bundle.prior, catalog["id_row"].to_numpy(), int(bundle.meta["n_id_items"]), genres)
 
 
 def _catalog_value(value: Any, column: pd.Series) -> Any:
