@@ -66,7 +66,8 @@ def mean_table(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The mean (over seeds) slice table and the model's NDCG@20 per slice and seed."""
     every = pd.concat(frames)
     mean = every.groupby(["slice", "ranker", "kind"], sort=False).mean(numeric_only=True).reset_index()
-    mean["users"] = mean["users"].round().astype(int)  # users differ a little between seeds
+    for column in ("users", "evaluated"):  # users differ a little between seeds
+        mean[column] = mean[column].round().astype(int)
     per_seed = every[every["ranker"] == MODEL].pivot_table(index="slice", columns="seed", values="ndcg@20", sort=False)
     return summary_table(mean.drop(columns=["seed"])), per_seed
 

@@ -41,6 +41,7 @@ class ExtractConfig:
     rating_max: float = 5.0
     sample_users: int = 0  # 0 = all users; >0 keeps a seeded sample (tests, quick looks)
     previous_snapshot: str = ""  # SQL only: an earlier extract directory; read only newer interactions
+    sql_chunk_rows: int = 500_000  # SQL only: interactions read (server-side cursor) and validated per chunk
 
     @property
     def holdout(self) -> bool:
@@ -65,8 +66,19 @@ class KGConfig:
     # times as often as random pairs (`kg.embed.judge_source`); 0: always kept
     # (docs/decisions/0001-kg-source-link-lift-gate.md)
     freebase_min_lift: float = 1.5
-    include_demographics: bool = True
-    include_likes: bool = True
+    include_demographics: bool = True  # demographic values and their groups' likes (users' values: user_entities)
+    include_likes: bool = True  # items' co-liked items (users' likes: user_entities)
+    # users as entities (`user:ID --has_*--> value`, `user:ID --liked--> item:ID`): the graph then grows with users;
+    # off, demographic values carry their group's taste and items their co-liked items
+    # (docs/decisions/0015-kg-without-user-entities.md)
+    user_entities: bool = False
+    group_top_n: int = 100  # items per demographic value: `value --likes--> item`, the highest lifts ...
+    group_min_lift: float = 1.2  # ... over the item's positive rate among all training users ...
+    group_min_support: int = 5  # ... liked by at least this many of the value's users
+    colike_window: int = 5  # `item --coliked--> item`: liked within this many places of each other in a history ...
+    colike_top_k: int = 10  # ... each item's this many most co-liked items ...
+    colike_min_support: int = 2  # ... by at least this many users
+    max_eval_triples: int = 1000  # validation and test triples each at most (a seeded sample; the rest trains)
     seed: int = 42
     device: str = "auto"
 
@@ -79,6 +91,9 @@ class TextConfig:
     batch_size: int = 0  # 0: 4096 on CUDA, 128 on the CPU
     max_length: int = 128
     device: str = "auto"
+    # vectors kept by (model weights, max_length, dtype, text) so a retrain encodes only new texts;
+    # "": $RECSYS_WORKDIR/cache/text; "off": no cache
+    cache_dir: str = ""
 
 
 INPUTS = ("text", "kg", "demographics")
@@ -108,6 +123,15 @@ class FinetuneConfig:
     profile_dropout: float = 0.5
     validation_user_frac: float = 0.1
     fusion_user_frac: float = 0.1  # more users held out, for the fusion's weights only (0: the validation users)
+    # each held-out group at most this many users (a seeded sample), and scored this many users at a time
+    max_validation_users: int = 2000
+    max_fusion_users: int = 2000
+    score_block: int = 256
+    # sampled softmax (docs/decisions/0013-sampled-softmax.md): negatives per step, drawn with q ∝ (count + 1)^alpha
+    # from the trainable items and log-Q corrected; with at most this many trainable items, the exact full softmax
+    negatives: int = 2048
+    negative_alpha: float = 0.75
+    loader_workers: int = 0  # the batches' DataLoader workers (0: built in the training process)
     # epochs without a better validation before each stage stops; the small validation is noisy
     # (docs/decisions/0005-patience-6.md)
     patience: int = 6
@@ -124,6 +148,7 @@ class FinetuneConfig:
     content_map: bool = True
     fusion: bool = True
     ease_lambda: float = 200.0
+    ease_max_items: int = 10_000  # past this many trained items EASE is skipped (its n³ inversion, n² memory)
     # what early stopping validates on: each validation user from its first K interactions
     validation_support: tuple[int, ...] = (0, 10)
     # the content map (docs/decisions/0002-kernel-content-map.md): ridge penalties tried by leave-one-out CV,
@@ -188,11 +213,12 @@ class EvaluateConfig:
     k: int = 20
     support_sizes: tuple[int, ...] = (0, 5, 10, 20)
     demographic_min_group: int = MIN_GROUP
-    item_knn_neighbours: int = 0  # item-kNN keeps each item's N most similar items; 0: every item
+    item_knn_neighbours: int = 200  # item-kNN keeps each item's N most similar items (sparse); 0: every item
     als_factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
-    seed: int = 42
+    seed: int = 42  # also seeds the sample of users past max_users
+    max_users: int = 5000  # past this many users a slice evaluates a seeded sample of them (0.95 CI reported)
 
     def __post_init__(self) -> None:
         for name in ("demographic_min_group", "item_knn_neighbours"):
@@ -200,6 +226,8 @@ class EvaluateConfig:
                 raise ConfigError(
                     f"config key 'evaluate.{name}': {getattr(self, name)!r} is invalid; expected 0 or more"
                 )
+        if self.max_users < 1:
+            raise ConfigError(f"config key 'evaluate.max_users': {self.max_users!r} is invalid; expected 1 or more")
 
 
 @dataclass(frozen=True)

@@ -323,16 +323,17 @@ def tiny_kg(
 
 @pytest.fixture(scope="session")
 def tiny_text(tiny_snapshot: Any, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``text_embed`` of ``tiny_snapshot`` with ``tiny_bert`` on the CPU; its folder's parent holds nothing else."""
+    """``text_embed`` of ``tiny_snapshot`` with ``tiny_bert`` on the CPU, its vector cache beside it."""
     from recsys_tasks.config import TextConfig
     from recsys_tasks.text.embed import text_embed
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
+        folder = tmp_path_factory.mktemp("tiny-text")
         return text_embed(
-            TextConfig(model=tiny_bert, device="cpu"),
+            TextConfig(model=tiny_bert, device="cpu", cache_dir=str(folder / "cache")),
             tiny_snapshot.out_dir,
-            tmp_path_factory.mktemp("tiny-text") / "text",
+            folder / "text",
         )
 
 

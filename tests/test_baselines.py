@@ -142,6 +142,41 @@ def test_item_knn_scores_and_ranks_as_the_exact_item_item_cosine() -> None:
         )
 
 
+def _random_train(items: list[str], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return _train(
+        [
+            (f"u{u}", items[j], 1 + int(rng.integers(5)))
+            for u in range(30)
+            for j in sorted(set(rng.choice(len(items), int(rng.integers(1, 7))).tolist()))
+        ]
+    )
+
+
+@pytest.mark.parametrize("neighbours", [11, 12, 50])
+def test_item_knn_with_as_many_neighbours_as_items_is_the_exact_dense_knn(neighbours: int) -> None:
+    """A top-N neighbour list with N >= the other items (11 of 12) scores as the dense cosine by hand."""
+    items = [f"i{j}" for j in range(12)]
+    train = _random_train(items, 11)
+    histories = [("i0",), ("i1", "i5"), ("i3", "i4", "i9"), ()]
+    scores = ItemKNN(items, train, neighbours).score([_query(items=h) for h in histories])
+    np.testing.assert_allclose(scores, _exact_item_knn(items, train, histories), atol=1e-6)
+
+
+def test_item_knn_top_n_keeps_each_items_n_largest_exact_cosines() -> None:
+    """Sparse, at most N per item, and the values kept are the N largest of the item's dense cosine row."""
+    items = [f"i{j}" for j in range(12)]
+    train = _random_train(items, 3)
+    exact = _exact_item_knn(items, train, [(item,) for item in items])  # row i: item i's cosine with each item
+    similarity = ItemKNN(items, train, neighbours=3).similarity
+    assert similarity.format == "csr" and np.diff(similarity.indptr).max() <= 3
+    for row in range(12):
+        kept = np.sort(similarity[row].data)[::-1]
+        want = np.sort(exact[row])[::-1][: len(kept)]
+        np.testing.assert_allclose(kept, want, atol=1e-6)
+        assert len(kept) == min(3, int((exact[row] > 0).sum()))
+
+
 def test_item_knn_with_k_neighbours_keeps_each_items_k_most_similar() -> None:
     """a's neighbours by cosine: b (1.0), then c (1/2), then d (1/√6): with one neighbour, a history
     of a scores b only."""
@@ -171,7 +206,7 @@ def test_item_knn_refuses_fewer_than_one_neighbour() -> None:
 
 
 def test_the_evaluate_config_sets_item_knns_neighbours(tiny_snapshot) -> None:
-    """``evaluate.item_knn_neighbours`` reaches the baseline the evaluate stage fits (0: every item)."""
+    """``evaluate.item_knn_neighbours`` reaches the baseline the evaluate stage fits (0: every item; default 200)."""
     from recsys_tasks.config import ConfigError
 
     dataset, split = Dataset.load(tiny_snapshot.out_dir), Split.load(tiny_snapshot.out_dir)
@@ -180,6 +215,9 @@ def test_the_evaluate_config_sets_item_knns_neighbours(tiny_snapshot) -> None:
     for neighbours, expected in ((0, ItemKNN(item_ids, split.train)), (1, ItemKNN(item_ids, split.train, 1))):
         fitted = baselines_for(dataset, split, EvaluateConfig(item_knn_neighbours=neighbours), None)["item_knn"]
         np.testing.assert_array_equal(fitted.score(queries), expected.score(queries))
+    default = baselines_for(dataset, split, EvaluateConfig(), None)["item_knn"]
+    assert EvaluateConfig().item_knn_neighbours == 200
+    np.testing.assert_array_equal(default.score(queries), ItemKNN(item_ids, split.train, 200).score(queries))
     with pytest.raises(ConfigError, match="evaluate.item_knn_neighbours"):
         EvaluateConfig(item_knn_neighbours=-1)
 

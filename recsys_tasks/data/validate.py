@@ -10,10 +10,14 @@ kept), links to unknown items, KG triples that touch no known item's entity.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
@@ -38,31 +42,145 @@ LIMITS: dict[str, dict[str, int]] = {
 }
 
 
-def validate(raw: RawTables, cfg: ExtractConfig) -> tuple[Dataset, dict[str, Any]]:
+def validate(raw: RawTables, cfg: ExtractConfig, spill: Path | None = None) -> tuple[Dataset, dict[str, Any]]:
+    """The typed `Dataset` of ``raw`` and the report of what was dropped; raises naming file, column and row.
+
+    Interactions are validated piece by piece (a streamed SQL table arrives in chunks); with ``spill`` (a
+    Parquet path) a streamed table's typed pieces are appended there instead of kept, so memory holds one raw
+    piece at a time.
+    """
+    try:
+        return _validate(raw, cfg, spill)
+    finally:
+        raw.close()
+
+
+def _validate(raw: RawTables, cfg: ExtractConfig, spill: Path | None) -> tuple[Dataset, dict[str, Any]]:
     report: dict[str, Any] = {"source": raw.source}
     for name, limits in LIMITS.items():
         table = raw.get(name)
-        if table is not None:
-            for column, limit in limits.items():
-                _no_longer(table, column, limit)
+        if table is not None and name != "interactions":
+            _within_limits(table, limits)
     users = _users(raw["users"])
     items = _items(raw["items"], raw.get("links"), report)
-    inter = _interactions(raw["interactions"], cfg, report)
-    _check_references(raw["interactions"], inter, "user_id", set(users["user_id"]), raw["users"])
-    _check_references(raw["interactions"], inter, "item_id", set(items["item_id"]), raw["items"])
+    targets = {"user_id": raw["users"].label, "item_id": raw["items"].label}
+    inter = _interactions(raw["interactions"], users, items, targets, cfg, report, spill)
     kg = _kg(raw.get("kg"), items, report)
     report.update(n_interactions=len(inter), n_users=len(users), n_items=len(items), n_kg_triples=len(kg))
-    return Dataset(inter.reset_index(drop=True), users, items, kg), report
+    return Dataset(inter, users, items, kg), report
 
 
-def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -> pd.DataFrame:
-    frame = table.frame
-    if frame.empty:
+def _within_limits(table: RawTable, limits: dict[str, int]) -> None:
+    for column, limit in limits.items():
+        _no_longer(table, column, limit)
+
+
+def _interactions(
+    table: RawTable,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    targets: dict[str, str],
+    cfg: ExtractConfig,
+    report: dict[str, Any],
+    spill: Path | None,
+) -> pd.DataFrame:
+    """Every piece typed and checked against the users and items (``targets`` names their tables), then
+    duplicates dropped (the latest kept)."""
+    known = {"user_id": pa.array(users["user_id"]), "item_id": pa.array(items["item_id"])}
+    sink = _Pieces(spill if table.streamed else None)
+    for piece in table.pieces():
+        if not piece.frame.empty:
+            sink.add(_typed_piece(piece, known, targets, cfg))
+    typed = sink.frame()
+    if typed.empty:
         raise DataValidationError(f"{table.label}: no interactions (no data rows)")
+    keep = _latest_of_each_pair(typed, len(items))
+    dropped = int(len(keep) - keep.sum())
+    if dropped:
+        log.warning("%s: dropped %d duplicate (user_id, item_id) rows, kept the latest", table.label, dropped)
+    report["dropped_duplicate_interactions"] = dropped
+    typed = typed[keep] if dropped else typed
+    return typed.drop(columns=["user_row", "item_row"]).reset_index(drop=True)
+
+
+class _Pieces:
+    """Typed interaction pieces, kept in memory or appended to a Parquet file (``spill``)."""
+
+    def __init__(self, spill: Path | None) -> None:
+        self.spill = spill
+        self.kept: list[pd.DataFrame] = []
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.spill is None:
+            self.kept.append(frame)
+            return
+        table = pa.Table.from_pandas(frame, schema=INTERACTION_SCHEMA, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.spill, INTERACTION_SCHEMA, compression="zstd")
+        self.writer.write_table(table)  # a row group per piece
+
+    def frame(self) -> pd.DataFrame:
+        if self.spill is None:
+            if not self.kept:
+                return _empty_interactions()
+            return pd.concat(self.kept, ignore_index=True) if len(self.kept) > 1 else self.kept[0]
+        if self.writer is None:
+            return _empty_interactions()
+        self.writer.close()
+        return pq.read_table(self.spill).to_pandas()
+
+
+INTERACTION_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.large_string()),
+        ("item_id", pa.large_string()),
+        ("rating", pa.float32()),
+        ("timestamp", pa.int64()),
+        ("user_row", pa.int32()),
+        ("item_row", pa.int32()),
+    ]
+)
+
+
+def _empty_interactions() -> pd.DataFrame:
+    return INTERACTION_SCHEMA.empty_table().to_pandas()
+
+
+def _typed_piece(
+    table: RawTable, known: dict[str, pa.Array], targets: dict[str, str], cfg: ExtractConfig
+) -> pd.DataFrame:
+    """One piece of the interactions typed (ratings float32, epoch seconds int64) with its users' and items'
+    rows in the users and items tables; raises at the first problem, naming file, column and row."""
+    frame = table.frame
+    _within_limits(table, LIMITS["interactions"])
+    ids = {}
     for col in ("user_id", "item_id"):
-        _no_blanks(table, col)
-    rating = pd.to_numeric(frame["rating"], errors="coerce")
-    bad = rating.isna()
+        ids[col] = frame[col].str.strip()
+        blank = ids[col] == ""
+        if blank.any():
+            raise DataValidationError(_rows_msg(table, col, blank, "is empty"))
+    rating = _parse_ratings(table, cfg)
+    timestamp = _parse_timestamps(table)
+    rows = {col: _rows_of(table, col, ids[col], known[col], targets[col]) for col in ("user_id", "item_id")}
+    return pd.DataFrame(
+        {
+            "user_id": ids["user_id"].reset_index(drop=True),
+            "item_id": ids["item_id"].reset_index(drop=True),
+            "rating": rating.astype("float32"),
+            "timestamp": timestamp,
+            "user_row": rows["user_id"],
+            "item_row": rows["item_id"],
+        }
+    )
+
+
+def _parse_ratings(table: RawTable, cfg: ExtractConfig) -> np.ndarray:
+    raw = table.frame["rating"]
+    rating = _cast(raw.str.strip(), pa.float64())
+    if rating is None:  # some value is not a number: find which, the slow way
+        rating = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    bad = np.isnan(rating)
     if bad.any():
         raise DataValidationError(_rows_msg(table, "rating", bad, "is not a number"))
     out_of_range = (rating < cfg.rating_min) | (rating > cfg.rating_max)
@@ -72,36 +190,69 @@ def _interactions(table: RawTable, cfg: ExtractConfig, report: dict[str, Any]) -
                 table, "rating", out_of_range, f"is outside the rating range [{cfg.rating_min}, {cfg.rating_max}]"
             )
         )
-    timestamp = _parse_timestamps(table)
-    out = pd.DataFrame(
-        {
-            "user_id": frame["user_id"].str.strip(),
-            "item_id": frame["item_id"].str.strip(),
-            "rating": rating.astype("float64"),
-            "timestamp": timestamp,
-        }
-    )
-    # Duplicates: the same (user, item) twice; keep the latest event and count the rest.
-    out = out.sort_values(["timestamp"], kind="stable")
-    dup = out.duplicated(["user_id", "item_id"], keep="last")
-    if dup.any():
-        log.warning("%s: dropped %d duplicate (user_id, item_id) rows, kept the latest", table.label, dup.sum())
-    report["dropped_duplicate_interactions"] = int(dup.sum())
-    return out[~dup].sort_index()
+    return rating
 
 
-def _parse_timestamps(table: RawTable) -> pd.Series:
+def _cast(values: pd.Series, to: pa.DataType) -> np.ndarray | None:
+    """``values`` (text) parsed by Arrow as ``to``; None when a value does not parse (nulls become NaN)."""
+    try:
+        parsed = pc.cast(pa.array(values), to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return None
+    return parsed.to_numpy(zero_copy_only=False)
+
+
+def _parse_timestamps(table: RawTable) -> np.ndarray:
     raw = table.frame["timestamp"].str.strip()
+    whole = _cast(raw, pa.int64())
+    if whole is not None and whole.dtype == np.int64:
+        return whole
+    numeric = _cast(raw, pa.float64())
+    if numeric is None:
+        numeric = _mixed_timestamps(raw)
+    bad = np.isnan(numeric)
+    if bad.any():
+        raise DataValidationError(_rows_msg(table, "timestamp", bad, "is not a timestamp (epoch seconds or ISO 8601)"))
+    return np.round(numeric).astype("int64")
+
+
+def _mixed_timestamps(raw: pd.Series) -> np.ndarray:
+    """Epoch seconds of numbers and ISO 8601 text in one column; NaN where neither parses."""
     numeric = pd.to_numeric(raw, errors="coerce")
     result = numeric.copy()
     text = numeric.isna()
     if text.any():
         parsed = pd.to_datetime(raw[text], errors="coerce", utc=True, format="ISO8601")
         result[text] = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    bad = result.isna()
-    if bad.any():
-        raise DataValidationError(_rows_msg(table, "timestamp", bad, "is not a timestamp (epoch seconds or ISO 8601)"))
-    return result.astype("float64").round().astype("int64")
+    return result.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _rows_of(table: RawTable, column: str, ids: pd.Series, known: pa.Array, target: str) -> np.ndarray:
+    """Each id's row in its table (users or items); raises naming the first interaction whose id is unknown."""
+    rows = pc.index_in(pa.array(ids), value_set=known).fill_null(-1).to_numpy(zero_copy_only=False)
+    unknown = rows < 0
+    if unknown.any():
+        values = list(dict.fromkeys(ids[unknown][: _SHOW * 50]))
+        first = int(np.flatnonzero(unknown)[0])
+        raise DataValidationError(
+            f"{table.where(first, column)}: {int(unknown.sum())} interaction(s) reference {column} values that are "
+            f"not in {target}, e.g. {values[:_SHOW]}"
+        )
+    return rows.astype("int32")
+
+
+def _latest_of_each_pair(inter: pd.DataFrame, n_items: int) -> np.ndarray:
+    """Mask of the rows to keep: of each (user, item) the latest by timestamp, the later row on a tie."""
+    pair = inter["user_row"].to_numpy(dtype="int64") * max(n_items, 1) + inter["item_row"].to_numpy(dtype="int64")
+    keep = np.ones(len(pair), dtype=bool)
+    repeated = pd.Series(pair).duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return keep
+    rows = np.flatnonzero(repeated)
+    order = rows[np.lexsort((rows, inter["timestamp"].to_numpy()[rows], pair[rows]))]
+    last_of_pair = np.append(pair[order][1:] != pair[order][:-1], True)
+    keep[order[~last_of_pair]] = False
+    return keep
 
 
 def _users(table: RawTable) -> pd.DataFrame:
@@ -117,7 +268,7 @@ def _users(table: RawTable) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "user_id": frame["user_id"].str.strip(),
-            "age": age.round().astype("Int64"),
+            "age": age.round().astype("Int16"),
             "gender": _text(frame, "gender"),
             "occupation": _text(frame, "occupation"),
             "zip_code": _text(frame, "zip_code"),
@@ -139,7 +290,7 @@ def _items(table: RawTable, links: RawTable | None, report: dict[str, Any]) -> p
         {
             "item_id": frame["item_id"].str.strip(),
             "title": _text(frame, "title"),
-            "year": year.round().astype("Int64"),
+            "year": year.round().astype("Int32"),
             "genres": genres,
             "description": _text(frame, "description"),
             "entity_id": "",
@@ -174,17 +325,6 @@ def _kg(table: RawTable | None, items: pd.DataFrame, report: dict[str, Any]) -> 
     if dropped:
         log.warning("%s: dropped %d triples that touch no known item's entity", table.label, dropped)
     return frame[keep].drop_duplicates().reset_index(drop=True)
-
-
-def _check_references(table: RawTable, inter: pd.DataFrame, column: str, known: set[str], target: RawTable) -> None:
-    unknown = ~inter[column].isin(known)
-    if unknown.any():
-        values = list(dict.fromkeys(inter.loc[unknown, column]))
-        first = int(inter.index[unknown.to_numpy()][0])
-        raise DataValidationError(
-            f"{table.where(first, column)}: {int(unknown.sum())} interaction(s) reference {column} values that are "
-            f"not in {target.label}, e.g. {values[:_SHOW]}"
-        )
 
 
 def _no_blanks(table: RawTable, column: str) -> None:
@@ -233,12 +373,12 @@ def _genres_within_limits(table: RawTable, genres: pd.Series) -> None:
         )
 
 
-def _long_msg(table: RawTable, column: str, mask: pd.Series, problem: str) -> str:
+def _long_msg(table: RawTable, column: str, mask: pd.Series | np.ndarray, problem: str) -> str:
     """Like `_rows_msg`, but shows only the start of the value (it may be megabytes long)."""
-    rows = np.flatnonzero(mask.to_numpy())
+    rows = np.flatnonzero(np.asarray(mask))
     first = int(rows[0])
     value = str(table.frame[column].iloc[first]).strip()
-    more = f" ({len(rows)} rows in all; rows {[int(r) + 1 for r in rows[:_SHOW]]})" if len(rows) > 1 else ""
+    more = _more(table, rows)
     return f"{table.where(first, column)}: value {value[:_PREVIEW]!r}... has {problem}{more}"
 
 
@@ -246,9 +386,15 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].str.strip() if column in frame else pd.Series("", index=frame.index, dtype=str)
 
 
-def _rows_msg(table: RawTable, column: str, mask: pd.Series, problem: str) -> str:
-    rows = np.flatnonzero(mask.to_numpy())
+def _rows_msg(table: RawTable, column: str, mask: pd.Series | np.ndarray, problem: str) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
     first = int(rows[0])
     value = table.frame[column].iloc[first]
-    more = f" ({len(rows)} rows in all; rows {[int(r) + 1 for r in rows[:_SHOW]]})" if len(rows) > 1 else ""
-    return f"{table.where(first, column)}: value {value!r} {problem}{more}"
+    return f"{table.where(first, column)}: value {value!r} {problem}{_more(table, rows)}"
+
+
+def _more(table: RawTable, rows: np.ndarray) -> str:
+    """How many rows (of this piece, for a streamed table) share the problem, and the first few."""
+    if len(rows) < 2:
+        return ""
+    return f" ({len(rows)} rows in all; rows {[int(r) + table.row_offset + 1 for r in rows[:_SHOW]]})"

@@ -113,10 +113,7 @@ class ALSFoldIn:
             )
             self.model.fit(matrix, show_progress=False)
         self.user_row = {user: row for row, user in enumerate(users)}
-        self.train_items = {
-            user: frozenset(matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].tolist())
-            for user, r in self.user_row.items()
-        }
+        self.train = matrix  # each row's sorted item columns tell whether a query's history is the training one
 
     def factors_for(self, queries: Sequence[Query]) -> np.ndarray:
         """(n_queries, factors): fitted factors for unchanged training users, fold-in otherwise."""
@@ -124,10 +121,10 @@ class ALSFoldIn:
         out = np.zeros((len(queries), self.model.factors), dtype=np.float32)
         fold = []
         for row, query in enumerate(queries):
-            items = frozenset(history.indices[history.indptr[row] : history.indptr[row + 1]].tolist())
-            if query.user_id in self.user_row and items == self.train_items[query.user_id]:
+            items = history.indices[history.indptr[row] : history.indptr[row + 1]]
+            if query.user_id in self.user_row and np.array_equal(items, self._train_items(query.user_id)):
                 out[row] = self.model.user_factors[self.user_row[query.user_id]]
-            elif items:
+            elif len(items):
                 fold.append(row)
         if fold:
             out[fold] = self.model.recalculate_user(np.arange(len(fold)), history[fold])
@@ -135,6 +132,11 @@ class ALSFoldIn:
 
     def score(self, queries: Sequence[Query]) -> np.ndarray:
         return (self.factors_for(queries) @ self.model.item_factors.T).astype(np.float32)
+
+    def _train_items(self, user: str) -> np.ndarray:
+        """A training user's item columns, sorted (the training matrix keeps its indices sorted)."""
+        row = self.user_row[user]
+        return self.train.indices[self.train.indptr[row] : self.train.indptr[row + 1]]
 
 
 class GenrePopularity:

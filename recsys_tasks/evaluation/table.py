@@ -2,7 +2,9 @@
 
 One row per (slice, ranker) in a DataFrame is the single source for the report table
 (`summary_table` / `to_markdown`) and for the tracked scalars (`flat_metrics`), so the
-numbers logged and the numbers shown can never disagree.
+numbers logged and the numbers shown can never disagree. Each row carries the slice's users,
+how many of them were evaluated (a seeded sample past ``evaluate.max_users``) and the half-width
+of a 95% confidence interval of the mean NDCG, by the normal approximation over the users evaluated.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Scorer
 from recsys_tasks.protocol.slices import Slice
 
-__all__ = ["evaluate_slices", "flat_metrics", "mlflow_safe", "summary_table", "to_markdown"]
+__all__ = ["ci95", "evaluate_slices", "flat_metrics", "mlflow_safe", "summary_table", "to_markdown"]
 
 log = logging.getLogger(__name__)
 
 MODEL = "model"
 RATIO = "model / best baseline"
+CI = "model ±95%"
+Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
 
 
 def evaluate_slices(
@@ -36,7 +40,8 @@ def evaluate_slices(
     k: int = 20,
     chunk_size: int = 256,
 ) -> pd.DataFrame:
-    """One row per (slice, ranker): users, ndcg@k, recall@k, auc (cold-item only), seconds.
+    """One row per (slice, ranker): users (in the slice), evaluated, ndcg@k, ndcg_ci95 (half-width of the
+    95% interval), recall@k, auc (cold-item only), seconds.
 
     Each slice is scored by the baselines it names that ``scorers`` holds, then by ``model``;
     queries go in chunks of ``chunk_size`` so memory stays at chunk x n_items.
@@ -57,30 +62,48 @@ def evaluate_slices(
                     "slice": s.name,
                     "ranker": name,
                     "kind": kind,
-                    "users": s.n_users,
+                    "users": s.n_population,
+                    "evaluated": s.n_users,
                     f"ndcg@{k}": _mean(values["ndcg"]),
+                    "ndcg_ci95": ci95(values["ndcg"]),
                     f"recall@{k}": _mean(values["recall"]),
                     "auc": _mean(values["auc"]) if "auc" in values else math.nan,
                     "seconds": time.perf_counter() - start,
                 }
             )
             log.info("%s / %s: ndcg@%d=%.4f", s.name, name, k, rows[-1][f"ndcg@{k}"])
-    columns = ["slice", "ranker", "kind", "users", f"ndcg@{k}", f"recall@{k}", "auc", "seconds"]
+    columns = [
+        "slice",
+        "ranker",
+        "kind",
+        "users",
+        "evaluated",
+        f"ndcg@{k}",
+        "ndcg_ci95",
+        f"recall@{k}",
+        "auc",
+        "seconds",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The protocol's report: slice | users | each baseline's NDCG@k | model | model / best baseline."""
+    """The protocol's report: slice | users | evaluated | each baseline's NDCG@k | model | model ±95% | model / best
+    baseline ("evaluated" and "±95%" where the frame has them)."""
     ndcg = _metric_column(frame, "ndcg")
     slices = list(dict.fromkeys(frame["slice"]))
     baselines = list(dict.fromkeys(frame.loc[frame["kind"] == "baseline", "ranker"]))
     wide = frame.pivot_table(index="slice", columns="ranker", values=ndcg, aggfunc="first", sort=False)
     wide = wide.reindex(index=slices, columns=baselines + ([MODEL] if MODEL in set(frame["ranker"]) else []))
-    table = pd.DataFrame(
-        {"slice": slices, "users": frame.groupby("slice", sort=False)["users"].first().reindex(slices).to_numpy()}
-    )
+    per_slice = frame.groupby("slice", sort=False)
+    table = pd.DataFrame({"slice": slices, "users": per_slice["users"].first().reindex(slices).to_numpy()})
+    if "evaluated" in frame:
+        table["evaluated"] = per_slice["evaluated"].first().reindex(slices).to_numpy()
     for column in wide.columns:
         table[column] = wide[column].to_numpy()
+    if MODEL in table and "ndcg_ci95" in frame:
+        model = frame[frame["ranker"] == MODEL].set_index("slice")["ndcg_ci95"]
+        table[CI] = model.reindex(slices).to_numpy()
     if MODEL in table:
         best = table[baselines].max(axis=1, skipna=True).to_numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -107,12 +130,19 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
 
 def flat_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Scalars for tracking: "<slice>/<ndcg|recall|auc>/<ranker|best_baseline>", "<slice>/users",
-    and "cold_mean_ndcg" (mean model NDCG over the cold slices) with its best-baseline twin."""
+    "<slice>/users_evaluated", "<slice>/ndcg_ci95/<ranker>" (half-width of the 95% interval) where the frame
+    has them, and "cold_mean_ndcg" (mean model NDCG over the cold slices) with its best-baseline twin."""
     columns = {"ndcg": _metric_column(frame, "ndcg"), "recall": _metric_column(frame, "recall"), "auc": "auc"}
     out: dict[str, float] = {}
     best_ndcg: dict[str, float] = {}
     for name, rows in frame.groupby("slice", sort=False):
         out[f"{name}/users"] = float(rows["users"].iloc[0])
+        if "evaluated" in rows:
+            out[f"{name}/users_evaluated"] = float(rows["evaluated"].iloc[0])
+        if "ndcg_ci95" in rows:
+            out.update(
+                {f"{name}/ndcg_ci95/{r}": float(v) for r, v in zip(rows["ranker"], rows["ndcg_ci95"]) if not pd.isna(v)}
+            )
         baselines = rows[rows["kind"] == "baseline"]
         for metric, column in columns.items():
             for ranker, value in zip(rows["ranker"], rows[column]):
@@ -136,6 +166,14 @@ def mlflow_safe(key: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. :/]", "_", key)
 
 
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95% interval of the mean of the non-NaN values (NaN below 2)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return math.nan
+    return float(Z95 * values.std(ddof=1) / math.sqrt(len(values)))
+
+
 # ---------------------------------------------------------------------------- helpers
 def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bool) -> dict[str, np.ndarray]:
     """Per-query metrics of one ranker on one slice, scoring ``chunk_size`` queries at a time."""
@@ -143,7 +181,7 @@ def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bo
     for start in range(0, s.n_users, chunk_size):
         queries, candidates, positives = s.rows(start, start + chunk_size)
         scores = np.asarray(scorer.score(queries))
-        n_items = s.candidates.shape[-1]
+        n_items = s.n_items
         if scores.shape != (len(queries), n_items):
             raise ValueError(
                 f"{getattr(scorer, 'name', scorer)!s} returned scores of shape {scores.shape} "
@@ -173,6 +211,8 @@ def _cell(value: Any, column: Any, digits: int) -> str:
         return ""
     if column == RATIO:
         return f"{value:.2f}x"
+    if column == CI:
+        return f"±{value:.{digits}f}"
     if isinstance(value, (float, np.floating)):
         return f"{value:.{digits}f}"
     return str(value)

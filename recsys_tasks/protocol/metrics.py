@@ -58,7 +58,7 @@ def auc(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarr
     scores = np.asarray(scores)
     cand = _broadcast(candidates, scores.shape)
     rel = relevance_matrix(positives, scores.shape[1]) & cand
-    return _auc(scores, cand, rel)
+    return _auc(scores, np.asarray(candidates, dtype=bool), rel)
 
 
 def ranking_metrics(
@@ -85,12 +85,20 @@ def ranking_metrics(
             "ndcg": np.where(n_pos > 0, dcg / ideal, np.nan),
         }
     if with_auc:
-        out["auc"] = _auc(scores, cand, rel)
+        out["auc"] = _auc(scores, np.asarray(candidates, dtype=bool), rel)
     return out
 
 
-def _auc(scores: np.ndarray, cand: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC per row from the positives' mid-ranks among the row's candidates."""
+def _auc(scores: np.ndarray, candidates: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC per row from the positives' mid-ranks among the row's candidates.
+
+    A mask shared by every row (1-D) keeps only its columns first, so a few candidates among many
+    items (new items) cost a sort of those few, not of the catalogue.
+    """
+    if candidates.ndim == 1:
+        columns = np.flatnonzero(candidates)
+        scores, rel, candidates = scores[:, columns], rel[:, columns], np.ones(len(columns), dtype=bool)
+    cand = np.broadcast_to(candidates, scores.shape)
     ordered = np.sort(np.where(cand, scores.astype(np.float64), np.nan), axis=1)  # non-candidates (NaN) last
     n_cand, n_pos = cand.sum(axis=1), rel.sum(axis=1)
     n_neg = n_cand - n_pos

@@ -1,26 +1,32 @@
 """Stage 3, text_embed: item text, profile text and stated-taste sentences through the encoder
-(`text.encoder.TextEncoder`), each distinct text encoded once."""
+(`text.encoder.TextEncoder`), each distinct text encoded once, and only if no earlier run of the same
+encoder has (`VectorCache`: ``text.cache_dir``, by default ``$RECSYS_WORKDIR/cache/text``)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from recsys_tasks.artifacts import StageResult, atomic_dir, finish, write_json
-from recsys_tasks.config import TextConfig
+from recsys_tasks.config import TextConfig, workdir
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.text.encoder import TextEncoder
 from recsys_tasks.text.texts import item_text, profile_text, taste_sentences
 
 log = logging.getLogger(__name__)
 
+MAX_PARTS = 8  # a cache folder's part files past which they are merged into one
+
 
 def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -> StageResult:
     """Encode items, user profiles and taste sentences; rows aligned with the snapshot's tables."""
-    import time
-
     dataset = Dataset.load(snapshot_dir)
     encoder = TextEncoder(cfg.model, cfg.device, cfg.max_length)
     item_texts = [item_text(r) for r in dataset.items.to_dict("records")]
@@ -28,8 +34,10 @@ def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -
     vocab = sorted({g for gs in dataset.genre_lists() for g in gs})
     tastes = taste_sentences(vocab)
     unique = list(dict.fromkeys(item_texts + profiles + tastes))  # encode each distinct text once
+    root = cache_root(cfg)
+    cache = VectorCache.for_encoder(root, encoder) if root is not None else None
     start = time.perf_counter()
-    vectors = encoder.encode(unique, cfg.batch_size, progress=True)
+    vectors, n_encoded = encode_new(encoder, unique, cfg.batch_size, cache)
     seconds = time.perf_counter() - start
     row = {t: i for i, t in enumerate(unique)}
     take = lambda texts: vectors[[row[t] for t in texts]]  # noqa: E731
@@ -42,10 +50,147 @@ def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -
         artifacts["texts"] = str(tmp / "texts.json")
         metrics = {
             "n_texts": float(len(unique)),
+            "n_encoded": float(n_encoded),
+            "n_cached": float(len(unique) - n_encoded),
             "encode_seconds": seconds,
-            "texts_per_second": len(unique) / max(seconds, 1e-9),
+            "texts_per_second": n_encoded / max(seconds, 1e-9),
             "dim": float(encoder.dim),
         }
         info = {"model": cfg.model, "model_path": encoder.path, "device": encoder.device.type}
         log.info("text_embed: %s %s", metrics, info)
         return finish(StageResult("text_embed", str(Path(out_dir)), artifacts, metrics, info), tmp)
+
+
+def cache_root(cfg: TextConfig) -> Path | None:
+    """Where vectors are cached: ``cfg.cache_dir``, ``$RECSYS_WORKDIR/cache/text`` if empty, None if "off"."""
+    if cfg.cache_dir.strip().lower() == "off":
+        return None
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir.strip() else workdir() / "cache" / "text"
+
+
+def encode_new(
+    encoder: TextEncoder, texts: Sequence[str], batch_size: int, cache: VectorCache | None
+) -> tuple[np.ndarray, int]:
+    """(len(texts), dim) vectors of distinct ``texts``, those in ``cache`` read from it, the others encoded (and
+    added to it); and how many were encoded."""
+    if cache is None:
+        return encoder.encode(texts, batch_size or None, progress=True), len(texts)
+    found, vectors = cache.lookup(texts)
+    missing = np.flatnonzero(~found).tolist()
+    if len(missing):
+        new = encoder.encode([texts[i] for i in missing], batch_size or None, progress=True)
+        vectors[missing] = new
+        cache.add([texts[i] for i in missing], new)
+    log.info("text_embed: %d texts from the cache (%s), %d encoded", int(found.sum()), cache.folder, len(missing))
+    return vectors, len(missing)
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """(n, 16) uint8: each text's SHA-256, first 16 bytes (what the cache stores instead of the text)."""
+    digests = b"".join(hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in texts)
+    return np.frombuffer(digests, np.uint8).reshape(len(texts), 16).copy()
+
+
+def encoder_fingerprint(encoder: TextEncoder) -> str:
+    """SHA-256 of what decides an encoder's vectors: its weights (names, dtypes, shapes, values), its tokenizer and
+    ``max_length``."""
+    import torch
+
+    digest = hashlib.sha256(f"max_length={encoder.max_length}".encode())
+    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
+    digest.update(backend.to_str().encode() if backend is not None else repr(encoder.tokenizer).encode())
+    for name, tensor in sorted(encoder.model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class VectorCache:
+    """Vectors by text for one encoder, in one folder of ``part-*.npz`` files ((n, 16) text keys, (n, dim) float32
+    vectors): each run adds one part with what it encoded, written to a temporary name and renamed, so a crash
+    never leaves half a part; past ``MAX_PARTS`` parts they are merged into one."""
+
+    def __init__(self, folder: Path, dim: int):
+        self.folder, self.dim = Path(folder), dim
+
+    @classmethod
+    def for_encoder(cls, root: Path, encoder: TextEncoder) -> VectorCache:
+        """The cache folder of ``encoder`` under ``root``, named by `encoder_fingerprint`, described in encoder.json."""
+        fingerprint = encoder_fingerprint(encoder)
+        cache = cls(Path(root) / fingerprint[:24], encoder.dim)
+        about = cache.folder / "encoder.json"
+        if not about.exists():
+            cache.folder.mkdir(parents=True, exist_ok=True)
+            tmp = cache.folder / f".encoder-{uuid.uuid4().hex}.tmp"
+            write_json(
+                tmp,
+                {
+                    "model": encoder.name,
+                    "path": encoder.path,
+                    "max_length": encoder.max_length,
+                    "fingerprint": fingerprint,
+                },
+            )
+            os.replace(tmp, about)
+        return cache
+
+    def parts(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.npz")) if self.folder.is_dir() else []
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+        """Every cached (keys, vectors), and the parts they came from (a part that cannot be read is skipped)."""
+        keys, vectors, read = [np.zeros((0, 16), np.uint8)], [np.zeros((0, self.dim), np.float32)], []
+        for part in self.parts():
+            try:
+                with np.load(part, allow_pickle=False) as z:
+                    k, v = z["keys"], z["vectors"]
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("text cache: %s is skipped: %s", part, exc)
+                continue
+            if k.shape[0] != v.shape[0] or v.shape[1:] != (self.dim,):
+                log.warning("text cache: %s is skipped: keys %s, vectors %s", part, k.shape, v.shape)
+                continue
+            keys.append(k)
+            vectors.append(v)
+            read.append(part)
+        return np.concatenate(keys), np.concatenate(vectors), read
+
+    def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(found: bool per text, (len(texts), dim) float32: the cached vector where found, zeros elsewhere)."""
+        keys, vectors, _ = self.load()
+        row = {k.tobytes(): i for i, k in enumerate(keys)}
+        at = np.array([row.get(k.tobytes(), -1) for k in text_keys(texts)], dtype=np.int64)
+        found = at >= 0
+        out = np.zeros((len(texts), self.dim), np.float32)
+        out[found] = vectors[at[found]]
+        return found, out
+
+    def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Write ``vectors`` of ``texts`` as one new part, then merge the parts if there are more than ``MAX_PARTS``."""
+        if len(texts):
+            self._write(text_keys(texts), np.asarray(vectors, np.float32))
+        if len(self.parts()) > MAX_PARTS:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge every part into one (duplicates dropped), then remove the merged parts."""
+        keys, vectors, read = self.load()
+        _, first = np.unique(keys, axis=0, return_index=True)
+        first.sort()
+        self._write(keys[first], vectors[first])
+        for part in read:
+            part.unlink(missing_ok=True)
+
+    def _write(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        tmp = self.folder / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=keys, vectors=vectors)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.folder / name
