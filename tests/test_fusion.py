@@ -198,3 +198,36 @@ def test_fusion_json_without_a_taste_weight_loads_with_none() -> None:
     del meta["weights"]["taste"]  # saved before the term
     fusion = Fusion.from_meta(meta, None, catalog, train, users, n_id=2, threshold=4.0)
     assert fusion.weights.taste == 0.0 and fusion.taste_positions({"sci-fi"}).tolist() == [1]
+
+
+def test_tuning_over_blocks_of_queries_finds_what_tuning_over_all_finds() -> None:
+    """`tune_fusion_blocks` (finetune scores a block of users at a time) agrees with the dense `tune_fusion`:
+    the same weights and per-bucket NDCG, the EASE scale to float rounding."""
+    from recsys_tasks.model.fusion import tune_fusion_blocks, tune_taste_blocks
+
+    lengths = [0] * 15 + [5] * 15 + [EASE_MIN_HISTORY + 5] * 15
+    base, relevant, lengths_a, candidates, positives = _validation(lengths, seed=3)
+    ease = relevant * 0.5 + np.random.default_rng(4).normal(0, 1, relevant.shape).astype(np.float32)
+    dense = tune_fusion(base, relevant * 0.3, ease, lengths_a, candidates, positives)
+    order = np.random.default_rng(5).permutation(len(lengths))  # blocks that mix the buckets
+
+    def blocks():
+        for part in np.array_split(order, 4):
+            yield (
+                base[part],
+                relevant[part] * 0.3,
+                ease[part],
+                lengths_a[part],
+                candidates[part],
+                [positives[i] for i in part],
+            )
+
+    weights, report = tune_fusion_blocks(blocks)
+    assert weights.prior == dense[0].prior and weights.ease == pytest.approx(dense[0].ease, rel=1e-5)
+    assert report["ease_scale"] == pytest.approx(dense[1]["ease_scale"], rel=1e-5)
+    for b in ("bucket0", "bucket1", "bucket3"):
+        assert report[b] == pytest.approx(dense[1][b])
+    boost = (relevant > 0).astype(np.float32)
+    taste = tune_taste(base, boost, candidates, positives)
+    parts = [(base[p], boost[p], candidates[p], [positives[i] for i in p]) for p in np.array_split(order, 3)]
+    assert tune_taste_blocks(parts) == (taste[0], pytest.approx(taste[1]))

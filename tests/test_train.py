@@ -38,6 +38,9 @@ BUNDLE_FILES = {
     "content_map.npz",
     "fusion.json",
     "ease.npy",
+    "history_index",  # what serving reads instead of histories.parquet, so a large bundle loads in seconds
+    "popular.json",
+    "prior.npz",
 }
 
 
@@ -284,7 +287,7 @@ def test_training_histories_are_earlier_items_of_the_same_user(trained: StageRes
     """Cold-start simulation: a history is the user's first n items or the n just before the
     target (n <= max_history, sometimes 0), never the target or anything after it."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.batches import Batches as _Batches
     from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
@@ -318,7 +321,7 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(traine
     """``profile_dropout``: some training users with a history get no demographics, KG-demographic or
     profile-text input (the history must carry them); a profile-only user always keeps its profile."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.batches import Batches as _Batches
     from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
@@ -347,7 +350,7 @@ def test_profile_dropout_hides_the_profile_only_from_users_with_a_history(traine
 def test_without_truncation_a_history_is_every_earlier_item(trained: StageResult, stages: Stages) -> None:
     """The ablation of the cold-start trick: n = min(max_history, position), the items just before the target."""
     from recsys_tasks.data.dataset import Dataset
-    from recsys_tasks.model.finetune import _Batches
+    from recsys_tasks.model.batches import Batches as _Batches
     from recsys_tasks.model.recommender import Recommender
 
     dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
@@ -369,7 +372,7 @@ def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
     only of histories they leave more than 20 items of (the long-history buckets)."""
     from types import SimpleNamespace
 
-    from recsys_tasks.model.finetune import _fusion_queries
+    from recsys_tasks.model.held_out import fusion_queries as _fusion_queries
 
     items = [str(i) for i in range(200)]
     rows = [("long", items[i], 5.0, 1000 + i) for i in range(60)] + [
@@ -406,3 +409,89 @@ def test_the_fusion_is_tuned_on_more_cuts_of_long_histories_only() -> None:
         for name, queries, _ in _fusion_queries(rec, SimpleNamespace(users=users), held, 4.0, cfg)
     }
     assert found == {"at_3": [("long", 3), ("short", 3)], "warm_50": [("long", 30)]}
+
+
+# ---------------------------------------------------------------- scale: sampled softmax, bounds, blocks
+@pytest.mark.slow
+def test_a_sampled_softmax_run_trains_and_a_too_big_catalogue_skips_ease_with_a_reason(
+    stages: Stages, tmp_path: Path
+) -> None:
+    """``negatives`` below the trainable items: the sampled path (the same bundle files); ``ease_max_items``
+    below them: no EASE, said in the metrics and the result's info."""
+    cfg = FinetuneConfig(**{**stages.cfg.__dict__, "negatives": 4, "ease_max_items": 3, "id_epochs": 1})
+    result = _finetune(stages, tmp_path / "sampled", cfg)
+    assert result.metrics["sampled_softmax"] == 1.0 and result.metrics["ease_skipped"] == 1.0
+    assert "ease_max_items=3" in result.info["ease_skipped"]
+    assert all(math.isfinite(v) for v in result.metrics.values())
+    assert {p.name for p in result.path("bundle").iterdir()} == BUNDLE_FILES - {"ease.npy"}
+    exact = _finetune(stages, tmp_path / "exact", FinetuneConfig(**{**stages.cfg.__dict__, "negatives": 12}))
+    assert exact.metrics["sampled_softmax"] == 0.0 and exact.metrics["ease_skipped"] == 0.0
+
+
+def test_steps_per_epoch_cuts_a_pass_into_rounds_between_validations(stages: Stages, tmp_path: Path) -> None:
+    """Training pairs in batches of 2 are ceil(pairs / 2) steps a pass; ``steps_per_epoch=3`` validates after 3
+    steps of a fresh permutation each round, 0 after whole passes."""
+    base = {**stages.cfg.__dict__, "batch_size": 2, "id_epochs": 0, "fusion": False, "content_map": False}
+    cut = _finetune(stages, tmp_path / "cut", FinetuneConfig(**{**base, "steps_per_epoch": 3}))
+    whole = _finetune(stages, tmp_path / "whole", FinetuneConfig(**{**base, "steps_per_epoch": 0}))
+    per_pass = math.ceil(whole.metrics["n_train_pairs"] / 2)
+    assert per_pass > 3
+    for result, steps in ((cut, 3), (whole, per_pass)):
+        curves = pd.read_csv(result.path("curves"))
+        assert list(curves["steps"]) == [steps] * len(curves)
+        assert result.metrics["steps_trained"] == steps * len(curves)
+
+
+def test_held_out_users_are_capped_and_the_cap_keeps_the_same_draw() -> None:
+    from recsys_tasks.model.held_out import held_out_users
+
+    train = pd.DataFrame({"user_id": [f"u{i:03d}" for i in range(200)]})
+    full = held_out_users(train, 0.1, 0.1, np.random.default_rng(3))
+    capped = held_out_users(train, 0.1, 0.1, np.random.default_rng(3), 5, 7)
+    assert (len(full[0]), len(full[1])) == (20, 20) and (len(capped[0]), len(capped[1])) == (5, 7)
+    assert not capped[0] & capped[1]
+    assert held_out_users(train, 0.1, 0.1, np.random.default_rng(3), 50, 50) == full  # a cap above: unchanged
+
+
+def test_validation_in_blocks_is_the_validation_in_one(trained: StageResult, stages: Stages) -> None:
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.held_out import validate, validation_queries
+    from recsys_tasks.model.recommender import Recommender
+
+    rec = Recommender.load(trained.path("bundle"))
+    split, dataset = Split.load(stages.snapshot), Dataset.load(stages.snapshot)
+    validation = validation_queries(rec, dataset, split.train, 4.0, (0, 2))
+    assert validate(rec, validation, block=1) == pytest.approx(validate(rec, validation, block=1000))
+
+
+def test_batches_from_dataloader_workers_cover_every_pair_once(trained: StageResult, stages: Stages) -> None:
+    from recsys_tasks.data.dataset import Dataset
+    from recsys_tasks.model.batches import Batches, loader
+    from recsys_tasks.model.recommender import Recommender
+
+    dataset, split = Dataset.load(stages.snapshot), Split.load(stages.snapshot)
+    rec = Recommender.load(trained.path("bundle"))
+    cfg = FinetuneConfig(max_history=3, batch_size=3)
+    batches = Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(0))
+    in_process = [(int(u), int(p)) for b in loader(batches, 0) for u, p in zip(b.users, b.positions)]
+    workers = [(int(u), int(p)) for b in loader(batches, 2) for u, p in zip(b.users, b.positions)]
+    pairs = sorted(zip(batches.pairs_user.tolist(), batches.pairs_position.tolist()))
+    assert sorted(in_process) == pairs and sorted(workers) == pairs
+
+
+def test_the_batch_loader_leaves_torch_global_generator_alone() -> None:
+    """A DataLoader draws a seed per epoch; from its own generator, so the DropoutNet masks (torch's global
+    generator) draw what they drew before there was a loader: the same seed, the same model."""
+    from recsys_tasks.model.batches import loader
+
+    class Two:
+        rng, n_pairs = np.random.default_rng(0), 2
+
+        def epoch(self):
+            yield from ("a", "b")
+
+    torch.manual_seed(0)
+    assert list(loader(Two(), 0)) == ["a", "b"]  # type: ignore[arg-type]
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))

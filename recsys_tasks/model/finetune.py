@@ -4,9 +4,11 @@ Transfer learning in the DropoutNet/MeLU spirit: the item tower starts from froz
 PyKEEN features, so a new item is ranked by content alone; training hides item IDs at random
 (``id_dropout``) and gives each user a random 0..``max_history`` subset of their history, and
 sometimes a stated-taste sentence, so the weights learn to serve every cold-start case.
-Loss: softmax cross-entropy over all training items; AdamW; early stopping on pseudo-cold
-validation users (held out of training) by NDCG@20; then (``id_epochs``) the item IDs alone go
-on, the towers frozen, while the same users' cold and warm validation improves; fixed seeds.
+Loss: softmax cross-entropy over all training items, past ``negatives`` of them a log-Q corrected
+sampled softmax (`training`, docs/decisions/0013-sampled-softmax.md), on batches built in `batches`;
+AdamW; early stopping on pseudo-cold validation users (held out of training, `held_out`) by NDCG@20;
+then (``id_epochs``) the item IDs alone go on, the towers frozen, while the same users' cold and warm
+validation improves; fixed seeds.
 Last, the trained model is completed for serving: items without an ID get the content map's
 vectors (`content_map`), with its weight of the text similarity to a user's liked items chosen on
 pseudo-new items (`_profile_weight`), and the scores are fused with a popularity prior and EASE,
@@ -29,19 +31,27 @@ from recsys_tasks.artifacts import StageResult, atomic_dir, finish, read_json
 from recsys_tasks.config import FinetuneConfig
 from recsys_tasks.data.dataset import AGE_BANDS, Dataset
 from recsys_tasks.data.split import Split
-from recsys_tasks.explain.reasons import liked as liked_mask
 from recsys_tasks.kg.embed import load_entity_embeddings
 from recsys_tasks.kg.links import reason_links
 from recsys_tasks.kg.nodes import demographic_nodes, item_node
+from recsys_tasks.model.batches import Batches, loader
 from recsys_tasks.model.content_map import ContentMap
+from recsys_tasks.model.held_out import (
+    blocks,
+    fusion_queries,
+    held_out_users,
+    unseen,
+    validate,
+    validation_queries,
+)
 from recsys_tasks.model.recommender import Bundle, Recommender
+from recsys_tasks.model.training import StepLoss
 from recsys_tasks.plots import curves_chart
 from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query, history_of, profile_of
 from recsys_tasks.protocol.slices import stated_taste
 
 log = logging.getLogger(__name__)
-WARM_HISTORY = 0.8  # the warm validation's history: each validation user's first 80% ("warm")
 
 
 def finetune(
@@ -66,8 +76,13 @@ def finetune(
     train = split.train
     if train.empty:
         raise ValueError("finetune: the split's training part is empty; nothing to learn from")
-    val_users, fusion_users = _held_out_users(
-        train, cfg.validation_user_frac, cfg.fusion_user_frac if cfg.fusion else 0.0, rng
+    val_users, fusion_users = held_out_users(
+        train,
+        cfg.validation_user_frac,
+        cfg.fusion_user_frac if cfg.fusion else 0.0,
+        rng,
+        cfg.max_validation_users,
+        cfg.max_fusion_users,
     )
     fit = train[~train["user_id"].isin(val_users | fusion_users)]
 
@@ -85,17 +100,29 @@ def finetune(
     )
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
-    batches = _Batches(rec, fit, dataset, cfg, positive_threshold, rng)
-    validation = _validation_queries(
+    batches = Batches(rec, fit, dataset, cfg, positive_threshold, rng)
+    validation = validation_queries(
         rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold, cfg.validation_support
     )
 
     id_params = [model.item_id.weight, model.item_id_bias.weight]  # what only warm items use: may learn faster
     towers = [p for p in model.parameters() if all(p is not q for q in id_params)]
     id_lr = cfg.id_learning_rate or cfg.learning_rate
-    content = torch.as_tensor(bundle.item_content, device=device)
-    id_rows = torch.as_tensor(bundle.catalog["id_row"].to_numpy(copy=True), device=device)
-    trainable = torch.as_tensor(bundle.catalog["id_row"].to_numpy() < spec.n_id_items, device=device)
+    step_loss = StepLoss(
+        bundle.item_content,
+        bundle.catalog["id_row"].to_numpy(),
+        spec.n_id_items,
+        batches.target_counts(len(bundle.catalog)),
+        negatives=cfg.negatives,
+        alpha=cfg.negative_alpha,
+        id_dropout=cfg.id_dropout,
+        seed=cfg.seed,
+        device=device,
+    )
+    if step_loss.sampled:
+        log.info(
+            "finetune: sampled softmax, %d negatives per step of %d trainable items", cfg.negatives, spec.n_id_items
+        )
     curves: list[dict[str, float]] = []
     start = time.perf_counter()
 
@@ -107,31 +134,25 @@ def finetune(
         only improve the score)."""
         best, best_val, best_state, bad_epochs = -1.0, {}, None, 0
         if keep_current:
-            best_val = _validate(rec, validation)
+            best_val = validate(rec, validation, cfg.score_block)
             best, best_state = score(best_val), {k: v.detach().clone() for k, v in model.state_dict().items()}
         for _ in range(epochs):
             model.train()
             losses = []
-            for batch in batches.epoch():
-                # IDs are hidden only on the scored side: a history is pooled from items as serving sees them.
-                keep = (torch.rand(len(id_rows), device=device) >= cfg.id_dropout).float()
-                item_vecs, item_bias = model.items(content, id_rows, keep)
-                history_vecs, _ = model.items(content, id_rows)
-                users = model.users(
-                    *[torch.as_tensor(a, device=device) for a in batch.inputs],
-                    history_vecs,
-                    history_liked=torch.as_tensor(batch.liked, device=device),
-                )
-                logits = (users @ item_vecs.T + item_bias).masked_fill(~trainable, float("-inf"))
-                loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=device))
+            for step, batch in enumerate(loader(batches, cfg.loader_workers)):
+                if cfg.steps_per_epoch and step >= cfg.steps_per_epoch:  # a round of a large data set
+                    break
+                loss = step_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
             model.eval()
             rec.refresh()
-            val = _validate(rec, validation)
-            curves.append({"epoch": len(curves) + 1, "loss": float(np.mean(losses)), **val})
+            val = validate(rec, validation, cfg.score_block)
+            curves.append(
+                {"epoch": len(curves) + 1, "steps": float(len(losses)), "loss": float(np.mean(losses)), **val}
+            )
             log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
             if score(val) > best + 1e-4 or best_state is None:
                 best, best_val, bad_epochs = score(val), val, 0
@@ -170,15 +191,19 @@ def finetune(
         held_out = split.train[split.train["user_id"].isin(val_users | fusion_users)]
         weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg)
         rec.set_content_map(content_map.with_profile(weight, basis, center))
-    fusion_report: dict[str, float] = {}
+    fusion_report: dict[str, Any] = {}
+    info: dict[str, str] = {"device": device.type}
     if cfg.fusion:
         tuners = fusion_users or val_users  # none of its own: the early-stopping users
         held = split.train[split.train["user_id"].isin(tuners)]
         fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
+        if "fusion_ease_skipped" in fusion_report:
+            info["ease_skipped"] = str(fusion_report.pop("fusion_ease_skipped"))
     seconds = time.perf_counter() - start
     metrics = {
         "val_ndcg": kept["val_ndcg"],
         "epochs_trained": float(stage_one),
+        "steps_trained": float(sum(c["steps"] for c in curves)),
         "id_epochs_trained": float(len(curves) - stage_one),
         "train_seconds": seconds,
         "seconds_per_epoch": seconds / max(1, len(curves)),
@@ -186,6 +211,8 @@ def finetune(
         "n_train_pairs": float(batches.n_pairs),
         "n_validation_users": float(len(val_users)),
         "n_fusion_users": float(len(fusion_users)),
+        "sampled_softmax": float(step_loss.sampled),
+        "ease_skipped": float("ease_skipped" in info),
         "disliked_weight": float(model.disliked_log_weight.detach().exp()),
         **map_report,
         **fusion_report,
@@ -204,7 +231,7 @@ def finetune(
             "curves_chart": str(tmp / "curves.png"),
         }
         log.info("finetune: %s", metrics)
-        return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, {"device": device.type}), tmp)
+        return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, info), tmp)
 
 
 def build_bundle(
@@ -223,12 +250,7 @@ def build_bundle(
     kg_dim = entity_vecs.shape[1]
     text_items = np.load(Path(text_dir) / "items.npy")
     texts = read_json(Path(text_dir) / "texts.json")
-    kg_items = np.stack(
-        [
-            entity_vecs[entity_row[item_node(i)]] if item_node(i) in entity_row else np.zeros(kg_dim, np.float32)
-            for i in dataset.items["item_id"]
-        ]
-    )
+    kg_items = _rows_or_zeros(entity_vecs, [entity_row.get(item_node(i), -1) for i in dataset.items["item_id"]])
     trained = set(split.train["item_id"])
     catalog = dataset.items.copy()
     is_trained = catalog["item_id"].isin(trained).to_numpy()
@@ -267,160 +289,6 @@ def build_bundle(
         meta,
         links,
     )
-
-
-class _Batch:
-    def __init__(self, inputs: tuple, targets: np.ndarray, users: np.ndarray, positions: np.ndarray, liked: np.ndarray):
-        self.inputs, self.targets, self.liked = inputs, targets, liked  # liked: (b, L) 1 where a history item is
-        self.users, self.positions = users, positions  # which user, and where the target is in their sequence
-
-
-class _Batches:
-    """(user, liked item) pairs, each with 0..max_history of the user's earlier items as history
-    and sometimes a taste sentence.
-
-    Half the histories are the user's first n items (as a new user's first clicks, the cold-user
-    slices), half the n items just before the target (as a returning user's recent items).
-    """
-
-    def __init__(
-        self,
-        rec: Recommender,
-        train: pd.DataFrame,
-        dataset: Dataset,
-        cfg: FinetuneConfig,
-        threshold: float,
-        rng: np.random.Generator,
-    ):
-        self.rec, self.cfg, self.rng = rec, cfg, rng
-        row = rec.item_row
-        users = sorted(train["user_id"].unique())
-        u_index = {u: i for i, u in enumerate(users)}
-        profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
-        ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-        position = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
-        groups = [g for _, g in ordered.groupby("user_id", sort=True)]
-        self.history = [np.array([row[i] for i in g["item_id"]]) for g in groups]
-        # which history items are liked, as serving tells them (`reasons.liked`)
-        self.liked = [liked_mask(g["rating"].to_numpy(), threshold).astype(np.float32) for g in groups]
-        self.demo = np.array([rec.demographic_rows(profiles[u]) for u in users], dtype=np.int64)
-        self.kg = np.stack([rec.kg_demo_vector(profiles[u]) for u in users])
-        from recsys_tasks.text.texts import profile_text
-
-        self.profile = rec.text_vectors([profile_text(profiles[u]) for u in users])
-        genres = dict(zip(dataset.items["item_id"], dataset.genre_lists()))
-        is_liked = (ordered["rating"] >= threshold).to_numpy()
-        liked = ordered[is_liked]
-        tastes = [stated_taste([genres[i] for i in liked.loc[liked["user_id"] == u, "item_id"]]) or "" for u in users]
-        self.taste = rec.text_vectors(tastes)
-        self.has_taste = np.array([1.0 if t else 0.0 for t in tastes], dtype=np.float32)
-        self.pairs_user = liked["user_id"].map(u_index).to_numpy()
-        self.pairs_item = liked["item_id"].map(row).to_numpy()
-        self.pairs_position = position[is_liked]
-        self.n_pairs = len(liked)
-
-    def epoch(self):
-        order = self.rng.permutation(self.n_pairs)
-        size, max_hist = self.cfg.batch_size, self.cfg.max_history
-        for start in range(0, len(order), size):
-            idx = order[start : start + size]
-            users, targets, positions = self.pairs_user[idx], self.pairs_item[idx], self.pairs_position[idx]
-            hist = np.zeros((len(idx), max(1, max_hist)), np.int64)
-            mask, is_liked = np.zeros(hist.shape, np.float32), np.zeros(hist.shape, np.float32)
-            lengths = self.rng.integers(1, max_hist + 1, len(idx))
-            lengths[self.rng.random(len(idx)) < self.cfg.empty_history_prob] = 0  # profile-only users
-            recent = self.rng.random(len(idx)) < 0.5
-            if not self.cfg.truncate_histories:  # ablation: every earlier item (up to max_history)
-                lengths, recent = np.where(lengths > 0, max_hist, 0), np.ones(len(idx), bool)
-            for b, (u, p) in enumerate(zip(users, positions)):
-                n = min(int(lengths[b]), int(p))
-                if n:
-                    part = slice(p - n, p) if recent[b] else slice(0, n)
-                    hist[b, :n], is_liked[b, :n] = self.history[u][part], self.liked[u][part]
-                    mask[b, :n] = 1.0
-            text_on = (self.rng.random(len(idx)) < self.cfg.text_prob).astype(np.float32) * self.has_taste[users]
-            demo, kg, profile = self.demo[users], self.kg[users], self.profile[users]
-            if self.cfg.profile_dropout > 0:  # the profile hidden from some users with a history: lean on the history
-                hidden = (mask[:, 0] > 0) & (self.rng.random(len(idx)) < self.cfg.profile_dropout)
-                demo[hidden], kg[hidden], profile[hidden] = 0, 0.0, 0.0
-            yield _Batch(
-                (demo, kg, profile, self.taste[users], text_on, hist, mask), targets, users, positions, is_liked
-            )
-
-
-def _held_out_users(
-    train: pd.DataFrame, frac: float, fusion_frac: float, rng: np.random.Generator
-) -> tuple[set[str], set[str]]:
-    """Two disjoint seeded samples of the training users, held out of training: the validation users
-    (early stopping) and the fusion's (its weights: users the early stopping did not choose the model on)."""
-    users = np.sort(train["user_id"].unique())
-    n, m = (int(round(len(users) * f)) if len(users) > 1 else 0 for f in (frac, fusion_frac))
-    drawn = rng.permutation(users).tolist()
-    return set(drawn[:n]), set(drawn[n : n + m])
-
-
-def _validation_queries(
-    rec: Recommender,
-    dataset: Dataset,
-    held: pd.DataFrame,
-    threshold: float,
-    supports: tuple[int, ...],
-    warm: tuple[float, ...] = (WARM_HISTORY,),
-):
-    """[(name, queries, positives)]: pseudo-cold users ("at_K": the K earliest interactions as support,
-    later positives as targets) and the same users as warm ones ("warm": the first 80% as history;
-    ``warm``: the fractions of the history to cut at, "warm_50" for 0.5)."""
-    profiles = {r["user_id"]: profile_of(r) for r in dataset.users.to_dict("records")}
-    out = []
-    cuts = {f"at_{k}": k for k in supports} | {
-        ("warm" if f == WARM_HISTORY else f"warm_{round(f * 100)}"): f for f in warm
-    }
-    for name, cut in cuts.items():
-        queries, positives = [], []
-        for user, group in held.groupby("user_id", sort=True):
-            history = history_of(group)
-            k = int(cut) if name.startswith("at_") else int(len(history) * cut)
-            seen = {i for i, _, _ in history[:k]}
-            later = [rec.item_row[i] for i, r, _ in history[k:] if r >= threshold and i not in seen]
-            if later:
-                queries.append(Query(user, profiles[user], history[:k]))
-                positives.append(np.array(later))
-        out.append((name, queries, positives))
-    return out
-
-
-def _fusion_queries(rec: Recommender, dataset: Dataset, held: pd.DataFrame, threshold: float, cfg: FinetuneConfig):
-    """`_validation_queries` at ``cfg.fusion_support`` and the ``cfg.fusion_warm_cuts``, the extra cuts
-    ("warm_50", "warm_65") only where they leave more than 20 items, so the long-history buckets get more
-    queries (docs/decisions/0004-fusion.md): the fusion's tuning queries."""
-    from recsys_tasks.model.fusion import EDGES
-
-    out = []
-    for name, queries, targets in _validation_queries(
-        rec, dataset, held, threshold, tuple(cfg.fusion_support), tuple(cfg.fusion_warm_cuts)
-    ):
-        if name.startswith("warm_"):
-            kept = [q_i for q_i, q in enumerate(queries) if len(q.history) > EDGES[2]]
-            queries, targets = [queries[q_i] for q_i in kept], [targets[q_i] for q_i in kept]
-        out.append((name, queries, targets))
-    return out
-
-
-def _validate(rec: Recommender, validation) -> dict[str, float]:
-    """NDCG@20 per validation part; ``val_ndcg``, what finetune early-stops on: the cold parts' mean."""
-    result = {}
-    n_items = len(rec.item_ids)
-    for name, queries, positives in validation:
-        if not queries:
-            continue
-        scores = rec.score(queries)
-        candidates = _unseen(n_items, [rec._item_rows(q.history_items) for q in queries])
-        result[f"val_ndcg_{name}"] = float(
-            np.nanmean(ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"])
-        )
-    cold = [v for k, v in result.items() if k.startswith("val_ndcg_at_")]
-    result["val_ndcg"] = float(np.mean(cold)) if cold else 0.0
-    return result
 
 
 def _content_map(rec: Recommender, cfg: FinetuneConfig | None = None):
@@ -484,17 +352,19 @@ def _profile_weight(
             continue
         fold_map = ContentMap.fit(text[rest], vecs[rest], bias[rest], catalog.iloc[rest], **_map_knobs(cfg))
         fold_vecs, fold_bias = fold_map(text[fold], catalog.iloc[fold])
-        rows = [rec._history_rows(q) for q in queries]
-        base = rec._user_vectors(queries, rows) @ fold_vecs.T + fold_bias
-        liked_text, fold_text = rec.liked_text(rows), text[fold] - center
-        for k in dims:
-            similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
-            for w in cfg.profile_weights:
-                ndcg[k, w].append(
-                    ranking_metrics(base + w * similarity, np.ones(len(fold), bool), positives, 20, with_auc=False)[
-                        "ndcg"
-                    ]
-                )
+        fold_text = text[fold] - center
+        for part in blocks(len(queries), cfg.score_block):  # memory: a block of users x the fold
+            rows = [rec._history_rows(q) for q in queries[part]]
+            base = rec._user_vectors(queries[part], rows) @ fold_vecs.T + fold_bias
+            liked_text = rec.liked_text(rows)
+            for k in dims:
+                similarity = (liked_text @ directions[:k].T) @ (fold_text @ directions[:k].T).T
+                for w in cfg.profile_weights:
+                    ndcg[k, w].append(
+                        ranking_metrics(
+                            base + w * similarity, np.ones(len(fold), bool), positives[part], 20, with_auc=False
+                        )["ndcg"]
+                    )
     means = {key: float(np.nanmean(np.concatenate(v))) for key, v in ndcg.items() if v}
     if not means:
         return 0.0, directions[: dims[0]], center, {}
@@ -528,28 +398,28 @@ def _fuse(
     excluded: set[str],
     cfg: FinetuneConfig,
     threshold: float,
-) -> dict[str, float]:
-    """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion`), set it on ``rec``;
+) -> dict[str, Any]:
+    """Tune the fusion's weights on the users of ``held`` (`fusion.tune_fusion_blocks`), set it on ``rec``;
     EASE is counted on ``fit``, the prior on the bundle's histories less the ``excluded`` users, as
-    serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``."""
+    serving counts it (`fusion.Fusion.from_meta`): the same rows as ``fit``. The queries are scored
+    ``cfg.score_block`` at a time. Past ``cfg.ease_max_items`` trained items EASE is skipped and the
+    report says why (``fusion_ease_skipped``)."""
     from recsys_tasks.model.fusion import (
-        EASE_MAX_ITEMS,
         EDGES,
         Fusion,
         FusionWeights,
         ease_matrix,
         fusion_meta,
         id_items,
-        tune_fusion,
-        tune_taste,
+        tune_fusion_blocks,
+        tune_taste_blocks,
     )
 
     catalog, n_id = rec.bundle.catalog, int(rec.meta["n_id_items"])
-    ease = None
-    if cfg.ease_lambda > 0 and n_id > EASE_MAX_ITEMS:
-        log.warning(
-            "fusion: %d trained items, over the %d EASE can weigh; the prior alone is fused", n_id, EASE_MAX_ITEMS
-        )
+    ease, skipped = None, ""
+    if cfg.ease_lambda > 0 and n_id > cfg.ease_max_items:
+        skipped = f"{n_id} trained items, over finetune.ease_max_items={cfg.ease_max_items}: the prior alone is fused"
+        log.warning("fusion: EASE skipped: %s", skipped)
     elif cfg.ease_lambda > 0:
         ease = ease_matrix(fit, id_items(catalog, n_id), cfg.ease_lambda)
     zeros = tuple(0.0 for _ in range(len(EDGES) + 1))
@@ -562,48 +432,54 @@ def _fuse(
         n_id,
         threshold,
     )
-    base, priors, eases, lengths, candidates, positives = [], [], [], [], [], []
-    for _, queries, targets in _fusion_queries(rec, dataset, held, threshold, cfg):
-        if not queries:
-            continue
-        seen = [rec._item_rows(q.history_items) for q in queries]
-        scores = rec.score(queries, fused=False)
-        p, e, n = fusion.terms(queries, seen)
-        base.append(scores)
-        priors.append(_placed(p, fusion.id_cols, scores.shape))
-        if e is not None:
-            eases.append(_placed(e, fusion.id_cols, scores.shape))
-        lengths.append(n)
-        candidates.append(_unseen(scores.shape[1], seen))
+    queries, positives = [], []
+    for _, part_queries, targets in fusion_queries(rec, dataset, held, threshold, cfg):
+        queries.extend(part_queries)
         positives.extend(targets)
-    if not base:
-        return {}
-    weights, report = tune_fusion(
-        np.vstack(base),
-        np.vstack(priors),
-        np.vstack(eases) if ease is not None else None,
-        np.concatenate(lengths),
-        np.vstack(candidates),
-        positives,
-        prior_grid=cfg.fusion_prior_grid,
-        ease_grid=cfg.fusion_ease_grid,
+    if not queries:
+        return {"fusion_ease_skipped": skipped} if skipped else {}
+
+    def tuning_blocks():
+        """(model scores, placed prior, placed EASE, lengths, candidates, positives) per block of queries."""
+        for part in blocks(len(queries), cfg.score_block):
+            seen = [rec._item_rows(q.history_items) for q in queries[part]]
+            scores = rec.score(queries[part], fused=False)
+            p, e, n = fusion.terms(queries[part], seen)
+            placed_ease = _placed(e, fusion.id_cols, scores.shape) if e is not None else None
+            yield (
+                scores,
+                _placed(p, fusion.id_cols, scores.shape),
+                placed_ease,
+                n,
+                unseen(scores.shape[1], seen),
+                positives[part],
+            )
+
+    weights, report = tune_fusion_blocks(
+        tuning_blocks, prior_grid=cfg.fusion_prior_grid, ease_grid=cfg.fusion_ease_grid
     )
     tuned = fusion.reweighted(weights)
     rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, tuned)
-    stated = _stated_taste_queries(rec, dataset, held, threshold)
-    if stated[0]:
-        queries, targets = stated
-        boost = np.zeros((len(queries), len(rec.item_ids)), np.float32)
-        for q_i, q in enumerate(queries):
-            boost[q_i, tuned.id_cols[tuned.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
-        taste, report["taste"] = tune_taste(
-            rec.score(queries), boost, np.ones(boost.shape, bool), targets, grid=cfg.fusion_taste_grid
-        )
+    stated, targets = _stated_taste_queries(rec, dataset, held, threshold)
+    if stated:
+
+        def taste_blocks():
+            """(fused scores, taste boost, candidates, positives) per block of the stated-taste queries."""
+            for part in blocks(len(stated), cfg.score_block):
+                boost = np.zeros((len(stated[part]), len(rec.item_ids)), np.float32)
+                for q_i, q in enumerate(stated[part]):
+                    boost[q_i, tuned.id_cols[tuned.taste_positions(rec.explainer.taste_genres(q.text))]] = 1.0
+                yield rec.score(stated[part]), boost, np.ones(boost.shape, bool), targets[part]
+
+        taste, report["taste"] = tune_taste_blocks(taste_blocks(), grid=cfg.fusion_taste_grid)
         weights = dataclasses.replace(weights, taste=taste)
         rec.set_fusion(fusion_meta(weights, excluded, cfg.ease_lambda, report), ease, fusion.reweighted(weights))
-    return {
+    out: dict[str, Any] = {
         f"fusion_{b}_{key}": float(v) for b, part in report.items() if isinstance(part, dict) for key, v in part.items()
     }
+    if skipped:
+        out["fusion_ease_skipped"] = skipped
+    return out
 
 
 def _stated_taste_queries(
@@ -623,18 +499,18 @@ def _stated_taste_queries(
     return queries, targets
 
 
-def _unseen(n_items: int, seen: list[np.ndarray]) -> np.ndarray:
-    """Candidates (q, n_items) bool: every item but each query's own history rows."""
-    candidates = np.ones((len(seen), n_items), bool)
-    for q_i, rows in enumerate(seen):
-        candidates[q_i, rows] = False
-    return candidates
-
-
 def _placed(part: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``part`` (q, len(cols)) in a zero (q, n) array at columns ``cols``."""
     out = np.zeros(shape, np.float32)
     out[:, cols] = part
+    return out
+
+
+def _rows_or_zeros(matrix: np.ndarray, rows: list[int]) -> np.ndarray:
+    """``matrix``'s ``rows`` (float32), a zero row where a row is -1 (an item without a KG entity)."""
+    at = np.asarray(rows, np.int64).reshape(-1)
+    out = np.zeros((len(at), matrix.shape[1]), np.float32)
+    out[at >= 0] = matrix[at[at >= 0]]
     return out
 
 

@@ -24,7 +24,7 @@ Only items with an ID row have any term; new items get zero from all (the conten
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,7 +46,9 @@ __all__ = [
     "id_items",
     "id_prior",
     "tune_fusion",
+    "tune_fusion_blocks",
     "tune_taste",
+    "tune_taste_blocks",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ EDGES = (0, 10, 20, 40)  # buckets of history length: 0 | 1-10 | 11-20 | 21-40 |
 # EASE only past the cold-start range, which the model and the prior serve (docs/decisions/0004-fusion.md)
 EASE_MIN_HISTORY = 21
 CACHE_BYTES = 64 << 20  # known users' fused rows kept (`Fusion.id_scores`)
-EASE_MAX_ITEMS = 20_000  # above, no EASE: its n² weights and n³ inversion do not fit a training node
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,9 @@ def fusion_meta(weights: FusionWeights, excluded_users: Iterable[str], lam: floa
     }
 
 
+FusionBlock = tuple  # (base, prior, ease or None, lengths, candidates, positives): some queries of `tune_fusion`
+
+
 def tune_fusion(
     base: np.ndarray,
     prior: np.ndarray,
@@ -286,37 +290,60 @@ def tune_fusion(
     ``base``: the model's scores (q, n); ``prior``/``ease``: `Fusion.terms`, already placed in
     (q, n) arrays (zero off `Fusion.id_cols`); ``candidates`` (q, n) bool; ``positives``: rows per
     query. Returns the weights and a report: per bucket the number of queries and the validation
-    NDCG@k of the model alone and fused.
+    NDCG@k of the model alone and fused. (`tune_fusion_blocks` with one block.)
     """
-    weights = FusionWeights(tuple(0.0 for _ in range(len(EDGES) + 1)), tuple(0.0 for _ in range(len(EDGES) + 1)))
-    buckets = weights.bucket(lengths)
-    has = ease is not None and bool((lengths > 0).any())
-    scale = (
-        float(base[lengths > 0].std() / max(float(ease[lengths > 0].std()), 1e-12)) if has and ease is not None else 0.0
-    )
+    block = (base, prior, ease, lengths, candidates, positives)
+    return tune_fusion_blocks(lambda: [block], k, prior_grid=prior_grid, ease_grid=ease_grid)
+
+
+def tune_fusion_blocks(
+    blocks: Callable[[], Iterable[FusionBlock]],
+    k: int = 20,
+    *,
+    prior_grid: Sequence[float] = _DEFAULTS.fusion_prior_grid,
+    ease_grid: Sequence[float] = _DEFAULTS.fusion_ease_grid,
+) -> tuple[FusionWeights, dict]:
+    """`tune_fusion` over queries that come in blocks (``blocks()`` yields them afresh each time it is
+    called; it is called twice: the EASE scale, then the grid), so memory is one block's, not all
+    queries x items."""
+    base_moments, ease_moments = _Moments(), _Moments()
+    for base, _, ease, lengths, _, _ in blocks():
+        warm = lengths > 0
+        if ease is not None and warm.any():
+            base_moments.add(base[warm])
+            ease_moments.add(ease[warm])
+    has = ease_moments.n > 0
+    scale = base_moments.std() / max(ease_moments.std(), 1e-12) if has else 0.0
+    per_bucket: dict[int, dict[tuple[float, float], list[np.ndarray]]] = {}
+    for base, prior, ease, lengths, candidates, positives in blocks():
+        buckets = FusionWeights((), ()).bucket(lengths)
+        for b in np.unique(buckets).tolist():
+            rows = np.flatnonzero(buckets == b)
+            shortest = EDGES[b - 1] + 1 if b else 0
+            betas_tried = tuple(ease_grid) if has and shortest >= EASE_MIN_HISTORY else (0.0,)
+            found = per_bucket.setdefault(b, {})
+            cand, pos = candidates[rows], [positives[r] for r in rows.tolist()]
+            for g in prior_grid:
+                for beta in betas_tried:
+                    scores = base[rows] + g * prior[rows]
+                    if beta and ease is not None:  # a weight other than 0 is tried only with EASE
+                        scores = scores + beta * scale * ease[rows]
+                    found.setdefault((g, beta), []).append(
+                        ranking_metrics(scores, cand, pos, k, with_auc=False)["ndcg"]
+                    )
     gammas, betas, report = [], [], {}
     for b in range(len(EDGES) + 1):
-        rows = np.flatnonzero(buckets == b)
-        if not len(rows):
+        if b not in per_bucket:
             gammas.append(0.0)
             betas.append(0.0)
             continue
-        cand, pos = candidates[rows], [positives[r] for r in rows.tolist()]
-
-        def ndcg(g: float, beta: float, rows: np.ndarray = rows, cand: np.ndarray = cand, pos: list = pos) -> float:
-            scores = base[rows] + g * prior[rows]
-            if beta and ease is not None:  # a weight other than 0 is tried only with EASE
-                scores = scores + beta * scale * ease[rows]
-            return float(np.nanmean(ranking_metrics(scores, cand, pos, k, with_auc=False)["ndcg"]))
-
-        shortest = EDGES[b - 1] + 1 if b else 0
-        betas_tried = tuple(ease_grid) if has and shortest >= EASE_MIN_HISTORY else (0.0,)
-        grid = {(g, beta): ndcg(g, beta) for g in prior_grid for beta in betas_tried}
+        grid = {key: float(np.nanmean(np.concatenate(parts))) for key, parts in per_bucket[b].items()}
         best = max(grid, key=lambda key: (grid[key], -key[0] - key[1]))  # ties: the smaller weights
         gammas.append(best[0])
         betas.append(best[1] * scale)
+        n_queries = int(sum(len(p) for p in per_bucket[b][best]))
         report[f"bucket{b}"] = {
-            "queries": int(len(rows)),
+            "queries": n_queries,
             "model": grid[(0.0, 0.0)],
             "fused": grid[best],
             "prior": best[0],
@@ -325,14 +352,35 @@ def tune_fusion(
         log.info(
             "fusion bucket %d (%d queries): NDCG@%d %.4f -> %.4f (γ %.2f, β %.2f)",
             b,
-            len(rows),
+            n_queries,
             k,
             grid[(0.0, 0.0)],
             grid[best],
             best[0],
             best[1],
         )
-    return FusionWeights(tuple(gammas), tuple(betas)), {"ease_scale": scale, **report}
+    return FusionWeights(tuple(gammas), tuple(betas)), {"ease_scale": float(scale), **report}
+
+
+class _Moments:
+    """Count, sum and sum of squares in float64: a standard deviation over blocks."""
+
+    def __init__(self) -> None:
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
+        self.n, self.total, self.squares = (
+            self.n + x.size,
+            self.total + float(x.sum()),
+            self.squares + float((x * x).sum()),
+        )
+
+    def std(self) -> float:
+        if not self.n:
+            return 0.0
+        mean = self.total / self.n
+        return float(np.sqrt(max(self.squares / self.n - mean * mean, 0.0)))
 
 
 def tune_taste(
@@ -346,13 +394,26 @@ def tune_taste(
 ) -> tuple[float, dict]:
     """δ from ``grid`` (holding 0) by grid search on validation queries with a stated taste: ``base`` the
     fused scores without it (q, n), ``boost`` (q, n) 1 where an item has a named genre. Returns δ and its
-    report."""
-    found = {
-        d: float(np.nanmean(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"]))
-        for d in grid
-    }
+    report. (`tune_taste_blocks` with one block.)"""
+    return tune_taste_blocks([(base, boost, candidates, positives)], k, grid=grid)
+
+
+def tune_taste_blocks(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[np.ndarray]]],
+    k: int = 20,
+    *,
+    grid: Sequence[float] = _DEFAULTS.fusion_taste_grid,
+) -> tuple[float, dict]:
+    """`tune_taste` over (base, boost, candidates, positives) blocks of queries, one block in memory at a time."""
+    parts: dict[float, list[np.ndarray]] = {d: [] for d in grid}
+    n_queries = 0
+    for base, boost, candidates, positives in blocks:
+        n_queries += len(base)
+        for d in grid:
+            parts[d].append(ranking_metrics(base + d * boost, candidates, positives, k, with_auc=False)["ndcg"])
+    found = {d: float(np.nanmean(np.concatenate(p))) for d, p in parts.items()}
     best = max(found, key=lambda d: (found[d], -d))  # ties: the smaller weight
     log.info(
-        "fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", len(base), k, found[0.0], found[best], best
+        "fusion stated taste (%d queries): NDCG@%d %.4f -> %.4f (δ %.2f)", n_queries, k, found[0.0], found[best], best
     )
-    return best, {"queries": int(len(base)), "model": found[0.0], "fused": found[best], "taste": best}
+    return best, {"queries": int(n_queries), "model": found[0.0], "fused": found[best], "taste": best}

@@ -75,13 +75,20 @@ class HybridModel(nn.Module):
         self, content: torch.Tensor, id_rows: torch.Tensor, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item vectors (n, d) and biases (n,); ``id_rows`` = n_id_items where an item has no ID."""
-        content = content * self.content_mask
-        vec = self.item_content(content)
-        bias = self.item_content_bias(content).squeeze(-1)
-        id_vec, id_bias = self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
+        vec, bias, id_vec, id_bias = self.item_parts(content, id_rows)
         if keep is not None:  # DropoutNet: hide the ID part of some items
             id_vec, id_bias = id_vec * keep.unsqueeze(-1), id_bias * keep
         return vec + id_vec, bias + id_bias
+
+    def item_parts(
+        self, content: torch.Tensor, id_rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The content tower's vectors (n, d) and biases (n,), then the ID parts' (n, d) and (n,): `items`
+        adds them (training adds the ID parts once with and once without DropoutNet's mask)."""
+        content = content * self.content_mask
+        vec = self.item_content(content)
+        bias = self.item_content_bias(content).squeeze(-1)
+        return vec, bias, self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
 
     def users(
         self,
