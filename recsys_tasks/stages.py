@@ -30,6 +30,11 @@ class RunContext:
     run_dir: Path
     tracking_uri: str | None = None  # MLflow store; None: the environment's (`config.tracking_uri`)
 
+    @property
+    def root(self) -> Path:
+        """The workdir the run lives in (``<root>/runs/<run id>``): its caches sit beside the runs."""
+        return self.run_dir.parent.parent
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -56,7 +61,10 @@ def _kg_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
 def _text_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     from recsys_tasks.text.embed import text_embed
 
-    return text_embed(ctx.cfg.text, inputs["extract"].out_dir, out)
+    cfg = ctx.cfg.text
+    if not cfg.cache_dir.strip():  # the run's workdir, not the process's (`config.workdir`)
+        cfg = replace(cfg, cache_dir=str(ctx.root / "cache" / "text"))
+    return text_embed(cfg, inputs["extract"].out_dir, out)
 
 
 def _finetune(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:

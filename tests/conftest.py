@@ -323,17 +323,16 @@ def tiny_kg(
 
 @pytest.fixture(scope="session")
 def tiny_text(tiny_snapshot: Any, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``text_embed`` of ``tiny_snapshot`` with ``tiny_bert`` on the CPU, its vector cache beside it."""
+    """``text_embed`` of ``tiny_snapshot`` with ``tiny_bert`` on the CPU; its folder's parent holds nothing else."""
     from recsys_tasks.config import TextConfig
     from recsys_tasks.text.embed import text_embed
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        folder = tmp_path_factory.mktemp("tiny-text")
         return text_embed(
-            TextConfig(model=tiny_bert, device="cpu", cache_dir=str(folder / "cache")),
+            TextConfig(model=tiny_bert, device="cpu", cache_dir=str(tmp_path_factory.mktemp("tiny-text-cache"))),
             tiny_snapshot.out_dir,
-            folder / "text",
+            tmp_path_factory.mktemp("tiny-text") / "text",
         )
 
 

@@ -324,7 +324,15 @@ def test_dag_runs_on_celery_with_a_gpu_queue_postgres_and_redis(
         )
 
         # text_embed and finetune went to the queue gpu and ran on the gpu worker; nothing else did.
-        assert set(tis) == {"extract", "kg_embed", "text_embed", "finetune", "evaluate", "register"}
+        assert set(tis) == {
+            "extract",
+            "kg_embed",
+            "text_embed",
+            "finetune",
+            "evaluate",
+            "register",
+            "announce_champion",
+        }
         for task_id, ti in tis.items():
             on_gpu = task_id in GPU_TASKS
             assert ti["state"] == "success", summary
