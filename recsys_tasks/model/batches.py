@@ -125,12 +125,18 @@ def loader(batches: Batches, workers: int = 0):
     # its own generator: a DataLoader draws a base seed per epoch, which must not move torch's global one
     # (the DropoutNet masks and dropout draw from it: the same seed trains the same model as without a loader)
     own = torch.Generator().manual_seed(0)
+    # the batches are NumPy arrays, moved to the device by the training step: nothing for the loader to pin
     if workers <= 0:
-        return DataLoader(_Epoch(batches), batch_size=None, collate_fn=_as_is, generator=own)
+        return DataLoader(_Epoch(batches), batch_size=None, collate_fn=_as_is, generator=own, pin_memory=False)
     order = batches.rng.permutation(batches.n_pairs)
     seed = int(batches.rng.integers(2**31))
     return DataLoader(
-        _Sharded(batches, order, seed), batch_size=None, num_workers=workers, collate_fn=_as_is, generator=own
+        _Sharded(batches, order, seed),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        generator=own,
+        pin_memory=False,
     )
 
 
