@@ -94,6 +94,18 @@ class TextConfig:
     # vectors kept by (model weights, max_length, dtype, text) so a retrain encodes only new texts;
     # "": $RECSYS_WORKDIR/cache/text; "off": no cache
     cache_dir: str = ""
+    # the DAG's text encoding in this many mapped tasks (GPU queue), each its share of the uncached texts into the
+    # cache, before text_embed assembles (docs/operations.md, "Sharded text encoding"); 1: text_embed encodes alone
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ConfigError(f"config key 'text.shards': {self.shards!r} is invalid; expected 1 or more")
+        if self.shards > 1 and self.cache_dir.strip().lower() == "off":
+            raise ConfigError(
+                f"config key 'text.shards': {self.shards} shards hand text_embed their vectors "
+                "through the vector cache, which text.cache_dir=off turns off"
+            )
 
 
 INPUTS = ("text", "kg", "demographics")
@@ -140,6 +152,14 @@ class FinetuneConfig:
     patience: int = 6
     seed: int = 42
     device: str = "auto"
+    # data-parallel training (docs/operations.md; docs/decisions/0017-data-parallel-training.md): past 1 process or
+    # 1 node the stage runs itself under torchrun, `processes` DistributedDataParallel processes per node (one per
+    # GPU), each on its share of every epoch ("auto": NCCL on CUDA, gloo on the CPU); with `nnodes` > 1,
+    # `rdzv_endpoint` is this node's "host:port", which the other nodes' torchrun reach
+    processes: int = 1
+    backend: str = "auto"
+    nnodes: int = 1
+    rdzv_endpoint: str = ""
     # ablations: the model's content inputs (any of INPUTS) and whether training simulates short
     # histories (False: every pair sees all of the user's earlier items, up to max_history)
     inputs: tuple[str, ...] = ("text", "kg", "demographics")
@@ -192,6 +212,10 @@ class FinetuneConfig:
             "fusion_support": all(k >= 0 for k in self.fusion_support),
             "fusion_warm_cuts": all(0 < f < 1 for f in self.fusion_warm_cuts),
             "steps_per_epoch": self.steps_per_epoch >= 0,
+            "processes": self.processes >= 1,
+            "nnodes": self.nnodes >= 1,
+            "backend": self.backend in ("auto", "gloo", "nccl") and (self.backend, self.device) != ("nccl", "cpu"),
+            "rdzv_endpoint": self._endpoint_fits(),
         }
         rules = {
             "map_alphas": "positive penalties, at least one",
@@ -203,12 +227,23 @@ class FinetuneConfig:
             "fusion_support": "none negative",
             "fusion_warm_cuts": "fractions strictly between 0 and 1",
             "steps_per_epoch": "0 (whole passes) or more",
+            "processes": "at least 1 (processes per node)",
+            "nnodes": "at least 1",
+            "backend": "'auto', 'gloo' or 'nccl' ('nccl' needs CUDA, not finetune.device 'cpu')",
+            "rdzv_endpoint": "'host:port' (port 1-65535) with finetune.nnodes > 1, empty with one node",
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(
                     f"config key 'finetune.{name}': {getattr(self, name)!r} is invalid; expected {rules[name]}"
                 )
+
+    def _endpoint_fits(self) -> bool:
+        """``rdzv_endpoint`` is "host:port" where several nodes need it, and empty on one node (unused there)."""
+        if self.nnodes <= 1:
+            return not self.rdzv_endpoint
+        host, _, port = self.rdzv_endpoint.rpartition(":")
+        return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 @dataclass(frozen=True)
@@ -307,7 +342,10 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep:
         raise ConfigError(f"--set expects key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # YAML 1.1 reads off/on/yes/no as booleans: "cache_dir=off" means the word
+    return key.strip(), value
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:

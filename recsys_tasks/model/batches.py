@@ -1,7 +1,8 @@
 """finetune's training batches: (user, liked item) pairs, each with a simulated history and profile.
 
 Built once from the training interactions with sorts and group-bys (linear in interactions), then
-drawn per epoch by a torch `DataLoader` over the pairs' permutation (`loader`).
+drawn per epoch by a torch `DataLoader` over the pairs' permutation (`loader`); with several training
+processes (`distributed`) each takes its share of every epoch's permutation.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Batches:
     Half the histories are the user's first n items (as a new user's first clicks, the cold-user
     slices), half the n items just before the target (as a returning user's recent items). Each
     user's sequence is a slice of one flat array of catalog rows (``flat``, from ``offsets[u]``).
+    ``shard`` (rank, processes): this process's share of every epoch (`order`), the epochs permuted by
+    ``order_rng`` (the same draws on every rank; default ``rng``), the histories drawn from ``rng``.
     """
 
     def __init__(
@@ -47,8 +50,12 @@ class Batches:
         cfg: FinetuneConfig,
         threshold: float,
         rng: np.random.Generator,
+        shard: tuple[int, int] = (0, 1),
+        order_rng: np.random.Generator | None = None,
     ):
         self.cfg, self.rng = cfg, rng
+        self.rank, self.processes = shard
+        self.order_rng = rng if order_rng is None else order_rng
         ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
         codes, users = pd.factorize(ordered["user_id"], sort=True)
         counts = np.bincount(codes, minlength=len(users))
@@ -84,9 +91,19 @@ class Batches:
         """How often each catalog row is a training target (n_rows,): the pairs' item popularity."""
         return np.bincount(self.pairs_item, minlength=n_rows)
 
+    def order(self) -> np.ndarray:
+        """An epoch's pairs in a fresh random order; with several processes this rank's share of it: every
+        ``processes``-th pair, the permutation wrapped round so that every rank has as many (and takes as
+        many steps: DistributedDataParallel's collectives need every rank at each step)."""
+        order = self.order_rng.permutation(self.n_pairs)
+        if self.processes == 1:
+            return order
+        each = -(-len(order) // self.processes)  # ceil
+        return np.resize(order, each * self.processes)[self.rank :: self.processes]  # resize repeats from the start
+
     def epoch(self) -> Iterator[Batch]:
-        """One pass over the pairs in a fresh random order, ``batch_size`` at a time."""
-        order = self.rng.permutation(self.n_pairs)
+        """One pass over the pairs (this rank's share) in a fresh random order, ``batch_size`` at a time."""
+        order = self.order()
         for start in range(0, len(order), self.cfg.batch_size):
             yield self.batch(order[start : start + self.cfg.batch_size], self.rng)
 
@@ -128,7 +145,7 @@ def loader(batches: Batches, workers: int = 0):
     # the batches are NumPy arrays, moved to the device by the training step: nothing for the loader to pin
     if workers <= 0:
         return DataLoader(_Epoch(batches), batch_size=None, collate_fn=_as_is, generator=own, pin_memory=False)
-    order = batches.rng.permutation(batches.n_pairs)
+    order = batches.order()
     seed = int(batches.rng.integers(2**31))
     return DataLoader(
         _Sharded(batches, order, seed),

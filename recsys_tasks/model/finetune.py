@@ -8,7 +8,8 @@ Loss: softmax cross-entropy over all training items, past ``negatives`` of them 
 sampled softmax (`training`, docs/decisions/0013-sampled-softmax.md), on batches built in `batches`;
 AdamW; early stopping on pseudo-cold validation users (held out of training, `held_out`) by NDCG@20;
 then (``id_epochs``) the item IDs alone go on, the towers frozen, while the same users' cold and warm
-validation improves; fixed seeds.
+validation improves; fixed seeds. Past one process (``processes``, ``nnodes``) the same training runs
+data-parallel under torchrun, DistributedDataParallel on each rank's share of the batches (`distributed`).
 Last, the trained model is completed for serving: items without an ID get the content map's
 vectors (`content_map`), with its weight of the text similarity to a user's liked items chosen on
 pseudo-new items (`_profile_weight`), and the scores are fused with a popularity prior and EASE,
@@ -18,11 +19,12 @@ the weights chosen on a second group of held-out users, the fusion users (`fusio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,9 @@ from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query, history_of, profile_of
 from recsys_tasks.protocol.slices import stated_taste
 
+if TYPE_CHECKING:
+    from recsys_tasks.model.distributed import Ranks
+
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +68,29 @@ def finetune(
     text_model: str,
     positive_threshold: float = 4.0,
 ) -> StageResult:
-    """Train the hybrid model and write its bundle (see `recommender`) plus training curves."""
+    """Train the hybrid model and write its bundle (see `recommender`) plus training curves; past one process
+    (``cfg.processes`` or ``cfg.nnodes``) under torchrun (`distributed.launch`)."""
+    if cfg.processes > 1 or cfg.nnodes > 1:
+        from recsys_tasks.model.distributed import launch
+
+        return launch(cfg, snapshot_dir, kg_dir, text_dir, out_dir, text_model, positive_threshold)
+    result = train(cfg, snapshot_dir, kg_dir, text_dir, out_dir, text_model, positive_threshold)
+    assert result is not None  # (one process: rank 0)
+    return result
+
+
+def train(
+    cfg: FinetuneConfig,
+    snapshot_dir: str | Path,
+    kg_dir: str | Path,
+    text_dir: str | Path,
+    out_dir: str | Path,
+    text_model: str,
+    positive_threshold: float = 4.0,
+    ranks: Ranks | None = None,
+) -> StageResult | None:
+    """`finetune` in this process: alone (``ranks`` None), or as one rank of a torchrun group, which trains on
+    its share of the batches and returns None, rank 0 alone writing the output."""
     import torch
 
     from recsys_tasks.model.hybrid import HybridModel, ModelSpec, save_model
@@ -72,7 +99,11 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     dataset, split = Dataset.load(snapshot_dir), Split.load(snapshot_dir)
     bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history, positive_threshold)
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = (
+        ranks.device
+        if ranks is not None
+        else torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    )
     train = split.train
     if train.empty:
         raise ValueError("finetune: the split's training part is empty; nothing to learn from")
@@ -100,7 +131,11 @@ def finetune(
     )
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
-    batches = Batches(rec, fit, dataset, cfg, positive_threshold, rng)
+    if ranks is None:
+        batches = Batches(rec, fit, dataset, cfg, positive_threshold, rng)
+    else:  # the epochs' order from the shared draws, this rank's histories from its own
+        own = np.random.default_rng(ranks.seed(cfg.seed))
+        batches = Batches(rec, fit, dataset, cfg, positive_threshold, own, (ranks.rank, ranks.world), rng)
     validation = validation_queries(
         rec, dataset, train[train["user_id"].isin(val_users)], positive_threshold, cfg.validation_support
     )
@@ -116,9 +151,19 @@ def finetune(
         negatives=cfg.negatives,
         alpha=cfg.negative_alpha,
         id_dropout=cfg.id_dropout,
-        seed=cfg.seed,
+        seed=cfg.seed if ranks is None else ranks.seed(cfg.seed),
         device=device,
     )
+    # the step, the epoch's mean loss, the validation and the steps per round: this process's, or with
+    # several ranks synchronised gradients, the mean over ranks, rank 0's validation and each rank's share
+    step: Callable[[Any], Any] = functools.partial(step_loss, model)
+    mean_loss: Callable[[list[float]], float] = lambda losses: float(np.mean(losses))  # noqa: E731
+    shared: Callable[[Callable[[], dict[str, float]]], dict[str, float]] = lambda compute: compute()  # noqa: E731
+    steps_per_round = cfg.steps_per_epoch
+    if ranks is not None:
+        step, mean_loss, shared = ranks.wrap(model, step_loss), ranks.mean, ranks.from_rank0
+        steps_per_round = ranks.share(cfg.steps_per_epoch)
+        torch.manual_seed(ranks.seed(cfg.seed))  # this rank's DropoutNet masks (the weights are rank 0's)
     if step_loss.sampled:
         log.info(
             "finetune: sampled softmax, %d negatives per step of %d trainable items", cfg.negatives, spec.n_id_items
@@ -134,25 +179,23 @@ def finetune(
         only improve the score)."""
         best, best_val, best_state, bad_epochs = -1.0, {}, None, 0
         if keep_current:
-            best_val = validate(rec, validation, cfg.score_block)
+            best_val = shared(lambda: validate(rec, validation, cfg.score_block))
             best, best_state = score(best_val), {k: v.detach().clone() for k, v in model.state_dict().items()}
         for _ in range(epochs):
             model.train()
             losses = []
-            for step, batch in enumerate(loader(batches, cfg.loader_workers)):
-                if cfg.steps_per_epoch and step >= cfg.steps_per_epoch:  # a round of a large data set
+            for number, batch in enumerate(loader(batches, cfg.loader_workers)):
+                if steps_per_round and number >= steps_per_round:  # a round of a large data set
                     break
-                loss = step_loss(model, batch)
+                loss = step(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
             model.eval()
             rec.refresh()
-            val = validate(rec, validation, cfg.score_block)
-            curves.append(
-                {"epoch": len(curves) + 1, "steps": float(len(losses)), "loss": float(np.mean(losses)), **val}
-            )
+            val = shared(lambda: validate(rec, validation, cfg.score_block))
+            curves.append({"epoch": len(curves) + 1, "steps": float(len(losses)), "loss": mean_loss(losses), **val})
             log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
             if score(val) > best + 1e-4 or best_state is None:
                 best, best_val, bad_epochs = score(val), val, 0
@@ -184,6 +227,11 @@ def finetune(
             both,
             keep_current=True,
         )
+    info: dict[str, Any] = {"device": device.type}
+    if ranks is not None:  # one model on every rank, checked; what follows is rank 0's
+        info |= ranks.one_model(model)
+        if ranks.rank != 0:
+            return None
     # 3. serving's completions: new items from their text, and the fusion
     map_report: dict[str, float] = {}
     if cfg.content_map and int(rec.meta["n_id_items"]) >= ContentMap.MIN_ITEMS:  # (fewer: the towers serve)
@@ -192,7 +240,6 @@ def finetune(
         weight, basis, center, map_report = _profile_weight(rec, dataset, held_out, positive_threshold, cfg)
         rec.set_content_map(content_map.with_profile(weight, basis, center))
     fusion_report: dict[str, Any] = {}
-    info: dict[str, str] = {"device": device.type}
     if cfg.fusion:
         tuners = fusion_users or val_users  # none of its own: the early-stopping users
         held = split.train[split.train["user_id"].isin(tuners)]
