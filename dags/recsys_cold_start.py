@@ -10,7 +10,9 @@ Weekly (and on demand from the trigger form) this DAG
    snapshot when one is given);
 2. **kg_embed**s a graph of the triples, item attributes, user demographics and training likes
    with PyKEEN, and in parallel **text_embed**s item and profile text with a BERT-family encoder
-   (queue `gpu`);
+   (queue `gpu`); with `text.shards` above 1 (an override), **plan_text_shards** lists the shards and
+   **encode_text_shard** is mapped over them (queue `gpu`), each encoding its share of the texts into
+   the vector cache, so text_embed only assembles (with 1 shard the mapped task is skipped);
 3. **finetune**s the hybrid two-tower model on the interactions (queue `gpu`);
 4. **evaluate**s it on every slice of the cold-start protocol against baselines fit in the same run;
 5. **register**s the model in MLflow and moves the `champion` alias only when the candidate
@@ -170,7 +172,30 @@ def recsys_cold_start():
     tasks: dict = {}
     for stage in STAGES:  # recsys_tasks.stages declares the graph; each task is one stage
         tasks[stage.name] = _stage_task(stage)(upstream={name: tasks[name] for name in stage.needs})
+    _encode_text_shard.expand(job=_plan_text_shards(tasks["extract"])) >> tasks["text_embed"]
     _announce_champion(tasks["register"])
+
+
+@task(task_id="plan_text_shards")
+def _plan_text_shards(extract: dict) -> list[dict]:
+    """One job per shard of the snapshot's texts (``text.shards``); none for 1 shard: text_embed encodes alone."""
+    from recsys_tasks.text.shards import shard_jobs
+
+    cfg, _ = _setup()
+    return shard_jobs(extract["out_dir"], cfg.text.shards)
+
+
+@task(task_id="encode_text_shard", queue=GPU_QUEUE, map_index_template="shard {{ shard_label }}")
+def _encode_text_shard(job: dict) -> dict:
+    """Encode one shard of the texts the vector cache lacks into it (`text.shards.encode_shard`)."""
+    from recsys_tasks.stages import RunContext, text_config
+    from recsys_tasks.text.shards import encode_shard
+
+    context = get_current_context()
+    context["shard_label"] = f"{job['shard']}/{job['shards']}"  # the map index's label in the UI
+    cfg, base = _setup()
+    ctx = RunContext(cfg, context["run_id"], base)  # text_embed's cache: `stages.text_config`
+    return encode_shard(text_config(ctx), job["snapshot"], int(job["shard"]), int(job["shards"]))
 
 
 @task(task_id="announce_champion", outlets=[champion_asset()])
@@ -187,7 +212,10 @@ def _announce_champion(summary: dict) -> str:
 def _stage_task(stage):
     """A task that runs ``stage`` on the upstream results it is handed (XCom dicts: paths, ids, metrics)."""
 
-    @task(task_id=stage.name, doc_md=stage.doc, **({"queue": GPU_QUEUE} if stage.gpu else {}))
+    # text_embed also waits for the encoding shards, and runs when there are none (1 shard: skipped)
+    after_shards = {"trigger_rule": "none_failed"} if stage.name == "text_embed" else {}
+
+    @task(task_id=stage.name, doc_md=stage.doc, **({"queue": GPU_QUEUE} if stage.gpu else {}), **after_shards)
     def run(upstream: dict) -> dict:
         from recsys_tasks.artifacts import StageResult
         from recsys_tasks.pipeline import write_resolved_config

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recsys_tasks.artifacts import StageResult
-from recsys_tasks.config import PipelineConfig
+from recsys_tasks.config import PipelineConfig, TextConfig
 
 Inputs = Mapping[str, StageResult]
 
@@ -58,13 +58,17 @@ def _kg_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     return kg_embed(ctx.cfg.kg, inputs["extract"].out_dir, out, ctx.cfg.extract.positive_threshold)
 
 
+def text_config(ctx: RunContext) -> TextConfig:
+    """The run's text config, its vector cache in the run's workdir unless set (not the process's,
+    `config.workdir`): text_embed and the DAG's encoding shards must share one cache."""
+    cfg = ctx.cfg.text
+    return replace(cfg, cache_dir=str(ctx.root / "cache" / "text")) if not cfg.cache_dir.strip() else cfg
+
+
 def _text_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     from recsys_tasks.text.embed import text_embed
 
-    cfg = ctx.cfg.text
-    if not cfg.cache_dir.strip():  # the run's workdir, not the process's (`config.workdir`)
-        cfg = replace(cfg, cache_dir=str(ctx.root / "cache" / "text"))
-    return text_embed(cfg, inputs["extract"].out_dir, out)
+    return text_embed(text_config(ctx), inputs["extract"].out_dir, out)
 
 
 def _finetune(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:

@@ -115,6 +115,12 @@ def test_bool_override_from_strings(raw: str, expected: bool) -> None:
     assert cfg.kg.include_freebase is expected
 
 
+@pytest.mark.parametrize("raw", ["off", "on", "yes", "No"])
+def test_yaml_1_1_boolean_words_stay_words_for_a_string_setting(raw: str) -> None:
+    """`text.cache_dir=off` turns the cache off; YAML 1.1 would have made it the string 'False'."""
+    assert PipelineConfig().with_overrides([f"text.cache_dir={raw}"]).text.cache_dir == raw
+
+
 @pytest.mark.parametrize("raw", ["'true'", "'no'", "'0'"])
 def test_bool_from_a_quoted_string(raw: str) -> None:
     """A quoted YAML value stays a string and still goes through the bool words."""

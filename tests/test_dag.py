@@ -1,7 +1,7 @@
 """DAG integrity: the project's dags folder parses cleanly, ``recsys_cold_start`` has the promised
 shape (tasks, wiring, queues, schedule, retries, documented params) and is exactly the stage graph
-``recsys_tasks.stages.STAGES`` declares, parsing it stays light, and the trigger form's params map
-onto `PipelineConfig`.
+``recsys_tasks.stages.STAGES`` declares plus the text encoding's shards, parsing it stays light, and
+the trigger form's params map onto `PipelineConfig`.
 
 Airflow 3.3's `DagBag` lives in ``airflow.dag_processing.dagbag`` and no longer takes
 ``include_examples``: it never loads the example DAGs, so only ``dags/`` is parsed here.
@@ -27,12 +27,16 @@ HEAVY = ("torch", "pykeen", "transformers", "mlflow")
 UPSTREAM = {
     "extract": set(),
     "kg_embed": {"extract"},
-    "text_embed": {"extract"},
+    "plan_text_shards": {"extract"},
+    "encode_text_shard": {"plan_text_shards"},
+    "text_embed": {"extract", "encode_text_shard"},
     "finetune": {"extract", "kg_embed", "text_embed"},
     "evaluate": {"extract", "text_embed", "finetune"},
     "register": {"extract", "kg_embed", "text_embed", "finetune", "evaluate"},
     "announce_champion": {"register"},
 }
+SHARD_TASKS = ("plan_text_shards", "encode_text_shard")  # `text.shards`: text_embed's encoding, mapped over shards
+GPU_TASKS = {"encode_text_shard", "text_embed", "finetune"}
 
 
 def _dagbag(**env: str):
@@ -71,17 +75,29 @@ def test_tasks_and_their_dependencies(dag) -> None:
         assert "finetune" in dag.get_task(embed).downstream_task_ids
 
 
-def test_only_text_embed_and_finetune_run_on_the_gpu_queue(dag) -> None:
+def test_only_text_encoding_and_finetune_run_on_the_gpu_queue(dag) -> None:
     on_gpu = {t.task_id for t in dag.tasks if t.queue == "gpu"}
-    assert on_gpu == {"text_embed", "finetune"}
+    assert on_gpu == GPU_TASKS
+
+
+def test_text_encoding_is_mapped_over_the_planned_shards_before_text_embed(dag) -> None:
+    """The shards' count comes from the run's config (``text.shards``), so the form's overrides set it: a task
+    mapped over the plan's list. text_embed runs once they succeeded, or when there are none (1 shard: the
+    mapped task expands to nothing and is skipped), never after a failed one."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dag.get_task("encode_text_shard"), MappedOperator)
+    assert dag.get_task("text_embed").trigger_rule == "none_failed"
+    assert all(dag.get_task(t).trigger_rule == "all_success" for t in UPSTREAM if t != "text_embed")
 
 
 def test_the_dag_is_the_declared_stage_graph(dag) -> None:
     """One task per stage, its upstream tasks the stages it ``needs``, its docs the stage's, and the
     GPU queue exactly for the stages declared ``gpu``: the DAG is built from `STAGES`, not beside it."""
-    tasks = {t.task_id: t for t in dag.tasks if t.task_id != "announce_champion"}
+    tasks = {t.task_id: t for t in dag.tasks if t.task_id not in ("announce_champion", *SHARD_TASKS)}
     assert list(tasks) == [stage.name for stage in STAGES]
-    assert {name: set(t.upstream_task_ids) for name, t in tasks.items()} == {s.name: set(s.needs) for s in STAGES}
+    upstream = {name: set(t.upstream_task_ids) - set(SHARD_TASKS) for name, t in tasks.items()}
+    assert upstream == {s.name: set(s.needs) for s in STAGES}
     assert {name: t.doc_md for name, t in tasks.items()} == {s.name: s.doc for s in STAGES}
     gpu = {s.name for s in STAGES if s.gpu}
     assert gpu and {name for name, t in tasks.items() if t.queue == "gpu"} == gpu
@@ -93,7 +109,9 @@ def test_the_environment_names_the_gpu_queue_and_the_schedule() -> None:
     assert bag.import_errors == {}
     dag = bag.dags["recsys_cold_start"]
     queues = {t.task_id: t.queue for t in dag.tasks}
-    assert {name for name, queue in queues.items() if queue == "a100"} == {s.name for s in STAGES if s.gpu}
+    assert {name for name, queue in queues.items() if queue == "a100"} == {s.name for s in STAGES if s.gpu} | {
+        "encode_text_shard"
+    }
     assert "gpu" not in queues.values()
     assert dag.schedule == "@weekly"
 
@@ -212,6 +230,93 @@ def test_overrides_apply_after_named_params() -> None:
 def test_config_from_params_rejects_bad_overrides(params: dict) -> None:
     with pytest.raises(ConfigError):
         config_from_params(params)
+
+
+# ---------------------------------------------------------------- sharded text encoding, run
+SHARDS_SCRIPT = """
+import json, sys
+sys.path.insert(0, {dags!r})
+import recsys_cold_start as module
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+runs = []
+for conf in json.loads({confs!r}):  # the text branch runs; every other task is marked success unrun
+    run = module.dag_object.test(run_conf=conf, mark_success_pattern={rest!r})
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id).all()
+        states = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in tis if ti.task_id in {branch!r})
+    runs.append({{"state": str(run.state), "run_id": run.run_id, "tis": states}})
+print("DAGRUNS", json.dumps(runs))
+"""
+TEXT_BRANCH = ("extract", *SHARD_TASKS, "text_embed")
+
+
+@pytest.mark.slow
+def test_dag_test_encodes_text_in_mapped_shards_and_text_embed_then_only_assembles(
+    tmp_path: Path, tiny_data: Path, tiny_bert: str
+) -> None:
+    """``dag.test()`` of the real DAG on the tiny data, twice: with ``text.shards=1`` (the default) the mapped
+    task is skipped and text_embed encodes every text; with ``text.shards=2`` from the form's overrides two
+    mapped tasks encode into the run's cache (the workdir's) and text_embed encodes nothing. The tasks past
+    text_embed and kg_embed are marked success without running (``mark_success_pattern``): only the text
+    branch is under test here (test_e2e runs every task)."""
+    from recsys_tasks.artifacts import StageResult
+    from recsys_tasks.pipeline import run_dir
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONFIG": str(root / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
+        "RECSYS_WORKDIR": str(work),
+        "HF_HUB_OFFLINE": "1",
+    }
+    (tmp_path / "airflow").mkdir()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    base = {"source": str(tiny_data), "text_model": tiny_bert}
+    confs = [
+        {**base, "overrides": ["text.device=cpu", f"text.cache_dir={tmp_path / 'unsharded-cache'}"]},
+        {**base, "overrides": ["text.device=cpu", "text.shards=2"]},
+    ]
+    rest = "|".join(t for t in UPSTREAM if t not in TEXT_BRANCH)
+    script = SHARDS_SCRIPT.format(dags=str(DAGS), confs=json.dumps(confs), rest=rest, branch=TEXT_BRANCH)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("DAGRUNS ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    unsharded, sharded = json.loads(lines[-1][len("DAGRUNS ") :])
+    assert unsharded["state"].endswith("success") and sharded["state"].endswith("success"), proc.stderr[-3000:]
+    assert [tuple(t) for t in unsharded["tis"]] == [
+        ("encode_text_shard", -1, "skipped"),  # expanded over no shard
+        ("extract", -1, "success"),
+        ("plan_text_shards", -1, "success"),
+        ("text_embed", -1, "success"),
+    ]
+    assert [tuple(t) for t in sharded["tis"]] == [
+        ("encode_text_shard", 0, "success"),
+        ("encode_text_shard", 1, "success"),
+        ("extract", -1, "success"),
+        ("plan_text_shards", -1, "success"),
+        ("text_embed", -1, "success"),
+    ]
+    alone = StageResult.load(run_dir(unsharded["run_id"], work) / "text_embed")
+    assembled = StageResult.load(run_dir(sharded["run_id"], work) / "text_embed")
+    n_texts = alone.metrics["n_texts"]
+    assert alone.metrics["n_encoded"] == n_texts > 0
+    assert assembled.metrics["n_texts"] == n_texts and assembled.metrics["n_encoded"] == 0  # all from the shards
+    parts = sorted((work / "cache" / "text").glob("*/part-*.npz"))  # the run's workdir cache, one part per shard
+    import numpy as np
+
+    assert len(parts) == 2 and sum(len(np.load(p)["keys"]) for p in parts) == n_texts
+    for name in ("items", "users", "tastes"):
+        np.testing.assert_allclose(np.load(assembled.path(name)), np.load(alone.path(name)), atol=1e-5)
 
 
 # ---------------------------------------------------------------- recsys_batch_scoring

@@ -36,6 +36,7 @@ DAG_ID = "recsys_cold_start"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 GPU_TASKS = {"text_embed", "finetune"}
+UNSHARDED = "encode_text_shard"  # text.shards=1 (the default): mapped over no shard, so skipped, never queued
 RUN_CONF = {
     "sample_users": 100,
     "kg_epochs": 1,
@@ -327,12 +328,15 @@ def test_dag_runs_on_celery_with_a_gpu_queue_postgres_and_redis(
         assert set(tis) == {
             "extract",
             "kg_embed",
+            "plan_text_shards",
+            UNSHARDED,
             "text_embed",
             "finetune",
             "evaluate",
             "register",
             "announce_champion",
         }
+        assert tis.pop(UNSHARDED)["state"] == "skipped", summary
         for task_id, ti in tis.items():
             on_gpu = task_id in GPU_TASKS
             assert ti["state"] == "success", summary

@@ -180,8 +180,22 @@ def test_champion_loads_as_pyfunc_and_answers_requests(work: Workdir, client: Ml
     assert {i["item_id"]: i["reason"] for i in predicted[1]["items"]}[
         "3"
     ] == "matches 'Sci-Fi'"  # item 3: Sci-Fi|Comedy
-    # Loaded outside the registry's alias lookup, a response names the run that made the model.
-    assert responses[0]["model_version"] == f"run:{work.runs['first']['mlflow_run_id']}"
+    # The registered version, as the CLI and the API name it (issue 22: one identity everywhere)
+    assert responses[0]["model_version"] == "1"
+
+
+def test_pyfunc_copied_away_from_its_registry_names_the_run_that_made_it(
+    work: Workdir, client: MlflowClient, tmp_path: Path
+) -> None:
+    copy = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version(work.name, "1").source, dst_path=str(tmp_path / "model")
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # a store that never saw the run
+    try:
+        [response] = mlflow.pyfunc.load_model(copy).predict([{"request_id": "a", "k": 2}])
+    finally:
+        mlflow.set_tracking_uri(work.uri)
+    assert response["model_version"] == f"run:{work.runs['first']['mlflow_run_id']}"
 
 
 def test_load_recommender_defaults_to_the_champion(work: Workdir) -> None:

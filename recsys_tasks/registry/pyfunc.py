@@ -20,6 +20,8 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         from recsys_tasks.model.recommender import Recommender
 
         self.recommender = Recommender.load(context.artifacts["bundle"])
+        meta = self.recommender.meta
+        meta["model_version"] = _registered_version(str(meta.get("model_version", "")))
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow would turn them into a schema
         """One response dict per request (see `recsys_tasks.model.requests`)."""
@@ -28,6 +30,22 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         requests = parse_requests(_records(model_input))
         k = int((params or {}).get("k", 20))
         return self.recommender.recommend(requests, k=k)
+
+
+def _registered_version(made_by: str) -> str:
+    """The registry's version of the model that run ``run:<id>`` registered, as the CLI and the API name it;
+    ``made_by`` unchanged where the registry cannot say (a copy loaded away from its tracking store)."""
+    if not made_by.startswith("run:"):
+        return made_by
+    from mlflow.tracking import MlflowClient
+
+    run_id = made_by[len("run:") :]
+    try:
+        found = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - no registry here: the run id still names the model
+        return made_by
+    ready = sorted({str(v.version) for v in found if v.status == "READY"}, key=int)
+    return ready[0] if len(ready) == 1 else made_by
 
 
 def _records(model_input: Any) -> list[dict[str, Any]]:

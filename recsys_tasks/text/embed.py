@@ -1,6 +1,7 @@
 """Stage 3, text_embed: item text, profile text and stated-taste sentences through the encoder
 (`text.encoder.TextEncoder`), each distinct text encoded once, and only if no earlier run of the same
-encoder has (`VectorCache`: ``text.cache_dir``, by default ``$RECSYS_WORKDIR/cache/text``)."""
+encoder has (`VectorCache`: ``text.cache_dir``, by default ``$RECSYS_WORKDIR/cache/text``), or this run's encoding
+shards have (`text.shards`: the DAG's mapped tasks fill the cache first, and text_embed only assembles)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import time
 import uuid
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from recsys_tasks.artifacts import StageResult, atomic_dir, finish, write_json
 from recsys_tasks.config import TextConfig, workdir
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.text.encoder import TextEncoder
-from recsys_tasks.text.texts import item_text, profile_text, taste_sentences
+from recsys_tasks.text.texts import distinct_texts, snapshot_texts
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,9 @@ def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -
     """Encode items, user profiles and taste sentences; rows aligned with the snapshot's tables."""
     dataset = Dataset.load(snapshot_dir)
     encoder = TextEncoder(cfg.model, cfg.device, cfg.max_length)
-    item_texts = [item_text(r) for r in dataset.items.to_dict("records")]
-    profiles = [profile_text(r) for r in dataset.users.to_dict("records")]
-    vocab = sorted({g for gs in dataset.genre_lists() for g in gs})
-    tastes = taste_sentences(vocab)
-    unique = list(dict.fromkeys(item_texts + profiles + tastes))  # encode each distinct text once
+    texts = snapshot_texts(dataset)
+    item_texts, profiles, tastes = texts["items"], texts["users"], texts["tastes"]
+    unique = distinct_texts(texts)  # encode each distinct text once
     root = cache_root(cfg)
     cache = VectorCache.for_encoder(root, encoder) if root is not None else None
     start = time.perf_counter()
@@ -77,10 +77,11 @@ def encode_new(
         return encoder.encode(texts, batch_size or None, progress=True), len(texts)
     found, vectors = cache.lookup(texts)
     missing = np.flatnonzero(~found).tolist()
+    new = np.zeros((0, encoder.dim), np.float32)
     if len(missing):
         new = encoder.encode([texts[i] for i in missing], batch_size or None, progress=True)
         vectors[missing] = new
-        cache.add([texts[i] for i in missing], new)
+    cache.add([texts[i] for i in missing], new)  # nothing new: no part, but the parts sharded encoding left merged
     log.info("text_embed: %d texts from the cache (%s), %d encoded", int(found.sum()), cache.folder, len(missing))
     return vectors, len(missing)
 
@@ -138,17 +139,22 @@ class VectorCache:
         return sorted(self.folder.glob("part-*.npz")) if self.folder.is_dir() else []
 
     def load(self) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-        """Every cached (keys, vectors), and the parts they came from (a part that cannot be read is skipped)."""
+        """Every cached (keys, vectors), and the parts they came from. A part that cannot be read, is truncated or
+        corrupt (the zip's CRC-32), or holds arrays of the wrong shape or non-finite vectors is skipped with a
+        warning naming it: its texts are then missing and encoded anew, never read wrong."""
         keys, vectors, read = [np.zeros((0, 16), np.uint8)], [np.zeros((0, self.dim), np.float32)], []
         for part in self.parts():
             try:
                 with np.load(part, allow_pickle=False) as z:
                     k, v = z["keys"], z["vectors"]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 log.warning("text cache: %s is skipped: %s", part, exc)
                 continue
-            if k.shape[0] != v.shape[0] or v.shape[1:] != (self.dim,):
-                log.warning("text cache: %s is skipped: keys %s, vectors %s", part, k.shape, v.shape)
+            if k.shape != (v.shape[0], 16) or k.dtype != np.uint8 or v.shape[1:] != (self.dim,):
+                log.warning("text cache: %s is skipped: keys %s %s, vectors %s", part, k.shape, k.dtype, v.shape)
+                continue
+            if not np.isfinite(v).all():
+                log.warning("text cache: %s is skipped: non-finite vectors", part)
                 continue
             keys.append(k)
             vectors.append(v)
@@ -165,12 +171,14 @@ class VectorCache:
         out[found] = vectors[at[found]]
         return found, out
 
-    def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
-        """Write ``vectors`` of ``texts`` as one new part, then merge the parts if there are more than ``MAX_PARTS``."""
-        if len(texts):
-            self._write(text_keys(texts), np.asarray(vectors, np.float32))
-        if len(self.parts()) > MAX_PARTS:
+    def add(self, texts: Sequence[str], vectors: np.ndarray, compact: bool = True) -> Path | None:
+        """Write ``vectors`` of ``texts`` as one new part (none if ``texts`` is empty) and return its path; then,
+        if ``compact``, merge the parts (that one too) if there are more than ``MAX_PARTS``. Writers running side by
+        side, as encoding shards do, pass False: only a writer alone may merge and remove parts."""
+        part = self._write(text_keys(texts), np.asarray(vectors, np.float32)) if len(texts) else None
+        if compact and len(self.parts()) > MAX_PARTS:
             self.compact()
+        return part
 
     def compact(self) -> None:
         """Merge every part into one (duplicates dropped), then remove the merged parts."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from recsys_tasks.data.dataset import age_band
+from recsys_tasks.data.dataset import Dataset, age_band
 
 
 def item_text(item: dict) -> str:
@@ -45,3 +45,19 @@ def taste_sentences(genre_vocab: Sequence[str]) -> list[str]:
     """Every one- and two-genre taste sentence, so training can simulate stated taste."""
     vocab = sorted(genre_vocab)
     return [taste_sentence([g]) for g in vocab] + [taste_sentence(list(p)) for p in itertools.combinations(vocab, 2)]
+
+
+def snapshot_texts(dataset: Dataset) -> dict[str, list[str]]:
+    """What text_embed encodes for a snapshot, rows aligned with its tables: ``items`` (one per item row), ``users``
+    (one profile per user row) and ``tastes`` (every taste sentence over its genres)."""
+    vocab = sorted({g for gs in dataset.genre_lists() for g in gs})
+    return {
+        "items": [item_text(r) for r in dataset.items.to_dict("records")],
+        "users": [profile_text(r) for r in dataset.users.to_dict("records")],
+        "tastes": taste_sentences(vocab),
+    }
+
+
+def distinct_texts(texts: dict[str, list[str]]) -> list[str]:
+    """Every text of ``texts`` once, in first-seen order (profile texts repeat: each is encoded once)."""
+    return list(dict.fromkeys(itertools.chain.from_iterable(texts.values())))
