@@ -251,6 +251,26 @@ print("DAGRUNS", json.dumps(runs))
 TEXT_BRANCH = ("extract", *SHARD_TASKS, "text_embed")
 
 
+def _migrated_airflow(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow of its own under ``tmp_path`` (this checkout's DAGs and plugins, SQLite),
+    its database migrated; ``extra`` added to it."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONFIG": str(root / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
+        **extra,
+    }
+    (tmp_path / "airflow").mkdir()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return env
+
+
 @pytest.mark.slow
 def test_dag_test_encodes_text_in_mapped_shards_and_text_embed_then_only_assembles(
     tmp_path: Path, tiny_data: Path, tiny_bert: str
@@ -263,22 +283,8 @@ def test_dag_test_encodes_text_in_mapped_shards_and_text_embed_then_only_assembl
     from recsys_tasks.artifacts import StageResult
     from recsys_tasks.pipeline import run_dir
 
-    root = Path(__file__).resolve().parents[1]
     work = tmp_path / "work"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW_CONFIG": str(root / "airflow.cfg"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
-        "RECSYS_WORKDIR": str(work),
-        "HF_HUB_OFFLINE": "1",
-    }
-    (tmp_path / "airflow").mkdir()
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    env = _migrated_airflow(tmp_path, RECSYS_WORKDIR=str(work), HF_HUB_OFFLINE="1")
     base = {"source": str(tiny_data), "text_model": tiny_bert}
     confs = [
         {**base, "overrides": ["text.device=cpu", f"text.cache_dir={tmp_path / 'unsharded-cache'}"]},
@@ -405,21 +411,7 @@ def test_batch_dag_test_expands_to_one_task_per_shard(tmp_path: Path, tiny_bundl
     from test_batch_scoring import register_champion
 
     registry = register_champion(tiny_bundle, tmp_path, "recsys-batch-dag")
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW_CONFIG": str(root / "airflow.cfg"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp_path / "airflow" / "logs"),
-        "RECSYS_WORKDIR": str(tmp_path / "work"),
-        "MLFLOW_TRACKING_URI": registry.uri,
-    }
-    (tmp_path / "airflow").mkdir()
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    env = _migrated_airflow(tmp_path, RECSYS_WORKDIR=str(tmp_path / "work"), MLFLOW_TRACKING_URI=registry.uri)
     target = f"sqlite:///{tmp_path / 'recs.db'}"
     conf = {"model_name": registry.name, "target": target, "table": "recs", "k": 3, "shards": 3}
     script = BATCH_SCRIPT.format(dags=str(DAGS), conf=json.dumps(conf))
