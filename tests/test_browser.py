@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 from tiny_pipeline import TINY_PIPELINE
@@ -401,6 +401,44 @@ def test_model_report_tab_shows_champion_and_challenger_with_slice_metrics(stack
     page.keyboard.press("Escape")
 
 
+# ---------------------------------------------------------------- the serving API's docs, offline
+def _serving_started(stack: Stack) -> None:
+    deadline = time.monotonic() + 300
+    while "Serving API:  " not in stack.output():
+        assert time.monotonic() < deadline, f"the serving API did not start\n{stack.logs()}"
+        time.sleep(2)
+
+
+@pytest.mark.parametrize(("page_path", "shows"), [("/docs", "Recommend Batch"), ("/redoc", "Recommend Batch")])
+def test_serving_docs_render_with_no_internet(stack: Stack, browser: Browser, page_path: str, shows: str) -> None:
+    """Swagger UI and ReDoc come from the API itself: every request off this machine is refused, and the page
+    renders without one; none of its scripts, styles, fonts or data is asked of another host (ReDoc's footer
+    asks cdn.redoc.ly for its logo, an image that is simply missing offline)."""
+    _triggered_run()
+    _serving_started(stack)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(60_000)
+    elsewhere: list[str] = []
+
+    def loopback_only(route) -> None:
+        if (urlparse(route.request.url).hostname or "") in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            if route.request.resource_type != "image":
+                elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    try:
+        page.goto(f"{stack.serve}{page_path}")
+        expect(page.get_by_text(shows).first).to_be_visible()
+        shot(page, f"11-serving{page_path.replace('/', '-')}", full_page=False)
+        assert elsewhere == [], elsewhere
+    finally:
+        context.close()
+
+
 # ---------------------------------------------------------------- MLflow
 def test_mlflow_shows_the_champion_alias_and_the_runs_chart(stack: Stack, browser: Browser) -> None:
     _triggered_run()
@@ -445,10 +483,7 @@ def test_mlflow_shows_the_champion_alias_and_the_runs_chart(stack: Stack, browse
 def test_serving_api_answers_on_the_champion(stack: Stack) -> None:
     import requests
 
-    deadline = time.monotonic() + 300
-    while "Serving API:  " not in stack.output():
-        assert time.monotonic() < deadline, f"the serving API did not start\n{stack.logs()}"
-        time.sleep(2)
+    _serving_started(stack)
     assert f"{stack.serve}/docs  (champion v1" in stack.output()
     health = requests.get(f"{stack.serve}/health", timeout=30).json()
     assert (health["model_name"], str(health["model_version"])) == (MODEL, "1")

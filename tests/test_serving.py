@@ -14,6 +14,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -131,6 +132,17 @@ def test_pytorch_encodes_new_sentences_when_asked_and_gives_the_same_answers(
     ]
     for a, b in zip(by_onnx, by_torch):
         np.testing.assert_allclose([i["score"] for i in a["items"]], [i["score"] for i in b["items"]], atol=1e-4)
+
+
+@pytest.mark.parametrize(("page", "scripts"), [("/docs", 2), ("/redoc", 1)])
+def test_docs_pages_load_their_scripts_from_the_api_not_a_cdn(client: TestClient, page: str, scripts: int) -> None:
+    html = client.get(page).text
+    assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', html)
+    assert len([a for a in assets if a.endswith((".js", ".css"))]) == scripts, html
+    assert "cdn." not in html and "googleapis" not in html, html
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
 
 
 def test_openapi_docs_describe_every_endpoint(client: TestClient) -> None:
@@ -390,6 +402,8 @@ def test_api_key_when_configured(trained: Trained, monkeypatch: pytest.MonkeyPat
         assert client.get("/items/1/similar").status_code == 401
         assert client.post("/recommend", json=request, headers={"X-API-Key": KEY}).status_code == 200
         assert client.get("/health").status_code == 200  # liveness probes need no key
+        assert client.get("/docs-assets/swagger-ui.css").status_code == 200  # the docs' own assets need none
+        assert client.get("/docs-assetsX/recommend").status_code == 401
 
 
 def test_the_api_key_is_checked_before_the_body_is_read(trained: Trained) -> None:

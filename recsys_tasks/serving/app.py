@@ -32,6 +32,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request as HTTPRequest
@@ -42,6 +43,7 @@ from recsys_tasks.serving.batching import Batcher
 from recsys_tasks.serving.holder import CatalogFullError, ModelHolder
 from recsys_tasks.serving.middleware import (
     API_KEY_HEADER,
+    DOCS_ASSETS,
     KEY_ERROR,
     Answer,
     ApiKeyCheck,
@@ -122,11 +124,13 @@ def create_app(
         gc.set_threshold(*thresholds)
         holder.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the API's own assets (fastapi-offline's copies), so /docs works with no internet
+    app = FastAPIOffline(
         title="recsys",
         version="1",
         lifespan=lifespan,
         description="Cold-start recommendations (new users, new items) from the registry's champion.",
+        static_url=DOCS_ASSETS,
     )
     app.state.holder = holder
     app.add_middleware(FastRecommend, answer=recommend_one)  # added last is outermost: key, then size, then this

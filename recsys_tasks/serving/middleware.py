@@ -13,11 +13,21 @@ from typing import Any
 
 from pydantic_core import to_json
 
-__all__ = ["API_KEY_HEADER", "KEY_ERROR", "OPEN_PATHS", "Answer", "ApiKeyCheck", "BodyLimit", "FastRecommend"]
+__all__ = [
+    "API_KEY_HEADER",
+    "DOCS_ASSETS",
+    "KEY_ERROR",
+    "OPEN_PATHS",
+    "Answer",
+    "ApiKeyCheck",
+    "BodyLimit",
+    "FastRecommend",
+]
 
 API_KEY_HEADER = "X-API-Key"
 KEY_ERROR = f"missing or wrong API key (header {API_KEY_HEADER})"
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # no key needed
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, served by the API itself (no CDN): no key needed
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
 
@@ -35,7 +45,7 @@ class ApiKeyCheck:
         return hmac.compare_digest(key, self._key)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in OPEN_PATHS:
+        if scope["type"] != "http" or _open(_route_path(scope)):
             return await self.app(scope, receive, send)
         if self.key_ok(dict(scope["headers"]).get(API_KEY_HEADER.lower().encode())):
             return await self.app(scope, receive, send)
@@ -115,6 +125,10 @@ async def _send(send, answer: Answer) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(DOCS_ASSETS + "/")
 
 
 def _route_path(scope: dict[str, Any]) -> str:
