@@ -33,7 +33,7 @@ a test that changes one copies it first). Each stage writes into a folder of its
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -392,3 +392,12 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Path]:
         os.environ.pop("RECSYS_ONNX_DIR", None)
     else:
         os.environ["RECSYS_ONNX_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def hf_offline() -> Iterator[None]:
+    """The packaged model must load without the network, as scripts/env.sh runs it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield

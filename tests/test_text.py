@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,8 @@ TINY_DIM = 32  # conftest's tiny BERT
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _offline() -> Iterator[None]:
-    """The packaged model must load without the network, as scripts/env.sh runs it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TOKENIZERS_PARALLELISM", "false")
-        yield
+def _offline(hf_offline: None) -> None:
+    """Every test here offline (`conftest.hf_offline`)."""
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,8 @@ SIZES = [9, 11, 17]  # the tiny snapshot's 37 distinct texts per shard of 3 (the
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TOKENIZERS_PARALLELISM", "false")
-        yield
+def _offline(hf_offline: None) -> None:
+    """Every test here offline (`conftest.hf_offline`)."""
 
 
 @pytest.fixture(scope="module")
