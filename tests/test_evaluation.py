@@ -9,7 +9,15 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from recsys_tasks.evaluation.table import evaluate_slices, flat_metrics, mlflow_safe, summary_table, to_markdown
+from recsys_tasks.evaluation.table import (
+    beyond_table,
+    evaluate_slices,
+    flat_metrics,
+    mlflow_safe,
+    summary_table,
+    to_markdown,
+)
+from recsys_tasks.protocol.beyond import genre_matrix, training_popularity
 from recsys_tasks.protocol.queries import Query
 from recsys_tasks.protocol.slices import Slice
 
@@ -55,11 +63,17 @@ SLICES = [COLD_USER, COLD_ITEM, WARM]
 POPULARITY = Fixed("popularity", {u: [4, 3, 2, 1] for u in USERS})  # the positive at rank 1, 2, 3
 RANDOM = Fixed("random", {u: [0, 0, 1, 0] for u in USERS})
 MODEL = Fixed("model", {"u0": [1, 0, 0, 0], "u1": [0, 1, 0, 1], "u2": [0, 0, 1, 0]})  # perfect on cold-user@0
+# Training interactions per item (the 10% head is ceil(0.4) = 1 item: item 3) and genres A, AB, B, none.
+COUNTS = np.array([1.0, 2.0, 3.0, 9.0])
+GENRES = genre_matrix([["A"], ["A", "B"], ["B"], []])
+INFORMATION = -np.log2((COUNTS + 1) / (COUNTS.sum() + 4))  # add-one smoothed self-information
 
 
 @pytest.fixture
 def frame():
-    return evaluate_slices(SLICES, {"popularity": POPULARITY, "random": RANDOM}, MODEL, k=2)
+    return evaluate_slices(
+        SLICES, {"popularity": POPULARITY, "random": RANDOM}, MODEL, k=2, item_popularity=COUNTS, item_genres=GENRES
+    )
 
 
 def test_one_row_per_slice_and_ranker(frame) -> None:
@@ -94,9 +108,59 @@ def test_missing_baseline_is_skipped_with_a_warning(caplog) -> None:
 
 
 def test_chunking_does_not_change_the_result(frame) -> None:
-    chunked = evaluate_slices(SLICES, {"popularity": POPULARITY, "random": RANDOM}, MODEL, k=2, chunk_size=1)
-    for column in ("ndcg@2", "recall@2", "auc"):
+    chunked = evaluate_slices(
+        SLICES,
+        {"popularity": POPULARITY, "random": RANDOM},
+        MODEL,
+        k=2,
+        chunk_size=1,
+        item_popularity=COUNTS,
+        item_genres=GENRES,
+    )
+    for column in ("ndcg@2", "recall@2", "auc", "coverage@2", "novelty@2", "diversity@2", "pop_share@2"):
         np.testing.assert_allclose(chunked[column], frame[column])
+
+
+def test_beyond_accuracy_of_each_ranker_on_each_slice(frame) -> None:
+    row = frame.set_index(["slice", "ranker"])
+    # popularity on cold-user@0: [0, 1] for all three users.
+    cold = row.loc[("cold-user@0", "popularity")]
+    assert cold["coverage@2"] == pytest.approx(2 / 4)
+    assert cold["novelty@2"] == pytest.approx((INFORMATION[0] + INFORMATION[1]) / 2)
+    assert cold["diversity@2"] == pytest.approx(0.5)  # 1 - |A| / |A, B|
+    assert cold["pop_share@2"] == 0.0
+    # popularity on warm, each user's history taken out: [0, 1], [1, 2], [0, 3].
+    warm = row.loc[("warm", "popularity")]
+    assert warm["coverage@2"] == 1.0
+    assert warm["pop_share@2"] == pytest.approx((0 + 0 + 1 / 2) / 3)  # item 3 is the head
+    assert warm["diversity@2"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)  # AB-B shares 1 of 2; A-none nothing
+    expected_novelty = np.mean([INFORMATION[[0, 1]].mean(), INFORMATION[[1, 2]].mean(), INFORMATION[[0, 3]].mean()])
+    assert warm["novelty@2"] == pytest.approx(expected_novelty)
+
+
+def test_slots_past_a_slices_candidates_are_empty_not_recommended() -> None:
+    """cold-item ranks items 2 and 3 only: a top 3 lists two items, and nothing else is covered."""
+    result = evaluate_slices([COLD_ITEM], {"random": RANDOM}, None, k=3, item_popularity=COUNTS, item_genres=GENRES)
+    first = result.iloc[0]
+    assert first["coverage@3"] == pytest.approx(2 / 4)
+    assert first["pop_share@3"] == pytest.approx(0.5) and first["diversity@3"] == pytest.approx(1.0)
+
+
+def test_without_popularity_the_beyond_columns_are_there_and_empty() -> None:
+    result = evaluate_slices([COLD_USER], {"popularity": POPULARITY}, None, k=2)
+    assert result[["coverage@2", "novelty@2", "diversity@2", "pop_share@2"]].isna().all().all()
+    assert "cold-user@0/coverage/popularity" not in flat_metrics(result)
+    no_genres = evaluate_slices([COLD_USER], {"popularity": POPULARITY}, None, k=2, item_popularity=COUNTS)
+    assert np.isnan(no_genres["diversity@2"].iloc[0]) and no_genres["coverage@2"].iloc[0] == 0.5
+
+
+def test_beyond_table_has_a_row_per_slice_and_ranker(frame) -> None:
+    table = beyond_table(frame)
+    assert list(table.columns) == ["slice", "ranker", "coverage@2", "novelty@2", "diversity@2", "pop_share@2"]
+    assert list(zip(table["slice"], table["ranker"])) == list(zip(frame["slice"], frame["ranker"]))
+    lines = to_markdown(table).strip().split("\n")
+    assert len(lines) == 2 + len(frame) and len({len(line) for line in lines}) == 1
+    assert lines[2].startswith("| cold-user@0 | popularity |") and " 0.5000 |" in lines[2]
 
 
 def test_a_querys_exclusions_are_never_ranked() -> None:
@@ -183,6 +247,10 @@ def test_flat_metrics_keys_and_cold_mean(frame) -> None:
     assert flat["cold-item/auc/model"] == pytest.approx(0.75)
     assert flat["warm/users"] == 3.0
     assert "warm/auc/model" not in flat
+    assert flat["warm/pop_share/popularity"] == pytest.approx(1 / 6)
+    assert flat["cold-user@0/coverage/popularity"] == pytest.approx(0.5)
+    assert {f"warm/{m}/model" for m in ("coverage", "novelty", "diversity", "pop_share")} <= flat.keys()
+    assert not [k for k in flat if k.split("/")[1:2] in (["coverage"], ["pop_share"]) and k.endswith("best_baseline")]
     cold = [flat["cold-user@0/ndcg/model"], flat["cold-item/ndcg/model"]]  # warm is not cold
     assert flat["cold_mean_ndcg"] == pytest.approx(np.mean(cold))
     assert all(isinstance(v, float) for v in flat.values())
@@ -228,9 +296,26 @@ def test_baselines_on_the_real_snapshot(movielens_snapshot) -> None:
             assert (masks.sum(axis=1) == len(cold_rows) - 5).all()  # every item but the five of the support
 
     item_text = np.random.default_rng(0).normal(size=(len(dataset.items), 16)).astype(np.float32)
-    frame = evaluate_slices(list(slices.values()), baselines_for(dataset, split, cfg, item_text), None, cfg.k)
+    item_ids = dataset.items["item_id"].astype(str).tolist()
+    frame = evaluate_slices(
+        list(slices.values()),
+        baselines_for(dataset, split, cfg, item_text),
+        None,
+        cfg.k,
+        item_popularity=training_popularity(item_ids, split.train),
+        item_genres=genre_matrix(dataset.genre_lists()),
+    )
     ndcg = frame.set_index(["slice", "ranker"])[f"ndcg@{cfg.k}"]
     assert ndcg.between(0, 1).all()
     assert ndcg[("warm", "als")] > ndcg[("warm", "popularity")]
     assert ndcg[("cold-item", "genre_profile")] > ndcg[("cold-item", "random")]
     assert frame.set_index(["slice", "ranker"]).loc[("cold-item", "random"), "auc"] == pytest.approx(0.5, abs=0.03)
+    # Beyond accuracy: popularity lists the same 20 items to everyone, all from the popular head;
+    # random over the cold items covers nearly all of them and is more novel than any popularity list.
+    row = frame.set_index(["slice", "ranker"])
+    assert row.loc[("cold-user@0", "popularity"), f"coverage@{cfg.k}"] == pytest.approx(cfg.k / len(item_ids))
+    assert row.loc[("cold-user@0", "popularity"), f"pop_share@{cfg.k}"] == 1.0
+    assert row.loc[("cold-item", "random"), f"coverage@{cfg.k}"] > 0.9 * cold_rows.mean()
+    assert row.loc[("cold-item", "random"), f"pop_share@{cfg.k}"] == 0.0  # never-trained items are never head
+    assert row.loc[("cold-item", "random"), f"novelty@{cfg.k}"] > row.loc[("warm", "popularity"), f"novelty@{cfg.k}"]
+    assert row[f"diversity@{cfg.k}"].between(0, 1).all()

@@ -156,3 +156,15 @@ def test_a_full_catalog_float32_batch_scores_each_query_as_if_it_were_alone() ->
     ranked = set(top_k(scores[q : q + 1], mask[q], k)[0].tolist())
     counted = [p for p in positives[q].tolist() if mask[q, p]]
     assert batch["recall"][q] == pytest.approx(len(ranked & set(counted)) / len(counted))
+
+
+def test_a_top_k_handed_in_gives_the_same_metrics_and_must_fit() -> None:
+    rng = np.random.default_rng(3)
+    scores, mask = rng.random((6, 30)), rng.random((6, 30)) > 0.3
+    positives = [rng.choice(30, 4, replace=False) for _ in range(6)]
+    top = top_k(scores, mask, 5)
+    given = ranking_metrics(scores, mask, positives, 5, top=top)
+    for key, values in ranking_metrics(scores, mask, positives, 5).items():
+        np.testing.assert_allclose(given[key], values)
+    with pytest.raises(ValueError, match="top of shape"):
+        ranking_metrics(scores, mask, positives, 5, top=top[:, :4])

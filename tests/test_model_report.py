@@ -15,9 +15,11 @@ import pytest
 
 from recsys_tasks.evaluation.table import flat_metrics, mlflow_safe
 from recsys_tasks.report.model_report import (
+    BeyondRow,
     ModelReport,
     SliceScores,
     VersionReport,
+    beyond_rows,
     chart_svg,
     load_report,
     mlflow_ui_url,
@@ -49,6 +51,11 @@ EXPECTED = {  # slice -> (users, model, baselines)
 }
 
 
+def _beyond(ndcg: float) -> dict[str, float]:
+    """Beyond-accuracy columns written out from a row's NDCG, so each (slice, ranker) has its own values."""
+    return {"coverage@20": ndcg + 0.5, "novelty@20": 10 * ndcg, "diversity@20": ndcg + 0.3, "pop_share@20": 1 - ndcg}
+
+
 @pytest.fixture
 def logged() -> dict[str, float]:
     """The flat metrics of ROWS under the MLflow-safe names the register stage logs."""
@@ -62,6 +69,7 @@ def logged() -> dict[str, float]:
                 "ndcg@20": v,
                 "recall@20": v / 2,
                 "auc": math.nan,
+                **_beyond(v),
                 "seconds": 0.1,
             }
             for s, r, k, u, v in ROWS
@@ -111,6 +119,35 @@ def test_a_missing_or_nan_score_is_left_out_not_drawn_as_zero() -> None:
     assert rows[0].ratio is None and rows[1].best_baseline is None
 
 
+def test_beyond_rows_read_back_every_ranker_of_every_slice(logged: dict[str, float]) -> None:
+    rows = beyond_rows({**logged, "cold-item/novelty/random": float("nan")})
+    assert [(r.slice, r.ranker) for r in rows] == [
+        ("cold-user@0", "popularity"),
+        ("cold-user@0", "model"),
+        ("cold-user@5", "item_knn"),
+        ("cold-user@5", "popularity"),
+        ("cold-user@5", "model"),
+        ("cold-user@0+text", "genre_popularity"),
+        ("cold-user@0+text", "model"),
+        ("cold-item", "text_profile"),
+        ("cold-item", "model"),
+        ("warm", "als"),
+        ("warm", "model"),
+    ]  # the protocol's slice order, baselines by name, the model last; a NaN alone makes no row
+    by_key = {(r.slice, r.ranker): r for r in rows}
+    for s, r, _, _, v in ROWS:
+        expected = _beyond(v)
+        assert by_key[(s, r)] == BeyondRow(
+            s,
+            r,
+            pytest.approx(expected["coverage@20"]),
+            pytest.approx(expected["novelty@20"]),
+            pytest.approx(expected["diversity@20"]),
+            pytest.approx(expected["pop_share@20"]),
+        )
+    assert beyond_rows({"warm/ndcg/model": 0.3, "warm/users": 5}) == []  # a run from before these metrics
+
+
 # ---------------------------------------------------------------- the chart
 def test_chart_draws_one_bar_per_score_with_length_proportional_to_it(logged: dict[str, float]) -> None:
     rows = slice_scores(logged)
@@ -140,7 +177,9 @@ def test_chart_of_nothing_says_so() -> None:
 
 
 # ---------------------------------------------------------------- the page
-def _version(alias: str, version: str, rows: list[SliceScores], decision: str = "") -> VersionReport:
+def _version(
+    alias: str, version: str, rows: list[SliceScores], decision: str = "", beyond: tuple[BeyondRow, ...] = ()
+) -> VersionReport:
     return VersionReport(
         alias=alias,
         version=version,
@@ -154,6 +193,7 @@ def _version(alias: str, version: str, rows: list[SliceScores], decision: str = 
         primary=0.2,
         primary_baseline=0.1,
         slices=tuple(rows),
+        beyond=beyond,
     )
 
 
@@ -181,6 +221,20 @@ def test_page_shows_champion_and_challenger_side_by_side(logged: dict[str, float
     assert 'href="http://mlflow:5000/#/models/m/versions/4"' in html
     assert 'href="http://mlflow:5000/#/experiments/7/runs/abc123"' in html
     assert "item_knn" in html and "0.90x" in html  # cold-user@5: 0.18 against item_knn's 0.20
+
+
+def test_page_shows_the_beyond_accuracy_of_every_ranker(logged: dict[str, float]) -> None:
+    beyond = tuple(beyond_rows(logged))
+    html = render_html(ModelReport("m", True, (_version("champion", "3", slice_scores(logged), "", beyond),)), "u")
+    assert "Beyond accuracy, top 20" in html and "head share@20" in html
+    table = html.split('<table class="beyond">')[1].split("</table>")[0]
+    assert table.count("<tr") == 1 + len(beyond)  # the header and one row per (slice, ranker)
+    assert table.count('<tr class="model">') == 5
+    # warm / als: NDCG 0.40 -> coverage 0.9, novelty 4.0, diversity 0.7, head share 0.6
+    assert '<td>warm</td><td>als</td><td class="n">0.9000</td><td class="n">4.0000</td>' in table
+    assert '<td class="n">0.7000</td><td class="n">0.6000</td></tr>' in table
+    without = render_html(ModelReport("m", True, (_version("champion", "3", slice_scores(logged)),)), "u")
+    assert "Beyond accuracy" not in without  # a run logged before these metrics: no empty table
 
 
 def test_page_with_a_champion_only_and_an_unevaluated_version() -> None:

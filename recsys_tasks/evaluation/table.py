@@ -4,7 +4,8 @@ One row per (slice, ranker) in a DataFrame is the single source for the report t
 (`summary_table` / `to_markdown`) and for the tracked scalars (`flat_metrics`), so the
 numbers logged and the numbers shown can never disagree. Each row carries the slice's users,
 how many of them were evaluated (a seeded sample past ``evaluate.max_users``) and the half-width
-of a 95% confidence interval of the mean NDCG, by the normal approximation over the users evaluated.
+of a 95% confidence interval of the mean NDCG, by the normal approximation over the users evaluated,
+and the beyond-accuracy metrics of its top-k lists (`protocol.beyond`), shown in `beyond_table`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from recsys_tasks.protocol.metrics import ranking_metrics
+from recsys_tasks.protocol.beyond import BEYOND_METRICS, BeyondAccuracy
+from recsys_tasks.protocol.metrics import _broadcast, ranking_metrics, top_k
 from recsys_tasks.protocol.queries import Scorer
 from recsys_tasks.protocol.slices import Slice
 
-__all__ = ["ci95", "evaluate_slices", "flat_metrics", "mlflow_safe", "summary_table", "to_markdown"]
+__all__ = ["beyond_table", "ci95", "evaluate_slices", "flat_metrics", "mlflow_safe", "summary_table", "to_markdown"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,18 @@ def evaluate_slices(
     model: Scorer | None = None,
     k: int = 20,
     chunk_size: int = 256,
+    item_popularity: np.ndarray | None = None,
+    item_genres: sp.spmatrix | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per (slice, ranker): users (in the slice), evaluated, ndcg@k, ndcg_ci95 (half-width of the
-    95% interval), recall@k, auc (cold-item only), seconds.
+    95% interval), recall@k, auc (cold-item only), coverage@k, novelty@k, diversity@k, pop_share@k, seconds.
 
     Each slice is scored by the baselines it names that ``scorers`` holds, then by ``model``;
-    queries go in chunks of ``chunk_size`` so memory stays at chunk x n_items.
+    queries go in chunks of ``chunk_size`` so memory stays at chunk x n_items. The beyond-accuracy
+    columns need ``item_popularity`` (training interactions per item; None: all four NaN) and, for
+    diversity, ``item_genres`` ((n_items, n_genres) 0/1; None: diversity NaN).
     """
+    beyond_columns = [f"{m}@{k}" for m in BEYOND_METRICS]
     rows = []
     for s in slices:
         missing = [name for name in s.baselines if name not in scorers]
@@ -56,7 +64,9 @@ def evaluate_slices(
             rankers.append((MODEL, model, MODEL))
         for name, scorer, kind in rankers:
             start = time.perf_counter()
-            values = _score_slice(s, scorer, k, chunk_size, with_auc=s.name == "cold-item")
+            beyond = None if item_popularity is None else BeyondAccuracy(item_popularity, item_genres, k)
+            values = _score_slice(s, scorer, k, chunk_size, with_auc=s.name == "cold-item", beyond=beyond)
+            extra = beyond.result() if beyond is not None else dict.fromkeys(beyond_columns, math.nan)
             rows.append(
                 {
                     "slice": s.name,
@@ -68,6 +78,7 @@ def evaluate_slices(
                     "ndcg_ci95": ci95(values["ndcg"]),
                     f"recall@{k}": _mean(values["recall"]),
                     "auc": _mean(values["auc"]) if "auc" in values else math.nan,
+                    **extra,
                     "seconds": time.perf_counter() - start,
                 }
             )
@@ -82,6 +93,7 @@ def evaluate_slices(
         "ndcg_ci95",
         f"recall@{k}",
         "auc",
+        *beyond_columns,
         "seconds",
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -111,6 +123,13 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def beyond_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The beyond-accuracy report: slice | ranker | coverage@k | novelty@k | diversity@k | pop_share@k,
+    one row per (slice, ranker) in the frame's order (the model last in each slice, as scored)."""
+    columns = [_metric_column(frame, metric) for metric in BEYOND_METRICS]
+    return frame[["slice", "ranker", *columns]].reset_index(drop=True)
+
+
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub Markdown table (no tabulate): scores to ``digits`` places, ratios as 1.23x."""
     header = [str(c) for c in table.columns]
@@ -130,9 +149,12 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
 
 def flat_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Scalars for tracking: "<slice>/<ndcg|recall|auc>/<ranker|best_baseline>", "<slice>/users",
-    "<slice>/users_evaluated", "<slice>/ndcg_ci95/<ranker>" (half-width of the 95% interval) where the frame
-    has them, and "cold_mean_ndcg" (mean model NDCG over the cold slices) with its best-baseline twin."""
+    "<slice>/users_evaluated", "<slice>/ndcg_ci95/<ranker>" (half-width of the 95% interval) and
+    "<slice>/<coverage|novelty|diversity|pop_share>/<ranker>" (at the frame's k; no "best": higher is not
+    better for all of them) where the frame has them, and "cold_mean_ndcg" (mean model NDCG over the cold
+    slices) with its best-baseline twin."""
     columns = {"ndcg": _metric_column(frame, "ndcg"), "recall": _metric_column(frame, "recall"), "auc": "auc"}
+    beyond = {m: c for m in BEYOND_METRICS if (c := _optional_column(frame, m)) is not None}
     out: dict[str, float] = {}
     best_ndcg: dict[str, float] = {}
     for name, rows in frame.groupby("slice", sort=False):
@@ -142,6 +164,10 @@ def flat_metrics(frame: pd.DataFrame) -> dict[str, float]:
         if "ndcg_ci95" in rows:
             out.update(
                 {f"{name}/ndcg_ci95/{r}": float(v) for r, v in zip(rows["ranker"], rows["ndcg_ci95"]) if not pd.isna(v)}
+            )
+        for metric, column in beyond.items():
+            out.update(
+                {f"{name}/{metric}/{r}": float(v) for r, v in zip(rows["ranker"], rows[column]) if not pd.isna(v)}
             )
         baselines = rows[rows["kind"] == "baseline"]
         for metric, column in columns.items():
@@ -175,8 +201,11 @@ def ci95(values: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bool) -> dict[str, np.ndarray]:
-    """Per-query metrics of one ranker on one slice, scoring ``chunk_size`` queries at a time."""
+def _score_slice(
+    s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bool, beyond: BeyondAccuracy | None = None
+) -> dict[str, np.ndarray]:
+    """Per-query metrics of one ranker on one slice, scoring ``chunk_size`` queries at a time; each chunk's
+    top-k lists (slots past a query's candidates left empty, -1) are folded into ``beyond``."""
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, s.n_users, chunk_size):
         queries, candidates, positives = s.rows(start, start + chunk_size)
@@ -189,8 +218,14 @@ def _score_slice(s: Slice, scorer: Scorer, k: int, chunk_size: int, with_auc: bo
             )
         if np.isnan(scores).any():
             raise ValueError(f"{getattr(scorer, 'name', scorer)!s} returned NaN scores on slice {s.name}")
-        for key, values in ranking_metrics(scores, candidates, positives, k, with_auc=with_auc).items():
+        top = top_k(scores, _broadcast(candidates, scores.shape), k)
+        for key, values in ranking_metrics(scores, candidates, positives, k, with_auc=with_auc, top=top).items():
             parts.setdefault(key, []).append(values)
+        if beyond is not None:
+            listed = np.take_along_axis(_broadcast(candidates, scores.shape), top, axis=1)
+            lists = np.full((len(top), k), -1, dtype=np.int64)  # fewer than k items: the rest stay empty
+            lists[:, : top.shape[1]] = np.where(listed, top, -1)
+            beyond.add(lists)
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
@@ -204,6 +239,12 @@ def _metric_column(frame: pd.DataFrame, metric: str) -> str:
     if len(matches) != 1:
         raise ValueError(f"expected one {metric}@k column, found {matches}")
     return matches[0]
+
+
+def _optional_column(frame: pd.DataFrame, metric: str) -> str | None:
+    """The frame's "<metric>@k" column, None where it has none (a frame from before that metric)."""
+    matches = [c for c in frame.columns if str(c).startswith(f"{metric}@")]
+    return _metric_column(frame, metric) if matches else None
 
 
 def _cell(value: Any, column: Any, digits: int) -> str:

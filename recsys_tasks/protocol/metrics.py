@@ -62,9 +62,17 @@ def auc(scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarr
 
 
 def ranking_metrics(
-    scores: np.ndarray, candidates: np.ndarray, positives: Sequence[np.ndarray], k: int, with_auc: bool = True
+    scores: np.ndarray,
+    candidates: np.ndarray,
+    positives: Sequence[np.ndarray],
+    k: int,
+    with_auc: bool = True,
+    top: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Recall@k, NDCG@k (and AUC) per query from one top-k pass: {"recall", "ndcg", "auc"}."""
+    """Recall@k, NDCG@k (and AUC) per query from one top-k pass: {"recall", "ndcg", "auc"}.
+
+    ``top``: this very ``top_k(scores, candidates, k)``, when the caller needs the lists too (not recomputed).
+    """
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[0] != len(positives):
         raise ValueError(f"scores of shape {scores.shape} do not match {len(positives)} queries")
@@ -73,7 +81,10 @@ def ranking_metrics(
     cand = _broadcast(candidates, scores.shape)
     rel = relevance_matrix(positives, scores.shape[1]) & cand
     n_pos = rel.sum(axis=1)
-    top = top_k(scores, cand, k)
+    if top is None:
+        top = top_k(scores, cand, k)
+    elif top.shape != (scores.shape[0], min(k, scores.shape[1])):
+        raise ValueError(f"top of shape {top.shape} is not the top {k} of scores of shape {scores.shape}")
     hits = np.take_along_axis(rel, top, axis=1)  # only candidates are relevant, see above
 
     discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))

@@ -3,9 +3,10 @@ against the baselines of its own run, a chart of them, and the page that shows b
 
 What is read from MLflow comes through `registry.aliased_versions` (every MLflow call lives there);
 this module turns the logged metrics (``<slice>/<metric>/<ranker>``, see `evaluation.flat_metrics`)
-back into rows per slice, draws them as a self-contained SVG inside the page (so any registered
-version has its chart, whatever artifacts its run logged) and renders the HTML page of the Airflow plugin
-from the Jinja2 templates in ``templates/``.
+back into rows per slice (NDCG against the baselines; coverage, novelty, diversity and popularity share of
+every ranker), draws the NDCG as a self-contained SVG inside the page (so any registered version has its
+chart, whatever artifacts its run logged) and renders the HTML page of the Airflow plugin from the Jinja2
+templates in ``templates/``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 __all__ = [
+    "BeyondRow",
     "ModelReport",
     "SliceScores",
     "VersionReport",
@@ -29,10 +31,12 @@ __all__ = [
     "load_report",
     "mlflow_ui_url",
     "render_html",
+    "beyond_rows",
     "slice_scores",
 ]
 
 PRIMARY = "cold_mean_ndcg"
+BEYOND = ("coverage", "novelty", "diversity", "pop_share")  # `protocol.beyond.BEYOND_METRICS`, as logged
 MODEL_COLOR = "#1f6feb"
 BASELINE_COLORS = ("#9aa4b1", "#d4a55e", "#7fb17f", "#b58cc4", "#d98c8c", "#6fb7c4", "#a3a35c", "#6e7781")
 
@@ -60,6 +64,18 @@ class SliceScores:
 
 
 @dataclass(frozen=True)
+class BeyondRow:
+    """One ranker on one slice: catalogue coverage, novelty, genre diversity and popularity share of its top k."""
+
+    slice: str
+    ranker: str
+    coverage: float | None = None
+    novelty: float | None = None
+    diversity: float | None = None
+    pop_share: float | None = None
+
+
+@dataclass(frozen=True)
 class VersionReport:
     """One aliased version of the registered model and the run that produced it."""
 
@@ -75,6 +91,7 @@ class VersionReport:
     primary: float | None
     primary_baseline: float | None
     slices: tuple[SliceScores, ...]
+    beyond: tuple[BeyondRow, ...] = ()  # empty for a run logged before these metrics existed
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,18 @@ def slice_scores(metrics: Mapping[str, float], metric: str = "ndcg") -> list[Sli
         baselines = {name: rankers[name] for name in sorted(rankers) if name != "model"}
         rows.append(SliceScores(display_name(safe), int(users[safe]), rankers.get("model"), baselines))
     return sorted(rows, key=lambda row: _slice_order(row.name))
+
+
+def beyond_rows(metrics: Mapping[str, float]) -> list[BeyondRow]:
+    """The beyond-accuracy metrics per (slice, ranker) from flat metrics (raw or MLflow-safe keys), in the
+    protocol's slice order, baselines by name and the model last; a missing or NaN value is None."""
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] in BEYOND and _finite(value):
+            found.setdefault((display_name(parts[0]), parts[2]), {})[parts[1]] = float(value)
+    order = sorted(found, key=lambda sr: (_slice_order(sr[0]), sr[1] == "model", sr[1]))
+    return [BeyondRow(name, ranker, **found[(name, ranker)]) for name, ranker in order]
 
 
 def _slice_order(name: str) -> tuple:
@@ -161,6 +190,7 @@ def _version_report(alias: str, data: Mapping[str, Any]) -> VersionReport:
         primary=metrics.get(PRIMARY),
         primary_baseline=metrics.get(f"{PRIMARY}/best_baseline"),
         slices=tuple(slice_scores(metrics)),
+        beyond=tuple(beyond_rows(metrics)),
     )
 
 
