@@ -27,6 +27,7 @@ import yaml
 from recsys_tasks.artifacts import StageResult
 from recsys_tasks.config import PipelineConfig, tracking_uri, workdir
 from recsys_tasks.evaluation.table import mlflow_safe
+from recsys_tasks.registry.privacy import strip_bundle
 from recsys_tasks.registry.promotion import Decision, decide
 from recsys_tasks.registry.store import CHALLENGER, CHAMPION, ModelNotFoundError, store_errors, version_by_alias
 
@@ -145,14 +146,15 @@ def _log_run(
     import mlflow
 
     extract, evaluation, finetune = results["extract"], results["evaluate"], results["finetune"]
-    mlflow.log_params(_flatten(cfg.to_dict()))
+    logged = _without_secrets(cfg.to_dict())
+    mlflow.log_params(_flatten(logged))
     mlflow.set_tags(dict(tags))
     mlflow.log_metrics(dict(candidate))
     for stage, result in results.items():
         if stage != "evaluate":
             mlflow.log_metrics({mlflow_safe(f"{stage}.{k}"): float(v) for k, v in result.metrics.items()})
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(logged, sort_keys=False))
         mlflow.log_artifact(str(Path(tmp) / "config.yaml"))
     for path in evaluation.artifacts.values():
         mlflow.log_artifact(path, artifact_path="evaluation")
@@ -184,6 +186,7 @@ def _log_model(name: str, finetune: StageResult, run_id: str) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _bundle_with_run_id(finetune.artifacts["bundle"], Path(tmp) / "bundle", run_id)
+        strip_bundle(bundle)  # no zip codes, exact ages or rating times in MLflow (`registry.privacy`)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("mlflow_model.py")),
@@ -340,6 +343,16 @@ def _pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             out.append(package)
     return out
+
+
+def _without_secrets(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as MLflow shows it: a SQL source's password masked (`data.sql.display_uri`)."""
+    from recsys_tasks.data.sql import display_uri
+
+    extract = dict(config.get("extract", {}))
+    if isinstance(extract.get("source"), str) and "://" in extract["source"]:
+        extract["source"] = display_uri(extract["source"])
+    return {**config, "extract": extract}
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
