@@ -132,11 +132,16 @@ def test_recommend_prints_one_response_per_request(
     responses = [json.loads(line) for line in lines]
     assert [r["request_id"] for r in responses] == ["new", "cand", "default-k"]
     for response, k in zip(responses, (3, 2, 4)):
-        assert set(response) == {"request_id", "items", "model_version"}
+        assert set(response) == {"request_id", "items", "model_version"} | (
+            {"intent"} if response["request_id"] == "new" else set()
+        )
         assert response["model_version"] == "1"
         assert len(response["items"]) == k
         for item in response["items"]:
-            assert set(item) == {"item_id", "score", "reason"} and item["item_id"] in TINY_ITEM_IDS
+            assert (
+                set(item) == {"item_id", "score", "reason", "title", "year", "genres"}
+                and item["item_id"] in TINY_ITEM_IDS
+            )
             assert isinstance(item["score"], float) and isinstance(item["reason"], str) and item["reason"]
         scores = [i["score"] for i in response["items"]]
         assert scores == sorted(scores, reverse=True)
@@ -157,7 +162,14 @@ def test_recommend_prints_the_reason_of_each_item(
     assert main(["recommend", "--workdir", str(trained.workdir), "--requests", str(requests)]) == 0
     [response] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert response["items"] == [
-        {"item_id": "4", "score": response["items"][0]["score"], "reason": "shares its director with Movie 3"}
+        {
+            "item_id": "4",
+            "score": response["items"][0]["score"],
+            "reason": "shares its director with Movie 3",
+            "title": "Movie 4",
+            "year": 1984,
+            "genres": ["Action"],
+        }
     ]
 
 

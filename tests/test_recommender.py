@@ -301,7 +301,9 @@ def test_every_recommended_item_has_a_reason(rec: Recommender) -> None:
         {"request_id": "empty", "k": N_ITEMS},
     ]
     for response in rec.recommend(requests):
-        assert response["items"] and all(set(e) == {"item_id", "score", "reason"} for e in response["items"])
+        assert response["items"] and all(
+            set(e) == {"item_id", "score", "reason", "title", "year", "genres"} for e in response["items"]
+        )
         assert all(isinstance(e["reason"], str) and e["reason"] for e in response["items"])
 
 

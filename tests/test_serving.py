@@ -198,8 +198,8 @@ def test_recommend_answers_like_the_cli(client: TestClient, trained: Trained) ->
     response = client.post("/recommend", json=request)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"request_id", "items", "model_version"} and body["model_version"] == "1"
-    assert [set(i) for i in body["items"]] == [{"item_id", "score", "reason"}] * 4
+    assert set(body) == {"request_id", "items", "model_version", "intent"} and body["model_version"] == "1"
+    assert [set(i) for i in body["items"]] == [{"item_id", "score", "reason", "title", "year", "genres"}] * 4
     assert all(isinstance(i["reason"], str) and i["reason"] for i in body["items"])
     assert not {"1", "2"} & {i["item_id"] for i in body["items"]}
     (expected,) = load_recommender(uri=trained.uri).recommend([request])  # what `recsys recommend` prints
@@ -542,10 +542,10 @@ def test_added_items_are_recommendable_at_once_and_survive_a_restart(
         assert {i["item_id"] for i in before["items"]} == {"n1", "n2", "5"}
         everything = client.post("/recommend", json={"request_id": "all", "k": 17}).json()
         assert {"n1", "n2"} <= {i["item_id"] for i in everything["items"]}
-        # Reasons see the changes at once: n2 (no interactions) is explained by the closest liked
-        # item; item 3, replaced as a whole, has its new title and no longer its KG entity (without
-        # the change: "shares its director with Movie 3").
-        assert {i["item_id"]: i["reason"] for i in everything["items"]}["n2"].startswith("new: similar content to ")
+        # Reasons see the changes at once: n2 (no interactions, and the request cites no item) is new;
+        # item 3, replaced as a whole, has its new title and no longer its KG entity (without the
+        # change: "shares its director with Movie 3").
+        assert {i["item_id"]: i["reason"] for i in everything["items"]}["n2"] == "new in the catalog"
         renamed = client.post(
             "/recommend", json={"request_id": "t", "history": [{"item_id": "3", "rating": 5}], "candidates": ["4"]}
         ).json()

@@ -20,9 +20,14 @@ items' mean (raw vectors share a large common direction).
    -> "popular with female students aged 18-24";
 6. popular: among the `TOP_N_OVERALL` most liked items -> "popular overall";
 7. similar, weaker: the closest history item at cosine >= `RELATED_MIN` -> "similar to Alien";
-8. new item (no interactions): the closest of the `ANCHORS` most liked items, if that close
-   -> "new: similar content to Star Wars", else "new in the catalog";
-9. otherwise the closest most liked item, likewise -> "similar to Star Wars", else a fallback.
+8. new item (no interactions): the closest history item at cosine >= `RELATED_MIN` -> "new: similar
+   content to Alien", else "new in the catalog";
+9. otherwise the prior, stated as such: "a top match for your profile" (with one), "a top pick overall".
+
+A reason names only what the request or the person's own history holds (a genre or a title it
+names, a history item rated at or above the threshold, a KG link between them) or a popularity
+prior stated as such: never an item the person has not named ("similar to Star Wars" to someone
+who never mentioned it).
 
 Everything per bundle is precomputed once (`Explainer`); per request only the top-k items and
 the history are touched. The KG kind needs the bundle's ``item_links`` (`kg.links.reason_links`,
@@ -60,10 +65,9 @@ TASTE_Z = 2.5  # standard scores of the taste cosine: about the top 1-2% of the 
 TOP_N = 50  # "popular with <segment>": among the segment's N most liked items
 TOP_N_OVERALL = 100  # "popular overall": among the N most liked items
 TEXT_SAMPLE = 10_000  # catalog rows the text mean and covariance are estimated from
-ANCHORS = 500  # most liked trained items that new items are compared with
 MAX_QUOTE = 40  # characters of a stated taste quoted
 UNIT_ROWS = 200_000  # catalogs up to this size keep every item's centred unit vector (51 MB at 64 dims)
-NEW = "new in the catalog"  # a new item close to none of the most liked items
+NEW = "new in the catalog"  # a new item close to none of the history's items
 FALLBACK = ("a top match for your profile", "a top pick overall")  # a trained item, likewise (with a profile or not)
 
 # Strongest first: the relation a reason names when an item shares several with the history.
@@ -213,11 +217,9 @@ class Explainer:
         popular = dict(popular)
         overall = [self._row[i] for i in popular.pop((), ()) if i in self._row]
         self._overall_top = frozenset(overall[:top_n_overall])
-        self._anchors = np.array([r for r in overall if self.trained[r]][:ANCHORS], np.int64)
         self._segments = {k: frozenset(self._row[i] for i in v if i in self._row) for k, v in popular.items()}
-        self._vecs: np.ndarray | None = None  # the item vectors the centre and anchors below were taken from
+        self._vecs: np.ndarray | None = None  # the item vectors the centre below was taken from
         self._center = np.zeros(0, np.float32)
-        self._anchor_unit = np.zeros((0, 0), np.float32)
         self._unit: np.ndarray | None = None  # every row centred and unit, for catalogs up to UNIT_ROWS
         self._texts: dict[str, list] = {}  # stated taste -> [genres named, cosine mean, cosine deviation]
         self._profiles: dict[tuple[str, str, str], list[tuple[str, frozenset[int]]]] = {}
@@ -311,6 +313,7 @@ class Explainer:
         vecs: np.ndarray,
         content: np.ndarray,
         taste: np.ndarray | None,
+        named: Mapping[str, str] | None = None,
     ) -> list[str]:
         """One reason per row of ``top`` (catalog rows, best first): the first kind of the module's
         list that applies.
@@ -319,13 +322,13 @@ class Explainer:
         vecs (n_items, d): the model's item vectors (compared centred on the trained items' mean:
         raw vectors share a large common direction); content: the catalog's text ⊕ KG features,
         the text part unit rows (as `text.TextEncoder` makes them); taste: the stated taste's text
-        vector (None without one).
+        vector (None without one); named: the genres the request asks for, each with the words that
+        named it ("horror": "scary"; `intent.parse`), instead of the genres its text names literally.
         """
         self._sync(vecs)
         top_rows = top.tolist()
         is_liked = liked(ratings, self.threshold)
         cited = history[is_liked].tolist()
-        disliked = history[~is_liked]
         kg: dict[int, tuple[int, str]] = {}
         best: list[int] = []
         best_sim: list[float] = []
@@ -337,12 +340,14 @@ class Explainer:
         genres, z, taste_reason = {}, None, ""
         if query.text:
             genres, mean, sd = self._text(query.text, taste)
+            if named is not None:
+                genres = dict(named)
             if taste is not None:
                 z = ((content[top, : self.text_dim] @ taste - mean) / sd).tolist()
                 taste_reason = f"matches '{quote(query.text)}'"
         segment_words = self._segment_words(self._profile_key(query.profile))
+        fallback = FALLBACK[0 if any(query.profile.get(a) for a in ("age", "gender", "occupation")) else 1]
         reasons: list[str] = []
-        anchored: list[int] = []
         titles, trained, overall, item_genres = self.titles, self.trained, self._overall_top, self.genres
         similar_min, related_min, taste_min = SIMILAR_MIN, RELATED_MIN, self.min_taste_z
         for i, row in enumerate(top_rows):
@@ -361,31 +366,24 @@ class Explainer:
                 reasons.append(f"popular with {words}")
             elif trained[row] and row in overall:
                 reasons.append("popular overall")
-            elif best and trained[row] and best_sim[i] >= related_min:
-                reasons.append(f"similar to {titles[cited[best[i]]]}")
+            elif best and best_sim[i] >= related_min:
+                reasons.append(
+                    f"similar to {titles[cited[best[i]]]}"
+                    if trained[row]
+                    else f"new: similar content to {titles[cited[best[i]]]}"
+                )
             else:
-                reasons.append("")
-                anchored.append(i)
-        if anchored:
-            rows = top[anchored]
-            fallback = FALLBACK[0 if any(query.profile.get(a) for a in ("age", "gender", "occupation")) else 1]
-            for i, row, anchor in zip(anchored, rows.tolist(), self._nearest_anchor(rows, disliked).tolist()):
-                if not self.trained[row]:
-                    reasons[i] = f"new: similar content to {titles[anchor]}" if anchor >= 0 else NEW
-                else:
-                    reasons[i] = f"similar to {titles[anchor]}" if anchor >= 0 else fallback
+                reasons.append(fallback if trained[row] else NEW)
         return reasons
 
     def _sync(self, vecs: np.ndarray) -> None:
-        """Centre and anchors of these item vectors (recomputed when the model's vectors change)."""
+        """The centre of these item vectors (recomputed when the model's vectors change)."""
         if vecs is self._vecs:
             return
         trained = vecs[self._trained_rows]
         self._center = trained.mean(0).astype(np.float32) if len(trained) else np.zeros(vecs.shape[1], np.float32)
         self._vecs = vecs
         self._unit = self._centred(vecs) if len(vecs) <= UNIT_ROWS else None
-        self._anchor_unit = self._unit_rows(self._anchors)
-        self._anchor_of: dict[int, int] = {}  # row -> its nearest anchor (no history item excluded)
 
     def _centred(self, rows: np.ndarray) -> np.ndarray:
         return _unit(np.asarray(rows, np.float32) - self._center)
@@ -419,28 +417,6 @@ class Explainer:
             if choice:
                 out[i] = (-choice[2], RELATIONS_BY_RANK[choice[0]])
         return out
-
-    def _nearest_anchor(self, rows: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-        """For each row, the most liked trained item whose vector is closest, -1 if none is at cosine
-        >= `RELATED_MIN`; neither the row itself nor an ``exclude`` row (a history item the user
-        disliked) is chosen."""
-        if not len(self._anchors):
-            return np.full(len(rows), -1, np.int64)
-        if len(exclude):
-            return self._closest_anchor(rows, exclude)
-        known = self._anchor_of  # the common case: remembered per row until the item vectors change
-        missing = np.array([r for r in rows.tolist() if r not in known], np.int64)
-        if len(missing):
-            known.update(zip(missing.tolist(), self._closest_anchor(missing, exclude).tolist()))
-        return np.array([known[r] for r in rows.tolist()], np.int64)
-
-    def _closest_anchor(self, rows: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-        sim = self._unit_rows(rows) @ self._anchor_unit.T
-        sim[rows[:, None] == self._anchors[None, :]] = -np.inf
-        if len(exclude):
-            sim[:, np.isin(self._anchors, exclude)] = -np.inf
-        best = sim.argmax(1)
-        return np.where(sim[np.arange(len(rows)), best] >= RELATED_MIN, self._anchors[best], -1)
 
 
 _NONE: frozenset[int] = frozenset()

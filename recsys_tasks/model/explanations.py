@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-from recsys_tasks.explain.reasons import LEVELS, TOP_N, Explainer
+from recsys_tasks.explain.reasons import LEVELS, TOP_N, Explainer, display_title
 from recsys_tasks.model.bundle import Bundle
 from recsys_tasks.model.popularity import DemographicPopularity
 
-__all__ = ["explainer_for", "response", "round6"]
+__all__ = ["describe", "explainer_for", "response", "round6"]
 
 
 def explainer_for(bundle: Bundle) -> Explainer:
@@ -32,16 +33,43 @@ def response(
     scores: np.ndarray,
     reasons: Sequence[str],
     model_version: str,
+    catalog: pd.DataFrame | None = None,
+    intent: Mapping | None = None,
 ) -> dict:
-    """A response: the items ``top`` (catalog rows) best first, each with its score and reason."""
-    return {
-        "request_id": request["request_id"],
-        "items": [
-            {"item_id": item_ids[i], "score": s, "reason": reason}
-            for i, s, reason in zip(top.tolist(), round6(scores), reasons)
-        ],
-        "model_version": model_version,
-    }
+    """A response: the items ``top`` (catalog rows) best first, each with its score and reason, and with
+    a ``catalog`` its title, year and genres; ``intent``: the parse of the request's text (`intent.parse`)."""
+    rows = top.tolist()
+    items = [
+        {"item_id": item_ids[i], "score": s, "reason": reason} for i, s, reason in zip(rows, round6(scores), reasons)
+    ]
+    if catalog is not None:
+        for item, described in zip(items, describe(catalog, rows)):
+            item.update(described)
+    out = {"request_id": request["request_id"], "items": items, "model_version": model_version}
+    if intent is not None:
+        out["intent"] = dict(intent)
+    return out
+
+
+def describe(catalog: pd.DataFrame, rows: Sequence[int]) -> list[dict]:
+    """Title ("The Godfather"; None unknown), year (None unknown) and genres (as the catalog writes them) of
+    catalog ``rows``."""
+    if not len(rows):
+        return []
+    part = catalog.iloc[list(rows)]
+    n = len(part)
+    titles = part["title"].tolist() if "title" in part else [""] * n
+    years = part["year"].tolist() if "year" in part else [None] * n
+    genres = part["genres"].tolist() if "genres" in part else [""] * n
+    ids = part["item_id"].astype(str).tolist()
+    return [
+        {
+            "title": display_title(t, i) if str(t or "").strip() else None,
+            "year": int(y) if y is not None and not pd.isna(y) else None,
+            "genres": [g for g in str(gs or "").split("|") if g],
+        }
+        for t, y, gs, i in zip(titles, years, genres, ids)
+    ]
 
 
 def round6(scores: np.ndarray) -> list[float]:

@@ -8,7 +8,10 @@ a `Scorer`) by putting together the parts, each in its own module:
 - `scoring`: the towers' user and item vectors, u·v + b, the content map's profile term;
 - `fusion`: the prior and EASE added to the model's scores, where the bundle has them;
 - `candidates`: the rows a request may get (candidates less history and ``exclude``), the best of them;
-- `explanations`: the reason of each recommended item, and the response schema.
+- `explanations`: the reason of each recommended item, and the response schema;
+- `intent`: a request's text as hard constraints (genres, genres to avoid, years: they gate the rows,
+  relaxed in turn where too few fit) and soft preferences (reference items, free text: they add to the
+  scores); the fused scores rank within them, in `recommend`, `recommend_with_index` and `score` alike.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 from recsys_tasks.explain.reasons import Explainer
+from recsys_tasks.intent.gate import NEVER, Tiers
+from recsys_tasks.intent.parse import Intent
+from recsys_tasks.intent.reader import IntentReader
 from recsys_tasks.model.adapter import RequestAdapter
 from recsys_tasks.model.bundle import Bundle
 from recsys_tasks.model.candidates import UnknownIdError, allowed, candidate_rows, top
@@ -59,6 +65,9 @@ class Recommender:
         self.fusion: Fusion | None = None
         self.set_fusion(bundle.fusion, bundle.ease)
         self.scoring = Scoring(bundle, model, self.device, self.sentences)
+        self.intents = IntentReader(bundle.catalog)
+        self.intent_gate = True  # False: a request's text reaches only the model and the fusion (before `intent`)
+        self._unit: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros((0, 0), np.float32))
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> Recommender:
@@ -137,10 +146,55 @@ class Recommender:
     ) -> np.ndarray:
         """Scores (b, n_items): the model's, plus the fusion's terms; ``histories``: `_history_rows`
         (what the model pools), ``seen``: the rows of each whole history (what EASE sums)."""
+        return self._scored(queries, histories, seen, fused)[0]
+
+    def _scored(
+        self, queries: Sequence[Query], histories: Sequence[History], seen: Sequence[np.ndarray], fused: bool = True
+    ) -> tuple[np.ndarray, list[tuple[Intent, Tiers] | None]]:
+        """`_score`, and per query its intent and tiers (None where its text asks nothing or ``fused`` is
+        False): the scores are then ranked by (tier, score + soft terms) (`intent.reader`)."""
         scores = self.scoring.scores(self._user_vectors(queries, histories), histories)
         if fused and self.fusion is not None:
             self.fusion.add(scores, queries, seen, self.requests.fusion_keys(queries), self._named_genres(queries))
-        return scores
+        intents: list[tuple[Intent, Tiers] | None] = [None] * len(queries)
+        if fused:
+            for q_i, query in enumerate(queries):
+                intent = self.intent_of(query)
+                if intent is not None:
+                    scores[q_i], found = self._intent_scores(intent, scores[q_i], str(query.text))
+                    intents[q_i] = (intent, found)
+        return scores, intents
+
+    def intent_of(self, query: Query) -> Intent | None:
+        """What the query's text asks for (`intent.parse`) where it changes the ranking; None without
+        text, with the gate off, or where the parse gates nothing and adds nothing (a stated taste alone)."""
+        if not self.intent_gate or not query.text:
+            return None
+        intent = self.intents.parse(query.text)
+        return intent if self.intents.changes_ranking(intent) else None
+
+    def _intent_scores(self, intent: Intent, scores: np.ndarray, text: str) -> tuple[np.ndarray, Tiers]:
+        """One dense score row ranked by (tier, score + soft terms), and its tiers; ``text``: the request's
+        whole sentence, whose vector (the model's input too: encoded once) stands for its free text."""
+        text_dim = int(self.meta["text_dim"])
+        return self.intents.adjust(
+            intent,
+            scores,
+            self._unit_item_vectors,
+            lambda _free_text: self.text_vectors([text])[0],
+            self.explainer.taste_z,
+            self.bundle.item_content[:, :text_dim],
+        )
+
+    def _unit_item_vectors(self) -> np.ndarray:
+        """Every item's model vector centred on the trained items' mean, unit length (until the vectors change)."""
+        vecs = self._item_arrays()[0]
+        if self._unit[0] is not vecs:
+            trained = vecs[self.bundle.catalog["id_row"].to_numpy()[: len(vecs)] < int(self.meta["n_id_items"])]
+            centred = vecs - (trained.mean(0) if len(trained) else 0.0)
+            unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+            self._unit = (vecs, unit.astype(np.float32))
+        return self._unit[1]
 
     def _named_genres(self, queries: Sequence[Query]) -> list[set[str]] | None:
         """Per query the genres its stated taste names (the fusion's taste term), None where it has no such term."""
@@ -196,16 +250,23 @@ class Recommender:
         queries = [self.query_for(r) for r in requests]
         rows = [self.requests.rows_of(q) for q in queries]
         histories = [r[:2] for r in rows]  # pooled by the model, cited by the reasons
-        scores = (
-            self._score(queries, histories, [r[2] for r in rows])
+        scores, intents = (
+            self._scored(queries, histories, [r[2] for r in rows])
             if queries
-            else np.zeros((0, len(self.item_ids)), np.float32)
+            else (np.zeros((0, len(self.item_ids)), np.float32), [])
         )
         out = []
-        for request, query, (pooled, ratings, seen), row in zip(requests, queries, rows, scores):
+        for request, query, (pooled, ratings, seen), row, parsed in zip(requests, queries, rows, scores, intents):
             mask = allowed(len(self.item_ids), self.item_row, request, seen)
+            intent = None
+            if parsed is not None:
+                intent, found = parsed
+                mask[self.intents.like_rows(intent)] = False  # "like Toy Story" is not answered with Toy Story
+                mask &= found.tier != NEVER
             best = top(row, np.flatnonzero(mask), int(request.get("k") or k))
-            out.append(self._response(request, query, best, row[best], (pooled, ratings)))
+            if parsed is not None:
+                intent = self.intents.with_relaxed(parsed[0], parsed[1], best, mask)
+            out.append(self._response(request, query, best, row[best], (pooled, ratings), intent))
         return out
 
     def indexed_rows(self) -> np.ndarray:
@@ -218,10 +279,13 @@ class Recommender:
     def recommend_with_index(self, index, requests: Sequence[dict], k: int = 20) -> list[dict]:
         """`recommend`, with the catalog ranked by ``index.search(users, n)`` (top-n rows by u·v + b,
         e.g. `index.ItemIndex` over `indexed_rows`) instead of scoring every item; ``candidates``, and
-        with a fusion the items with an ID, are scored exactly."""
+        with a fusion the items with an ID, are scored exactly; so is every item for a request whose text
+        asks for something (`intent_of`: its constraints choose the rows, not the index's top n)."""
         queries = [self.query_for(r) for r in requests]
         if not queries:
             return []
+        gated = [i for i, q in enumerate(queries) if self.intent_of(q) is not None]
+        exact_answers = dict(zip(gated, self.recommend([requests[i] for i in gated], k))) if gated else {}
         histories = [self._history_rows(q) for q in queries]
         users = self._user_vectors(queries, histories)
         blocked = [
@@ -229,7 +293,7 @@ class Recommender:
             for r, q in zip(requests, queries)
         ]
         sizes = [int(r.get("k") or k) for r in requests]
-        free = [i for i, r in enumerate(requests) if r.get("candidates") is None]
+        free = [i for i, r in enumerate(requests) if r.get("candidates") is None and i not in exact_answers]
         profile = self.scoring.profile_columns()
         searched = users if profile is None else np.hstack([users, self.text_profiles(histories)])
         found = {}
@@ -250,6 +314,9 @@ class Recommender:
             id_position[id_cols] = np.arange(len(id_cols))
         out = []
         for i, request in enumerate(requests):
+            if i in exact_answers:
+                out.append(exact_answers[i])
+                continue
             if i in found:
                 pairs = [(s, r) for s, r in zip(*found[i]) if r >= 0 and r not in blocked[i]][: sizes[i]]
                 if fused is not None:  # merged with the exact, fused scores of the rows with an ID
@@ -288,29 +355,54 @@ class Recommender:
         return [{"item_id": self.item_ids[i], "score": round(float(scores[i]), 6)} for i in top(scores, others, k)]
 
     # ------------------------------------------------------------------ reasons
-    def explain(self, query: Query, top: Sequence[int] | np.ndarray, history: History | None = None) -> list[str]:
+    def explain(
+        self,
+        query: Query,
+        top: Sequence[int] | np.ndarray,
+        history: History | None = None,
+        intent: Intent | None = None,
+    ) -> list[str]:
         """Why each catalog row of ``top`` is recommended to ``query`` (see `reasons`); ``history``:
-        the query's `_history_rows` when already known."""
+        the query's `_history_rows` when already known; ``intent``: its text's parse, whose genres
+        (synonyms too: "matches 'scary'") and reference items ("similar to Toy Story") the reasons may name."""
         top_rows = np.asarray(top, np.int64)
         if not len(top_rows):
             return []
         pooled, ratings = history if history is not None else self._history_rows(query)
         taste = self.text_vectors([query.text])[0] if query.text else None
+        named = None
+        if intent is not None:
+            like = self.intents.like_rows(intent)
+            if len(like):  # the items the request names count as liked ones (rating 0: a click)
+                pooled = np.concatenate([np.asarray(pooled, np.int64), like])
+                ratings = np.concatenate([np.asarray(ratings, np.float32), np.zeros(len(like), np.float32)])
+            named = intent.phrases
         return self.explainer.explain(
-            query, pooled, ratings, top_rows, self._item_arrays()[0], self.bundle.item_content, taste
+            query, pooled, ratings, top_rows, self._item_arrays()[0], self.bundle.item_content, taste, named
         )
 
     def _response(
-        self, request: dict, query: Query, best: np.ndarray, scores: np.ndarray, history: History | None = None
+        self,
+        request: dict,
+        query: Query,
+        best: np.ndarray,
+        scores: np.ndarray,
+        history: History | None = None,
+        intent: Intent | None = None,
     ) -> dict:
-        """A response: the items best first, each with its score and `reasons` sentence."""
+        """A response: the items best first, each with its score, `reasons` sentence, title, year and
+        genres; with the parse of the request's text (`intent`), where it has text."""
+        if intent is None and query.text and self.intent_gate:
+            intent = self.intents.parse(query.text)  # an empty parse: shown, so what was understood is seen
         return response(
             request,
             self.item_ids,
             best,
             scores,
-            self.explain(query, best, history),
+            self.explain(query, best, history, intent),
             str(self.meta.get("model_version", "")),
+            self.bundle.catalog,
+            intent.to_dict() if intent is not None else None,
         )
 
     # ------------------------------------------------------------------ catalog changes
@@ -367,6 +459,7 @@ class Recommender:
                 self.item_row.update({i: len(self.item_ids) + n for n, i in enumerate(added)})
                 self.item_ids = self.item_ids + added
         scoring.catalog_changed()
+        self.intents.set_catalog(self.bundle.catalog)
         if added:
             self.requests.items_added()
         if self.fusion is not None:  # rows added, or a known item's genres changed

@@ -22,10 +22,12 @@ from recsys_tasks.limits import MAX_GENRES, MAX_ID, MAX_TEXT, MAX_TITLE
 
 __all__ = [
     "FieldError",
+    "IntentOut",
     "Invalid",
     "ItemIn",
     "ItemStatus",
     "ItemsOut",
+    "LikedItem",
     "Problem",
     "Recommendation",
     "RecommendedItem",
@@ -117,12 +119,39 @@ class RecommendedItem(ScoredItem):
         '"popular with students aged 18-24", "new: similar content to Star Wars"',
         examples=["shares its director with Alien"],
     )
+    title: str | None = Field(None, description='as people write it ("The Godfather"); null where unknown')
+    year: int | None = Field(None, description="release year; null where unknown")
+    genres: list[str] = Field(default_factory=list, description="as the catalog writes them")
+
+
+class LikedItem(BaseModel):
+    item_id: str
+    title: str
+
+
+class IntentOut(BaseModel):
+    """What the request's ``text`` was understood to ask for (`recsys_tasks.intent`)."""
+
+    genres: list[list[str]] = Field(
+        description="alternatives, each a group of genres an item must all have (romcom: [[romance, comedy]])"
+    )
+    exclude: list[str] = Field(description="genres no recommended item has")
+    years: list[int | None] | None = Field(description="[first, last] release year, either null (open); null: any")
+    like: list[LikedItem] = Field(description='items named as models ("like Toy Story"): similar ones rank higher')
+    free_text: str = Field(description="words no rule read: a topic or mood, ranked by text similarity")
+    relaxed: list[str] = Field(
+        description="constraints relaxed because too few items fit them, weakest first (years, then genres)"
+    )
+    taste: bool = Field(
+        description='the genres are a stated taste ("I like Sci-Fi movies"): they rank the items rather than gate them'
+    )
 
 
 class Recommendation(BaseModel):
     request_id: str
     items: list[RecommendedItem]
     model_version: str
+    intent: IntentOut | None = Field(None, description="the parse of the request's text; absent without text")
 
 
 class Similar(BaseModel):

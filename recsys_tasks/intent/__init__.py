@@ -1,0 +1,1 @@
+"""Natural-language intent: a request's text as constraints on the catalogue (`parse`, `gate`)."""
