@@ -143,6 +143,9 @@ class FinetuneConfig:
     # from the trainable items and log-Q corrected; with at most this many trainable items, the exact full softmax
     negatives: int = 2048
     negative_alpha: float = 0.75
+    # with the sampled softmax, a history's items pooled from a table of content vectors refreshed every this many
+    # steps, so a step runs the item tower over its targets and negatives only (0: over its history items too)
+    history_refresh: int = 100
     # steps between two validations: an "epoch" past this many batches is this many on a fresh permutation, so
     # early stopping acts at a fixed cost whatever the data's size (MovieLens-100K: ~110 steps, whole passes); 0: passes
     steps_per_epoch: int = 1000

@@ -153,6 +153,7 @@ def train(
         id_dropout=cfg.id_dropout,
         seed=cfg.seed if ranks is None else ranks.seed(cfg.seed),
         device=device,
+        history_refresh=cfg.history_refresh,
     )
     # the step, the epoch's mean loss, the validation and the steps per round: this process's, or with
     # several ranks synchronised gradients, the mean over ranks, rank 0's validation and each rank's share
@@ -221,12 +222,24 @@ def train(
     # validation together improve
     if cfg.id_epochs and any(queries for _, queries, _ in validation):
         both = lambda val: float(np.mean([v for k, v in val.items() if k != "val_ndcg"]))  # noqa: E731
+        # in one process the towers stop computing gradients and the content comes from one table (the same
+        # arithmetic, a fraction of the cost); a data-parallel group keeps every parameter in the graph, as its
+        # DistributedDataParallel module expects
+        frozen = ranks is None
+        if frozen:
+            for p in towers:
+                p.requires_grad_(False)
+            step_loss.freeze(model)
         kept = run_epochs(
             torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay),
             cfg.id_epochs,
             both,
             keep_current=True,
         )
+        if frozen:
+            step_loss.thaw()
+            for p in towers:
+                p.requires_grad_(True)
     info: dict[str, Any] = {"device": device.type}
     if ranks is not None:  # one model on every rank, checked; what follows is rank 0's
         info |= ranks.one_model(model)

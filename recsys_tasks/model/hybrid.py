@@ -85,10 +85,16 @@ class HybridModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The content tower's vectors (n, d) and biases (n,), then the ID parts' (n, d) and (n,): `items`
         adds them (training adds the ID parts once with and once without DropoutNet's mask)."""
+        return *self.content_parts(content), *self.id_parts(id_rows)
+
+    def content_parts(self, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The content tower's vectors (n, d) and biases (n,): what a new item gets."""
         content = content * self.content_mask
-        vec = self.item_content(content)
-        bias = self.item_content_bias(content).squeeze(-1)
-        return vec, bias, self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
+        return self.item_content(content), self.item_content_bias(content).squeeze(-1)
+
+    def id_parts(self, id_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The item ID embeddings (n, d) and biases (n,); zeros where ``id_rows`` = n_id_items (no ID)."""
+        return self.item_id(id_rows), self.item_id_bias(id_rows).squeeze(-1)
 
     def users(
         self,
