@@ -4,6 +4,7 @@
     recsys recommend [--workdir W] [--model MODEL_URI] --requests FILE.jsonl [--k 20]
     recsys serve [--workdir W] [--model MODEL_URI] [--host 127.0.0.1] [--port 8000]
     recsys batch-score [--workdir W] [--target URI] [--table T] [--k 20] [--shards N [--shard I]] [--users FILE]
+    recsys compare-variants --exposures LOG --interactions FILE_OR_SQL [--k K] [--json]
 
 Errors in the input are reported on stderr with exit code 2, naming the file, line and field; a
 failing MLflow store in one line naming it, exit code 1. A failed ``run`` removes its run directory.
@@ -151,6 +152,15 @@ def _batch_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_variants(args: argparse.Namespace) -> int:
+    """Champion against challenger on the interactions that followed their exposures (`report.variants`)."""
+    from recsys_tasks.report.variants import compare_variants, format_comparison
+
+    comparison = compare_variants(args.exposures, args.interactions, args.k)
+    print(json.dumps(comparison.to_dict(), indent=2) if args.json else format_comparison(comparison))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -228,6 +238,24 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--model-name", default=PipelineConfig().registry.model_name, help="registered model name")
     batch.add_argument("--version", help="the model version to score (default: the champion's now)")
     batch.set_defaults(func=_batch_score)
+
+    variants = sub.add_parser(
+        "compare-variants", help="champion against challenger: hit rate and mean rating after their exposures"
+    )
+    variants.add_argument(
+        "--exposures",
+        required=True,
+        help="the API's exposure log (RECSYS_EXPOSURE_LOG); its rotated files are read too",
+    )
+    variants.add_argument(
+        "--interactions",
+        required=True,
+        help="a CSV (user_id,item_id,rating,timestamp) or RecBole .inter file, or a SQL source (a SQLAlchemy URI, "
+        "or 'sql' with RECSYS_SOURCE_URI) with an interactions table",
+    )
+    variants.add_argument("--k", type=int, help="count a hit among the first K items of a response (default: all)")
+    variants.add_argument("--json", action="store_true", help="the figures as JSON instead of a table")
+    variants.set_defaults(func=_compare_variants, workdir=None)
     return parser
 
 

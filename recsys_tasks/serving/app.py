@@ -2,7 +2,8 @@
 
 ``create_app()`` returns a FastAPI app (OpenAPI docs at ``/docs``) around a `ModelHolder`:
 
-- GET  /health                   model name and version, catalog size (no API key needed);
+- GET  /health                   model name and version, catalog size, the champion/challenger split
+                                 and the responses each variant served (no API key needed);
 - POST /recommend                one request of `requests.Request`, one response (the CLI's schema:
                                  each item with its score and a ``reason``);
 - POST /recommend/batch          a list of requests, a list of responses;
@@ -15,6 +16,8 @@ body is read, bodies over ``max_body_bytes`` 413 before parsing, every field cap
 it), unknown item ids 422 (404 for a path id), added items capped (409 past ``max_added_items``),
 and every request but ``/health`` given ``request_timeout_s``: past it, 503 with Retry-After,
 instead of a wait on a stuck model thread.
+With ``challenger_share`` > 0, that share of users is answered by ``@challenger`` (`variants`); each
+response names its ``variant`` and ``model_version``, and is counted (and logged, with an exposure log).
 The work of a request runs off the event loop: new sentences are encoded on the text threads,
 then concurrent requests are scored together on the model thread (`Batcher`), so ``/health``
 and the reading of other requests go on meanwhile.
@@ -86,9 +89,11 @@ def create_app(
 
     async def answer(requests: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
         """New sentences encoded first (text threads), then every request scored (model thread)."""
-        served = holder.served
-        recommender, cache = served.recommender, served.sentence_cache
-        new = {t for r in requests for t in recommender.new_sentences(r) if t not in cache}
+        new: set[tuple[Any, str]] = set()
+        for request in requests:
+            served = holder.served_for(request)  # its variant's version: the champion's unless split off
+            cache = served.sentence_cache
+            new.update((cache, t) for t in served.recommender.new_sentences(request) if t not in cache)
         if new:
             await asyncio.gather(*[sentences.submit(t) for t in new])
         if len(requests) == 1:  # the common case, without a gather's tasks
@@ -113,6 +118,7 @@ def create_app(
             return 422, to_json({"detail": [_unknown_detail(result, ["body"])]}), []
         if isinstance(result, BaseException):
             raise result
+        holder.record([request], [result])
         return 200, to_json(result), []
 
     async def lifespan(app: FastAPI):
@@ -205,6 +211,7 @@ def create_app(
             "text_runtime": getattr(served.recommender.sentence_encoder, "runtime", "torch"),
             "loaded_at": served.loaded_at,
             "last_poll": holder.last_poll,
+            "variants": holder.variants(),
         }
 
     @app.post(
@@ -235,13 +242,15 @@ def create_app(
     async def recommend_batch(
         requests: Annotated[list[Request], Body(max_length=settings.max_batch_requests)],
     ) -> Response:
-        results = await within_budget(answer([r.to_plain() for r in requests]))
+        plain = [r.to_plain() for r in requests]
+        results = await within_budget(answer(plain))
         unknown = [_unknown_detail(e, ["body", i]) for i, e in enumerate(results) if isinstance(e, UnknownIdError)]
         if unknown:
             raise HTTPException(422, unknown)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        holder.record(plain, results)  # every result is a response here
         return _json(results)
 
     @app.post(

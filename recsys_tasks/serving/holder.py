@@ -6,6 +6,11 @@ is answered by the old model or the new one, never a mix. Scoring, catalog addit
 similar-item lookups run on one model thread, behind one lock; new sentences are encoded on
 ``text_lanes`` threads of their own, behind an LRU cache (`SentenceCache`). Models are loaded
 only from the configured registry and model name (`registry.store`, read side).
+
+With ``challenger_share`` > 0 the holder also follows ``@challenger`` the same way and answers the
+share of users that `variants.variant_of` assigns to it with that version; every response is tagged
+with its ``variant``. A challenger alias that is missing or fails to load sends everything to the
+champion (`challenger_state` says why; ``/health`` shows it): no request fails for it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -27,6 +32,7 @@ from recsys_tasks.model.recommender import Recommender, UnknownIdError
 from recsys_tasks.serving.catalog import CatalogLog, LogPosition
 from recsys_tasks.serving.sentences import SentenceCache
 from recsys_tasks.serving.settings import ServeSettings
+from recsys_tasks.serving.variants import CHALLENGER, CHAMPION, ExposureLog, ServedCounts, variant_of
 
 __all__ = ["CatalogFullError", "ModelHolder", "Served"]
 
@@ -76,6 +82,14 @@ class ModelHolder:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.last_poll: dict[str, Any] = {"at": None, "error": None}
+        self.challenger: Served | None = None  # answers the challenger's share while it is loaded
+        self.challenger_state: dict[str, Any] = {"state": "off", "version": None, "error": None}
+        self.counts = ServedCounts()
+        self.exposures = (
+            ExposureLog(settings.exposure_log, settings.exposure_log_max_bytes, settings.exposure_log_backups)
+            if settings.exposure_log
+            else None
+        )
         self.alias = _followed_alias(settings.model_uri)
         if settings.model_uri and self.alias:
             self.settings = replace(settings, model_name=settings.model_uri[len("models:/") :].split("@", 1)[0])
@@ -88,9 +102,19 @@ class ModelHolder:
             self.served, _ = self._build(f"models:/{self.settings.model_name}/{self._champion_version()}")
         else:
             self.served, _ = self._build(str(settings.model_uri))
+        if settings.challenger_share > 0:
+            if self.alias is None:
+                self.challenger_state["error"] = "a fixed model is served (no alias followed): no challenger"
+            else:
+                self._poll_challenger()
         _freeze()
 
     # ---------------------------------------------------------------- loading and swapping
+    def _challenger_version(self) -> str | None:
+        from recsys_tasks.registry.store import alias_version
+
+        return alias_version(self.settings.model_name, CHALLENGER, self.settings.store())
+
     def _champion_version(self) -> str:
         from recsys_tasks.registry.store import ModelNotFoundError, alias_version
 
@@ -178,6 +202,8 @@ class ModelHolder:
         """Check the alias; when it has moved, load the new version and swap. True if swapped."""
         if self.alias is None:
             return False
+        if self.settings.challenger_share > 0:
+            self._poll_challenger()
         try:
             version = self._champion_version()
             if version == self.served.version:
@@ -192,6 +218,49 @@ class ModelHolder:
             log.exception("polling the registry failed")
             self.last_poll = {"at": time.time(), "error": f"{type(exc).__name__}: {exc}"}
             return False
+
+    def _poll_challenger(self) -> None:
+        """Follow ``@challenger``: load a new version, drop a removed one; any failure leaves the
+        champion answering everyone (the state says why), never an exception."""
+        try:
+            version = self._challenger_version()
+        except Exception as exc:  # a store that cannot be read: keep what is served
+            log.warning("reading the challenger alias failed: %s", exc)
+            state = "serving" if self.challenger is not None else "failed"
+            self.challenger_state = {**self.challenger_state, "state": state, "error": f"{type(exc).__name__}: {exc}"}
+            return
+        if version is None:
+            if self.challenger_state["state"] != "missing":
+                log.warning("no %s alias on %s: the champion answers everyone", CHALLENGER, self.settings.model_name)
+            if self.challenger is not None:
+                self.run(self._swap_challenger, None, None).result()
+            self.challenger_state = {
+                "state": "missing",
+                "version": None,
+                "error": f"no {CHALLENGER!r} alias on registered model {self.settings.model_name!r}",
+            }
+            return
+        if self.challenger is not None and self.challenger.version == version:
+            return
+        if self.challenger_state["state"] == "failed" and self.challenger_state["version"] == version:
+            return  # tried and failed: not reloaded at every poll (a new version is tried)
+        try:
+            served, position = self._build(f"models:/{self.settings.model_name}/{version}")
+            self.run(self._swap_challenger, served, position).result()
+            self.challenger_state = {"state": "serving", "version": version, "error": None}
+            log.info("challenger: now serving %s version %s", served.model_name, version)
+        except Exception as exc:  # the champion answers everyone meanwhile
+            log.exception("loading the challenger version %s failed", version)
+            self.run(self._swap_challenger, None, None).result()
+            self.challenger_state = {"state": "failed", "version": version, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _swap_challenger(self, served: Served | None, position: LogPosition | None) -> None:
+        """The challenger replaced (None: removed) between two batches, with the items added since its build."""
+        with self._lock:
+            if served is not None and position is not None:
+                entries, _ = self.catalog.read(position)
+                self._replay(served, entries)
+            self.challenger = served
 
     def _swap(self, served: Served, position: LogPosition) -> None:
         """Items added since the build (all of them if the log was compacted meanwhile: a replay
@@ -217,6 +286,8 @@ class ModelHolder:
         if self._poller is not None:
             self._poller.join(timeout=30)
             self._poller = None
+        if self.exposures is not None:
+            self.exposures.close()
 
     # ---------------------------------------------------------------- work on the model
     def run(self, fn: Callable, *args: Any) -> Future:
@@ -224,9 +295,50 @@ class ModelHolder:
         return self.model_thread.submit(fn, *args)
 
     def recommend(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
-        """Responses, or the `UnknownIdError` of each request that names unknown items."""
+        """Responses tagged with their ``variant``, or the `UnknownIdError` of each request that names unknown items."""
         with self._lock:
-            return self._recommend(requests)
+            challenger = self.challenger
+            if challenger is None:
+                return _tagged(self._recommend(requests), CHAMPION)
+            variants = [variant_of(r, self.settings.challenger_share) for r in requests]
+            out: list[dict[str, Any] | Exception] = [ValueError("unanswered")] * len(requests)
+            for variant in (CHAMPION, CHALLENGER):
+                rows = [i for i, v in enumerate(variants) if v == variant]
+                if not rows:
+                    continue
+                group = [requests[i] for i in rows]
+                answers = self._recommend(group) if variant == CHAMPION else self._recommend_on(challenger, group)
+                for i, answer in zip(rows, _tagged(answers, variant)):
+                    out[i] = answer
+            return out
+
+    def served_for(self, request: dict[str, Any]) -> Served:
+        """The version that will answer ``request`` now (its new sentences are encoded with its encoder)."""
+        challenger = self.challenger
+        if challenger is not None and variant_of(request, self.settings.challenger_share) == CHALLENGER:
+            return challenger
+        return self.served
+
+    def record(self, requests: Sequence[Mapping[str, Any]], responses: Sequence[Mapping[str, Any]]) -> None:
+        """Count the responses sent, per variant and version, and log them to the exposure log (if any)."""
+        for response in responses:
+            self.counts.add(response["variant"], str(response.get("model_version", "")))
+        if self.exposures is not None:
+            try:
+                self.exposures.write(requests, responses)
+            except OSError:  # a full or unwritable disk must not fail the request that was answered
+                log.exception("writing the exposure log %s failed", self.exposures.path)
+
+    def variants(self) -> dict[str, Any]:
+        """What ``/health`` says of the comparison: the share, the challenger's state, the counts."""
+        challenger = self.challenger
+        return {
+            "challenger_share": self.settings.challenger_share,
+            "effective_share": self.settings.challenger_share if challenger is not None else 0.0,
+            "challenger": {**self.challenger_state, "model_uri": challenger.uri if challenger else None},
+            "served": self.counts.snapshot(),
+            "exposure_log": str(self.exposures.path) if self.exposures is not None else None,
+        }
 
     def similar(self, item_id: str, k: int) -> tuple[list[dict[str, Any]], str]:
         """`Recommender.similar_items` of the model being served, and its version."""
@@ -235,7 +347,9 @@ class ModelHolder:
             return served.recommender.similar_items(item_id, k), served.version
 
     def _recommend(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
-        served = self.served
+        return self._recommend_on(self.served, requests)
+
+    def _recommend_on(self, served: Served, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         recommend: Callable[..., list[dict[str, Any]]]
         if served.index is not None:
             recommend = partial(served.recommender.recommend_with_index, served.index)
@@ -252,9 +366,15 @@ class ModelHolder:
                     out.append(exc)
             return out
 
-    def encode_sentences(self, texts: list[str]) -> list[None]:
-        """Put new sentences into the sentence cache, in one encoder pass (on the text thread)."""
-        self.served.sentence_cache(list(dict.fromkeys(texts)))
+    def encode_sentences(self, texts: list[str | tuple[SentenceCache, str]]) -> list[None]:
+        """Put new sentences into the sentence cache (the champion's, or the one paired with a text), one
+        encoder pass per cache (on the text thread)."""
+        by_cache: dict[int, tuple[SentenceCache, list[str]]] = {}
+        for text in texts:
+            cache, sentence = text if isinstance(text, tuple) else (self.served.sentence_cache, text)
+            by_cache.setdefault(id(cache), (cache, []))[1].append(sentence)
+        for cache, sentences in by_cache.values():
+            cache(list(dict.fromkeys(sentences)))
         return [None] * len(texts)
 
     def check_room(self, item_ids: list[str]) -> None:
@@ -288,7 +408,20 @@ class ModelHolder:
             if text_model != cache.text_model:  # swapped to another text model meanwhile (its replay re-encoded)
                 vectors = cache.encode([item_text(i) for i in items])
             report = self._apply(served, items, vectors)
+            challenger = self.challenger
+            if challenger is not None:  # both variants recommend what was added
+                other = challenger.sentence_cache
+                same = other.text_model == text_model and challenger.recommender.meta["text_dim"] == vectors.shape[1]
+                self._apply(challenger, items, vectors if same else other.encode([item_text(i) for i in items]))
             return {"items": report, "catalog_size": len(served.recommender.item_ids), "model_version": served.version}
+
+
+def _tagged(answers: list[dict[str, Any] | Exception], variant: str) -> list[dict[str, Any] | Exception]:
+    """Each response with the variant that answered it (errors as they are)."""
+    for answer in answers:
+        if isinstance(answer, dict):
+            answer["variant"] = variant
+    return answers
 
 
 def _freeze() -> None:

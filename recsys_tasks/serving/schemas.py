@@ -7,7 +7,7 @@ or the plain ones (``title``, ``year``, ``genres``); either way it becomes a cat
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -151,6 +151,10 @@ class Recommendation(BaseModel):
     request_id: str
     items: list[RecommendedItem]
     model_version: str
+    variant: Literal["champion", "challenger"] = Field(
+        description="which alias answered: the challenger answers the users of `challenger_share` (a stable hash of "
+        "user_id, else request_id), the champion everyone else"
+    )
     intent: IntentOut | None = Field(None, description="the parse of the request's text; absent without text")
 
 

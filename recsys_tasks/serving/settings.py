@@ -8,6 +8,7 @@ answers without credentials.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,10 @@ class ServeSettings:
     gc_threshold: int = 10_000  # new objects between young-generation collections while serving (Python: 700); 0: as is
     text_runtime: str = "onnx"  # new sentences through ONNX Runtime, "onnx-int8" (quantized weights) or "torch"
     onnx_dir: str | None = None  # exported encoder graphs; default RECSYS_ONNX_DIR, else <workdir>/serving/onnx
+    challenger_share: float = 0.0  # users (by a stable hash) answered by the `challenger` alias; 0: all by the champion
+    exposure_log: str | None = None  # JSONL of each served decision (user pseudonymised); None: not logged
+    exposure_log_max_bytes: int = 64 << 20  # past it the log is rotated to <log>.1 ...
+    exposure_log_backups: int = 5  # rotated files kept (older ones dropped)
 
     def __post_init__(self) -> None:
         if not self.api_key and not is_loopback(self.host):
@@ -72,15 +77,39 @@ class ServeSettings:
             raise ValueError(f"max_added_items must be >= 0, got {self.max_added_items}")
         if not self.request_timeout_s >= 0:  # NaN too
             raise ValueError(f"request_timeout_s must be >= 0 (0: no budget), got {self.request_timeout_s}")
+        share = self.challenger_share
+        if (
+            isinstance(share, bool)
+            or not isinstance(share, (int, float))
+            or not (math.isfinite(share) and 0 <= share <= 1)
+        ):
+            raise ValueError(
+                f"challenger_share must be a number from 0 to 1 (the share of users the challenger answers), "
+                f"got {share!r}"
+            )
+        if self.exposure_log_max_bytes < 1 or self.exposure_log_backups < 1:
+            raise ValueError(
+                "exposure_log_max_bytes and exposure_log_backups must be >= 1, got "
+                f"{self.exposure_log_max_bytes} and {self.exposure_log_backups}"
+            )
 
     @classmethod
     def from_env(cls, **values: Any) -> ServeSettings:
-        """``RECSYS_API_KEY`` and ``RECSYS_CORS_ORIGINS`` (comma-separated), then ``values``."""
+        """``RECSYS_API_KEY``, ``RECSYS_CORS_ORIGINS`` (comma-separated), ``RECSYS_CHALLENGER_SHARE`` and
+        ``RECSYS_EXPOSURE_LOG``, then ``values``."""
         env: dict[str, Any] = {}
         if os.environ.get("RECSYS_API_KEY"):
             env["api_key"] = os.environ["RECSYS_API_KEY"]
         if os.environ.get("RECSYS_CORS_ORIGINS"):
             env["cors_origins"] = tuple(o.strip() for o in os.environ["RECSYS_CORS_ORIGINS"].split(",") if o.strip())
+        if os.environ.get("RECSYS_CHALLENGER_SHARE", "").strip():
+            text = os.environ["RECSYS_CHALLENGER_SHARE"].strip()
+            try:
+                env["challenger_share"] = float(text)
+            except ValueError:
+                raise ValueError(f"RECSYS_CHALLENGER_SHARE must be a number from 0 to 1, got {text!r}") from None
+        if os.environ.get("RECSYS_EXPOSURE_LOG", "").strip():
+            env["exposure_log"] = os.environ["RECSYS_EXPOSURE_LOG"].strip()
         return cls(**{**env, **{k: v for k, v in values.items() if v is not None}})
 
     def root(self) -> Path:
