@@ -285,6 +285,34 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Data drift and the champion's live quality, per run (docs/operations.md, "Monitoring and drift")."""
+
+    # the drift-check DAG triggers a retrain when the largest of these passes it: the share of interactions by new
+    # users, the share on new items, and the rating distribution's total variation distance (each 0-1, against the
+    # previous snapshot; `data.drift`)
+    drift_threshold: float = 0.2
+    # the rating distance decides only over at least this many added interactions: a smaller sample's distance is
+    # mostly noise (100 of MovieLens-100K's ratings: mean 0.077, 99th percentile 0.164; docs/operations.md)
+    min_added: int = 100
+    # the champion's NDCG@live_k on the interactions newer than its training snapshot, over at most this many users
+    # (a sample seeded by `seed`) that have a positive among them
+    live_users: int = 500
+    live_k: int = 20
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.drift_threshold < 1:
+            raise ConfigError(
+                f"config key 'monitor.drift_threshold': {self.drift_threshold!r} is invalid; expected 0 <= t < 1"
+            )
+        for name in ("min_added", "live_users", "live_k"):
+            if getattr(self, name) < 1:
+                value = getattr(self, name)
+                raise ConfigError(f"config key 'monitor.{name}': {value!r} is invalid; expected 1 or more")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     kg: KGConfig = field(default_factory=KGConfig)
@@ -292,6 +320,7 @@ class PipelineConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     # ------------------------------------------------------------------ loading
     @classmethod

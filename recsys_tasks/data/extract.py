@@ -13,6 +13,7 @@ import numpy as np
 from recsys_tasks.artifacts import StageResult, atomic_dir, finish, write_json
 from recsys_tasks.config import ExtractConfig
 from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.drift import snapshot_drift
 from recsys_tasks.data.sizes import check_sizes
 from recsys_tasks.data.sources import load_source
 from recsys_tasks.data.split import make_split
@@ -33,13 +34,16 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         dataset, report = validate(raw, cfg, spill / "interactions.parquet")
     report.update(raw.info, sample_users=cfg.sample_users)
     if cfg.sample_users:
-        dataset = _sample_users(dataset, cfg.sample_users, cfg.seed)
+        dataset = sample_users(dataset, cfg.sample_users, cfg.seed)
         report.update(n_interactions=len(dataset.interactions), n_users=len(dataset.users))  # describe the snapshot
     split = make_split(dataset.interactions, cfg)
     empty = check_sizes(dataset, split, cfg, raw.source)  # too little data fails now, not after the training
     for line in empty:
         log.warning("extract: %s: the slice is left out of the evaluation", line)
     report["empty_slices"] = empty
+    # against the previous run's snapshot (`data.drift`); the newest time lets register find the newer interactions
+    drift = snapshot_drift(dataset.interactions, out_dir, cfg, report["source"])
+    report.update(drift=drift.report(), max_timestamp=_max_timestamp(dataset))
     fingerprint = dataset.fingerprint()
     with atomic_dir(out_dir) as tmp:
         artifacts = dataset.save(tmp)
@@ -47,6 +51,7 @@ def extract(cfg: ExtractConfig, out_dir: str | Path) -> StageResult:
         artifacts["report"] = str(write_json(tmp / "report.json", {**report, "fingerprint": fingerprint}))
         metrics = {k: float(v) for k, v in report.items() if k.startswith(("n_", "dropped_"))}
         metrics.update({k: float(v) for k, v in split.counts().items()})
+        metrics.update({**drift.metrics, "max_timestamp": float(report["max_timestamp"])})
         result = finish(
             StageResult(
                 "extract",
@@ -74,6 +79,10 @@ def _spill_dir(out_dir: str | Path) -> Iterator[Path]:
         yield Path(scratch)
 
 
+def _max_timestamp(dataset: Dataset) -> int:
+    return int(dataset.interactions["timestamp"].max()) if len(dataset.interactions) else 0
+
+
 def _split_id(fingerprint: str, cfg: ExtractConfig) -> str:
     """Identifies "the same data": the snapshot content plus everything that shapes the split."""
     return (
@@ -82,7 +91,7 @@ def _split_id(fingerprint: str, cfg: ExtractConfig) -> str:
     )
 
 
-def _sample_users(dataset: Dataset, n: int, seed: int) -> Dataset:
+def sample_users(dataset: Dataset, n: int, seed: int) -> Dataset:
     users = np.sort(dataset.users["user_id"].unique())
     keep = set(np.random.default_rng(seed).permutation(users)[:n].tolist())
     inter = dataset.interactions[dataset.interactions["user_id"].isin(keep)].reset_index(drop=True)

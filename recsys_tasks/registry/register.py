@@ -78,6 +78,7 @@ def _register(cfg: PipelineConfig, results: Mapping[str, StageResult], run_name:
         run_id = run.info.run_id
         _step("run")
         if previous is None or previous.data.tags.get(LOGGED_TAG) != "true":
+            _log_live_quality(client, cfg, results["extract"].out_dir)
             _log_run(client, cfg, results, run_id, tags, candidate)
         _step("logged")
         version = _version_of_run(client, name, run_id) or _log_model(name, results["finetune"], run_id)
@@ -164,6 +165,53 @@ def _log_run(
     _log_curves(client, run_id, finetune.artifacts["curves"])
     mlflow.log_artifact(extract.artifacts["report"], artifact_path="data")
     mlflow.set_tag(LOGGED_TAG, "true")
+
+
+LIVE_TAG = "monitor.champion_live"
+
+
+def _log_live_quality(client, cfg: PipelineConfig, snapshot: str) -> None:
+    """The current champion's NDCG@k on this snapshot's interactions newer than its own (`evaluation.live`) as
+    ``champion_live_ndcg`` (with ``champion_live_users``), or the reason it was not measured, in `LIVE_TAG`."""
+    import mlflow
+
+    from recsys_tasks.evaluation.live import live_sample, ndcg
+
+    name, monitor = cfg.registry.model_name, cfg.monitor
+    champion = version_by_alias(client, name, CHAMPION)
+    cutoff = None if champion is None else client.get_run(champion.run_id).data.metrics.get("extract.max_timestamp")
+    if champion is None:
+        reason = "skipped: no champion yet"
+    elif cutoff is None:
+        reason = f"skipped: champion v{champion.version}'s run logged no extract.max_timestamp (older than monitoring)"
+    else:
+        uri = f"models:/{name}/{champion.version}"
+        try:
+            recommender = mlflow.pyfunc.load_model(uri).unwrap_python_model().recommender
+        except Exception as exc:  # any load failure: the champion cannot be measured, registration goes on
+            recommender, reason = None, f"skipped: cannot load {uri}: {type(exc).__name__}"
+        if recommender is not None:
+            sample = live_sample(
+                snapshot,
+                int(cutoff),
+                monitor,
+                cfg.extract.positive_threshold,
+                set(recommender.item_ids),
+                set(recommender.requests.users),
+            )
+            if isinstance(sample, str):
+                reason = f"skipped: {sample}"
+            else:
+                blocks = [sample.requests[i : i + 256] for i in range(0, len(sample.requests), 256)]
+                responses = [r for block in blocks for r in recommender.recommend(block, k=monitor.live_k)]
+                value = ndcg(responses, sample.positives, monitor.live_k)
+                mlflow.log_metrics({"champion_live_ndcg": value, "champion_live_users": float(len(responses))})
+                reason = (
+                    f"champion v{champion.version}: NDCG@{monitor.live_k} {value:.4f} over {len(responses):,} users "
+                    f"of {sample.newer_interactions:,} interactions newer than its snapshot"
+                )
+    log.info("champion live quality: %s", reason)
+    mlflow.set_tag(LIVE_TAG, reason)
 
 
 def _version_of_run(client, name: str, run_id: str) -> str | None:

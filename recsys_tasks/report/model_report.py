@@ -32,6 +32,7 @@ __all__ = [
     "mlflow_ui_url",
     "render_html",
     "beyond_rows",
+    "drift_rows",
     "slice_scores",
 ]
 
@@ -92,6 +93,11 @@ class VersionReport:
     primary_baseline: float | None
     slices: tuple[SliceScores, ...]
     beyond: tuple[BeyondRow, ...] = ()  # empty for a run logged before these metrics existed
+    # monitoring (`data.drift`, `evaluation.live`): the run's data drift against the previous snapshot (empty: a
+    # first run, or a run logged before monitoring) and the then champion's live NDCG with what it says
+    drift: tuple[tuple[str, float], ...] = ()
+    live_ndcg: float | None = None
+    live_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,25 @@ def _version_report(alias: str, data: Mapping[str, Any]) -> VersionReport:
         primary_baseline=metrics.get(f"{PRIMARY}/best_baseline"),
         slices=tuple(slice_scores(metrics)),
         beyond=tuple(beyond_rows(metrics)),
+        drift=tuple(drift_rows(metrics)),
+        live_ndcg=metrics.get("champion_live_ndcg"),
+        live_note=data["run_tags"].get("monitor.champion_live", ""),
     )
+
+
+DRIFT_LABELS = {  # the extract stage's drift metrics as logged (``extract.<key>``), in the order shown
+    "drift_new_user_share": "share of interactions by new users",
+    "drift_new_item_share": "share of interactions on new items",
+    "drift_volume_ratio": "interaction volume / previous",
+    "drift_added_interactions": "interactions added since",
+    "drift_rating_tv": "rating distribution distance (total variation)",
+}
+
+
+def drift_rows(metrics: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(label, value) of each drift figure the run logged, in `DRIFT_LABELS`' order."""
+    logged = {key: metrics[f"extract.{key}"] for key in DRIFT_LABELS if f"extract.{key}" in metrics}
+    return [(DRIFT_LABELS[key], float(value)) for key, value in logged.items()]
 
 
 def mlflow_ui_url() -> str:
