@@ -44,7 +44,14 @@ def _dagbag(**env: str):
     from airflow.dag_processing.dagbag import DagBag
 
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("RECSYS_GPU_QUEUE", "RECSYS_SCHEDULE", "RECSYS_BATCH_SCHEDULE", "RECSYS_BATCH_QUEUE"):
+        for name in (
+            "RECSYS_GPU_QUEUE",
+            "RECSYS_SCHEDULE",
+            "RECSYS_BATCH_SCHEDULE",
+            "RECSYS_BATCH_QUEUE",
+            "RECSYS_NEW_ITEMS_SCHEDULE",
+            "RECSYS_DRIFT_SCHEDULE",
+        ):
             mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
@@ -64,7 +71,12 @@ def dag(dagbag):
 # ---------------------------------------------------------------- integrity
 def test_dags_folder_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["recsys_batch_scoring", "recsys_cold_start"]
+    assert sorted(dagbag.dag_ids) == [
+        "recsys_batch_scoring",
+        "recsys_cold_start",
+        "recsys_drift_check",
+        "recsys_new_items",
+    ]
 
 
 def test_tasks_and_their_dependencies(dag) -> None:

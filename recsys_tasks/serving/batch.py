@@ -109,10 +109,15 @@ def resolve_champion(model_name: str, uri: str | None = None) -> str:
 
 
 def load_version(model_name: str, version: str, uri: str | None = None):
-    """The `Recommender` of ``model_name`` version ``version`` (its meta names the version)."""
+    """The `Recommender` of ``model_name`` version ``version`` (its meta names the version), with the items
+    ingested since its training (`ingest.added`)."""
+    from recsys_tasks.config import tracking_uri
+    from recsys_tasks.ingest.added import apply_added_items
     from recsys_tasks.registry.store import load_recommender
 
-    return load_recommender(f"models:/{model_name}/{version}", uri=uri)
+    recommender = load_recommender(f"models:/{model_name}/{version}", uri=uri)
+    apply_added_items(recommender, f"models:/{model_name}/{version}", uri or tracking_uri())
+    return recommender
 
 
 def read_users(path: str) -> list[str]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys_tasks.ingest.added import ADDED_RUN_META, added_run, apply_added_items
 from recsys_tasks.model.index import IndexConfig, ItemIndex, faiss_available
 from recsys_tasks.model.recommender import Recommender, UnknownIdError
 from recsys_tasks.serving.catalog import CatalogLog, LogPosition
@@ -127,12 +128,17 @@ class ModelHolder:
             )
         return version
 
+    def _added_run(self, version: str) -> str:
+        """The run holding the version's ingested items now (`ingest.added`): a new one reloads the version."""
+        return added_run(self.settings.model_name, version, self.settings.store())
+
     def _build(self, uri: str) -> tuple[Served, LogPosition]:
         """Load a version and replay the catalog log onto it, off the model thread."""
         from recsys_tasks.registry.store import load_recommender, store_errors
 
         with store_errors(self.settings.store(), f"loading {uri}"):  # a broken store: `StoreError` naming it
             loaded = load_recommender(uri, uri=self.settings.store())
+        apply_added_items(loaded, uri, self.settings.store())  # items ingested since its training (`ingest`)
         recommender = self._with_cache(loaded)
         entries, position = self.catalog.read()
         self._replay(Served(recommender, self.settings.model_name, "", uri, 0.0), entries)
@@ -206,7 +212,9 @@ class ModelHolder:
             self._poll_challenger()
         try:
             version = self._champion_version()
-            if version == self.served.version:
+            if version == self.served.version and self._added_run(version) == self.served.recommender.meta.get(
+                ADDED_RUN_META, ""
+            ):  # same version, same ingested items
                 self.last_poll = {"at": time.time(), "error": None}
                 return False
             served, position = self._build(f"models:/{self.settings.model_name}/{version}")
