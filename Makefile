@@ -93,6 +93,16 @@ $(PEERS_VENV)/.installed: bench/requirements-peers.txt
 bench-scale: install $(PEERS_VENV)/.installed
 	$(ENV) $(BIN)/python bench/bench_scale.py --peers $(PEERS_VENV)/bin/python --workdir bench/out/scale $(SCALE_ARGS)
 
+# The model beside LightFM, cornac (EASE, BPR, VBPR) and implicit (ALS, BPR), each tuned on the finetune's
+# validation users, on MovieLens-100K and the protocol's own slices, over split seeds 42-48 (47 and 48 never used
+# for tuning): a table per seed, the mean with a 95% t-interval, bench/out/peers_ml100k.md. About an hour on 2 cores.
+# PEERS_ARGS e.g. --seeds 42 43 --peers ease,als (bench/bench_peers.py --help).
+PEERS_ARGS ?=
+.PHONY: bench-peers
+bench-peers: install $(PEERS_VENV)/.installed
+	$(ENV) OMP_NUM_THREADS=1 $(BIN)/python bench/bench_peers.py --peers-python $(PEERS_VENV)/bin/python \
+		--workdir bench/out/peers $(PEERS_ARGS)
+
 # Airflow (api-server, scheduler, dag-processor, triggerer), mlflow server and recsys serve until Ctrl-C;
 # UI_ARGS e.g. --airflow-port 8081 --mlflow-port 5001 --serve-port 8001 --no-serve (scripts/ui.py --help).
 UI_ARGS ?=
