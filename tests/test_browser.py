@@ -401,6 +401,33 @@ def test_model_report_tab_shows_champion_and_challenger_with_slice_metrics(stack
     page.keyboard.press("Escape")
 
 
+def test_airflow_and_plugin_pages_render_with_no_internet(stack: Stack, engineer: Page) -> None:
+    """The DAG page, the model report tab and the report page on its own ask nothing of another host: every
+    request off this machine is refused (and recorded) while they render."""
+    _triggered_run()
+    elsewhere: list[str] = []
+
+    def loopback_only(route) -> None:
+        if (urlparse(route.request.url).hostname or "") in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page = engineer
+    page.context.route("**/*", loopback_only)
+    try:
+        page.goto(f"{stack.airflow}/dags/{DAG_ID}")
+        page.locator(f"a[href$='/dags/{DAG_ID}/plugin/recsys-model-report']").click()
+        report = page.frame_locator("iframe")
+        expect(report.locator("section.champion svg rect").first).to_be_visible()
+        page.goto(f"{stack.airflow}/recsys/models/{MODEL}")
+        expect(page.locator("section.champion svg rect").first).to_be_visible()
+        assert elsewhere == [], elsewhere
+    finally:
+        page.context.unroute("**/*", loopback_only)
+
+
 # ---------------------------------------------------------------- the serving API's docs, offline
 def _serving_started(stack: Stack) -> None:
     deadline = time.monotonic() + 300
