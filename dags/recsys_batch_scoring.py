@@ -25,18 +25,21 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys_tasks.ingest.asset import new_items_asset
 from recsys_tasks.orchestration import champion_asset, connection_uri
 
 SCORING_QUEUE = os.environ.get("RECSYS_BATCH_QUEUE", "default")
 # The champion of the registered model changed: the cold-start DAG's promotion would emit it (an outlet of
-# its `register` task), and this DAG runs on it where RECSYS_BATCH_SCHEDULE is "champion".
+# its `register` task), and this DAG runs on it where RECSYS_BATCH_SCHEDULE is "champion"; so it does when the
+# new-items DAG changed the champion's added items (dags/recsys_new_items.py): either event starts a run.
 CHAMPION_ASSET = champion_asset()
+NEW_ITEMS_ASSET = new_items_asset()
 
 
 def _schedule():
     """None unless RECSYS_BATCH_SCHEDULE names one: unpausing never starts an unrequested run."""
     value = os.environ.get("RECSYS_BATCH_SCHEDULE") or None
-    return [CHAMPION_ASSET] if value == "champion" else value
+    return (CHAMPION_ASSET | NEW_ITEMS_ASSET) if value == "champion" else value
 
 
 def _target(params: dict):
