@@ -57,7 +57,8 @@ def live_sample(
     histories = {u: g.tail(MAX_HISTORY) for u, g in before.groupby("user_id", sort=False)}
     profiles = _profiles(snapshot, keep - set(known_users))
     wanted = {u: frozenset(g["item_id"].tolist()) for u, g in hits.groupby("user_id")}
-    requests, positives = [], {}
+    requests: list[dict[str, Any]] = []
+    positives: dict[str, frozenset] = {}
     for user in sorted(keep):
         request: dict[str, Any] = {"request_id": f"live-{len(requests)}", "user_id": user, "k": monitor.live_k}
         positives[request["request_id"]] = wanted[user]
