@@ -25,8 +25,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys_tasks.ingest.asset import new_items_asset
-from recsys_tasks.orchestration import champion_asset, connection_uri
+from recsys_tasks.orchestration import champion_asset, connection_uri, new_items_asset
 
 SCORING_QUEUE = os.environ.get("RECSYS_BATCH_QUEUE", "default")
 # The champion of the registered model changed: the cold-start DAG's promotion would emit it (an outlet of

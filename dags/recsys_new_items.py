@@ -22,8 +22,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys_tasks.ingest.asset import new_items_asset
-from recsys_tasks.orchestration import champion_asset, connection_uri
+from recsys_tasks.orchestration import champion_asset, connection_uri, new_items_asset
 
 NEW_ITEMS_ASSET = new_items_asset()
 

@@ -1,4 +1,4 @@
-"""What the two DAGs share: the champion Asset's identity and Airflow connection lookup.
+"""What the DAGs share: the champion and new-items Assets' identities and Airflow connection lookup.
 
 Airflow is imported inside the functions, so the package itself never needs it.
 """
@@ -10,6 +10,9 @@ from typing import Any
 # Emitted by the cold-start DAG when a new champion is promoted; the batch-scoring DAG can run on it.
 CHAMPION_ASSET_NAME = "recsys_champion"
 CHAMPION_ASSET_URI = "recsys://registry/champion"
+# Emitted by the new-items DAG when it changed the champion version's added items (`ingest.added`).
+NEW_ITEMS_ASSET_NAME = "recsys_new_items"
+NEW_ITEMS_ASSET_URI = "recsys://registry/champion/new-items"
 
 
 def champion_asset() -> Any:
@@ -17,6 +20,13 @@ def champion_asset() -> Any:
     from airflow.sdk import Asset
 
     return Asset(name=CHAMPION_ASSET_NAME, uri=CHAMPION_ASSET_URI)
+
+
+def new_items_asset() -> Any:
+    """The Asset that marks a change of the champion version's added items: batch scoring can run on it."""
+    from airflow.sdk import Asset
+
+    return Asset(name=NEW_ITEMS_ASSET_NAME, uri=NEW_ITEMS_ASSET_URI)
 
 
 def connection_uri(conn_id: str) -> str:
