@@ -27,8 +27,8 @@ from recsys_tasks.config import DEFAULT_TEXT_MODEL, FinetuneConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
 from recsys_tasks.model.batches import Batches
-from recsys_tasks.model.finetune import build_bundle
-from recsys_tasks.model.hybrid import HybridModel, ModelSpec
+from recsys_tasks.model.finetune import build_bundle, model_spec
+from recsys_tasks.model.hybrid import HybridModel
 from recsys_tasks.model.recommender import Recommender
 from recsys_tasks.model.training import StepLoss
 
@@ -36,17 +36,7 @@ from recsys_tasks.model.training import StepLoss
 def setup(run: Path, cfg: FinetuneConfig):
     dataset, split = Dataset.load(run / "extract"), Split.load(run / "extract")
     bundle = build_bundle(dataset, split, run / "kg_embed", run / "text_embed", DEFAULT_TEXT_MODEL, cfg.max_history)
-    spec = ModelSpec(
-        content_dim=bundle.item_content.shape[1],
-        text_dim=bundle.text_vectors.shape[1],
-        kg_dim=bundle.meta["kg_dim"],
-        n_id_items=bundle.meta["n_id_items"],
-        n_genders=len(bundle.meta["vocab"]["gender"]),
-        n_ages=len(bundle.meta["vocab"]["age"]),
-        n_occupations=len(bundle.meta["vocab"]["occupation"]),
-        dim=cfg.dim,
-        hidden=cfg.hidden,
-    )
+    spec = model_spec(bundle, cfg)
     model = HybridModel(spec)
     rec = Recommender(bundle, model)
     batches = Batches(rec, split.train, dataset, cfg, 4.0, np.random.default_rng(cfg.seed))

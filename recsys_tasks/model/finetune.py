@@ -93,7 +93,7 @@ def train(
     its share of the batches and returns None, rank 0 alone writing the output."""
     import torch
 
-    from recsys_tasks.model.hybrid import HybridModel, ModelSpec, save_model
+    from recsys_tasks.model.hybrid import HybridModel, save_model
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -117,18 +117,7 @@ def train(
     )
     fit = train[~train["user_id"].isin(val_users | fusion_users)]
 
-    spec = ModelSpec(
-        content_dim=bundle.item_content.shape[1],
-        text_dim=bundle.text_vectors.shape[1],
-        kg_dim=bundle.meta["kg_dim"],
-        n_id_items=bundle.meta["n_id_items"],
-        n_genders=len(bundle.meta["vocab"]["gender"]),
-        n_ages=len(bundle.meta["vocab"]["age"]),
-        n_occupations=len(bundle.meta["vocab"]["occupation"]),
-        dim=cfg.dim,
-        hidden=cfg.hidden,
-        inputs=tuple(cfg.inputs),
-    )
+    spec = model_spec(bundle, cfg)
     model = HybridModel(spec).to(device)
     rec = Recommender(bundle, model, device.type)
     if ranks is None:
@@ -292,6 +281,24 @@ def train(
         }
         log.info("finetune: %s", metrics)
         return finish(StageResult("finetune", str(Path(out_dir)), artifacts, metrics, info), tmp)
+
+
+def model_spec(bundle: Bundle, cfg: FinetuneConfig):
+    """The hybrid model's shapes for ``bundle``'s inputs and ``cfg``'s sizes (a `hybrid.ModelSpec`)."""
+    from recsys_tasks.model.hybrid import ModelSpec
+
+    return ModelSpec(
+        content_dim=bundle.item_content.shape[1],
+        text_dim=bundle.text_vectors.shape[1],
+        kg_dim=bundle.meta["kg_dim"],
+        n_id_items=bundle.meta["n_id_items"],
+        n_genders=len(bundle.meta["vocab"]["gender"]),
+        n_ages=len(bundle.meta["vocab"]["age"]),
+        n_occupations=len(bundle.meta["vocab"]["occupation"]),
+        dim=cfg.dim,
+        hidden=cfg.hidden,
+        inputs=tuple(cfg.inputs),
+    )
 
 
 def build_bundle(
