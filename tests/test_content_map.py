@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import RidgeCV
 
 from recsys_tasks.config import FinetuneConfig
-from recsys_tasks.model.content_map import ContentMap
+from recsys_tasks.model.content_map import ContentMap, ridge_loo
 
 
 def _smooth(n: int = 300, text_dim: int = 6, dim: int = 3, noise: float = 0.0, seed: int = 0):
@@ -40,6 +40,27 @@ def test_the_penalty_is_chosen_by_cross_validation() -> None:
     clean = ContentMap.fit(*_smooth())
     noisy = ContentMap.fit(*_smooth(n=60, noise=2.0))
     assert clean.alpha < noisy.alpha  # little to shrink vs. noise to shrink away
+
+
+@pytest.mark.parametrize(("n", "p"), [(400, 60), (50, 50), (40, 70)])
+def test_the_leave_one_out_ridge_is_scikit_learns_ridge_cv(n: int, p: int) -> None:
+    rng = np.random.default_rng(n + p)
+    x = rng.normal(size=(n, p)) + 3.0  # off-centre: the intercept matters
+    y = x[:, :5] @ rng.normal(size=(5, 4)) + rng.normal(scale=2.0, size=(n, 4)) + 7.0
+    alphas = FinetuneConfig().map_alphas
+    reference = RidgeCV(alphas=np.array(alphas)).fit(x, y)
+    alpha, coef, intercept = ridge_loo(x, y, alphas, block=17)  # blocks that do not divide the rows
+    assert alpha == reference.alpha_
+    np.testing.assert_allclose(coef, reference.coef_.T, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(intercept, reference.intercept_, rtol=1e-6, atol=1e-8)
+
+
+def test_the_leave_one_out_ridge_picks_each_penalty_where_it_is_best() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 20))
+    clean = x @ rng.normal(size=(20, 2))
+    assert ridge_loo(x, clean, (0.01, 1.0, 100.0))[0] == 0.01  # nothing to shrink away
+    assert ridge_loo(x, rng.normal(size=(200, 2)), (0.01, 1.0, 100.0))[0] == 100.0  # only noise
 
 
 def test_the_fit_uses_the_configs_penalties_kernel_width_and_landmarks() -> None:

@@ -38,6 +38,7 @@ from recsys_tasks.kg.links import reason_links
 from recsys_tasks.kg.nodes import demographic_nodes, item_node
 from recsys_tasks.model.batches import Batches, loader
 from recsys_tasks.model.content_map import ContentMap
+from recsys_tasks.model.early_stopping import EarlyStopping
 from recsys_tasks.model.held_out import (
     blocks,
     fusion_queries,
@@ -164,13 +165,14 @@ def train(
     def run_epochs(
         optimizer, epochs: int, score: Callable[[dict[str, float]], float], keep_current: bool = False
     ) -> dict[str, float]:
-        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation; the best state kept,
-        its validation returned (``keep_current``: the model as it is competes too, so training can
-        only improve the score)."""
-        best, best_val, best_state, bad_epochs = -1.0, {}, None, 0
+        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation (`EarlyStopping`, ``cfg.patience``
+        and ``cfg.min_gain``); the best state kept, its validation returned (``keep_current``: the model as it is
+        competes too, so training can only improve the score)."""
+        stopping, best_val, best_state = EarlyStopping(cfg.patience, cfg.min_gain), {}, None
         if keep_current:
             best_val = shared(lambda: validate(rec, validation, cfg.score_block))
-            best, best_state = score(best_val), {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stopping.start(score(best_val))
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         for _ in range(epochs):
             model.train()
             losses = []
@@ -187,13 +189,12 @@ def train(
             val = shared(lambda: validate(rec, validation, cfg.score_block))
             curves.append({"epoch": len(curves) + 1, "steps": float(len(losses)), "loss": mean_loss(losses), **val})
             log.info("finetune epoch %d: loss %.4f val %s", len(curves), curves[-1]["loss"], val)
-            if score(val) > best + 1e-4 or best_state is None:
-                best, best_val, bad_epochs = score(val), val, 0
+            better, stop = stopping.update(score(val))
+            if better:
+                best_val = val
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-                if bad_epochs >= cfg.patience:
-                    break
+            if stop:
+                break
         model.load_state_dict(best_state)
         model.eval()
         rec.refresh()
