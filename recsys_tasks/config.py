@@ -156,6 +156,9 @@ class FinetuneConfig:
     # a gain in the validation score smaller than this share of the score it improves on is kept but resets no
     # patience: rounds that buy a fraction of a percent stop being paid for (docs/decisions/0021-min-gain.md)
     min_gain: float = 0.005
+    # the item-ID stage's patience: it starts from the first stage's best state, which competes, so it can only
+    # improve the score, and its rounds cost about as much as the first stage's (docs/decisions/0021-min-gain.md)
+    id_patience: int = 3
     seed: int = 42
     device: str = "auto"
     # data-parallel training (docs/operations.md; docs/decisions/0017-data-parallel-training.md): past 1 process or
@@ -219,6 +222,7 @@ class FinetuneConfig:
             "fusion_warm_cuts": all(0 < f < 1 for f in self.fusion_warm_cuts),
             "steps_per_epoch": self.steps_per_epoch >= 0,
             "min_gain": 0 <= self.min_gain < 1,
+            "id_patience": self.id_patience >= 1,
             "processes": self.processes >= 1,
             "nnodes": self.nnodes >= 1,
             "backend": self.backend in ("auto", "gloo", "nccl") and (self.backend, self.device) != ("nccl", "cpu"),
@@ -235,6 +239,7 @@ class FinetuneConfig:
             "fusion_warm_cuts": "fractions strictly between 0 and 1",
             "steps_per_epoch": "0 (whole passes) or more",
             "min_gain": "a share from 0 (every gain counts) to below 1",
+            "id_patience": "at least 1",
             "processes": "at least 1 (processes per node)",
             "nnodes": "at least 1",
             "backend": "'auto', 'gloo' or 'nccl' ('nccl' needs CUDA, not finetune.device 'cpu')",

@@ -37,6 +37,7 @@ from recsys_tasks.kg.embed import load_entity_embeddings
 from recsys_tasks.kg.links import reason_links
 from recsys_tasks.kg.nodes import demographic_nodes, item_node
 from recsys_tasks.model.batches import Batches, loader
+from recsys_tasks.model.bundle import HistoryIndex
 from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.model.early_stopping import EarlyStopping
 from recsys_tasks.model.held_out import (
@@ -100,6 +101,8 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     dataset, split = Dataset.load(snapshot_dir), Split.load(snapshot_dir)
     bundle = build_bundle(dataset, split, kg_dir, text_dir, text_model, cfg.max_history, positive_threshold)
+    # the known users' histories as arrays, as a saved bundle serves them (not grouped into a dict of tuples)
+    bundle.history_index = HistoryIndex.build(bundle.histories, bundle.catalog["item_id"].astype(str).tolist())
     device = (
         ranks.device
         if ranks is not None
@@ -163,12 +166,16 @@ def train(
     start = time.perf_counter()
 
     def run_epochs(
-        optimizer, epochs: int, score: Callable[[dict[str, float]], float], keep_current: bool = False
+        optimizer,
+        epochs: int,
+        score: Callable[[dict[str, float]], float],
+        patience: int,
+        keep_current: bool = False,
     ) -> dict[str, float]:
-        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation (`EarlyStopping`, ``cfg.patience``
-        and ``cfg.min_gain``); the best state kept, its validation returned (``keep_current``: the model as it is
+        """Up to ``epochs`` epochs, early-stopped on ``score`` of the validation (`EarlyStopping`, ``patience`` and
+        ``cfg.min_gain``); the best state kept, its validation returned (``keep_current``: the model as it is
         competes too, so training can only improve the score)."""
-        stopping, best_val, best_state = EarlyStopping(cfg.patience, cfg.min_gain), {}, None
+        stopping, best_val, best_state = EarlyStopping(patience, cfg.min_gain), {}, None
         if keep_current:
             best_val = shared(lambda: validate(rec, validation, cfg.score_block))
             stopping.start(score(best_val))
@@ -206,6 +213,7 @@ def train(
         torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
         cfg.epochs,
         lambda val: val["val_ndcg"],
+        cfg.patience,
     )
     stage_one = len(curves)
     # 2. the item IDs only, the towers frozen: warm items go on learning while the cold and warm
@@ -224,6 +232,7 @@ def train(
             torch.optim.AdamW(id_params, lr=id_lr, weight_decay=cfg.weight_decay),
             cfg.id_epochs,
             both,
+            cfg.id_patience,
             keep_current=True,
         )
         if frozen:
