@@ -36,9 +36,12 @@ SHAPES = {
     25_000_000: (162_000, 62_000),
 }
 HOLDOUT = ("extract.cold_user_frac=0.02", "extract.cold_item_frac=0.02")
-# One stage of recsys_tasks.stages.STAGES in this process, its inputs read back from the run directory.
+# One stage of recsys_tasks.stages.STAGES in this process, its inputs read back from the run directory; its log lines
+# (timestamped: where a stage's time goes) in <stage>.log.
 STAGE = (
-    "import json, sys; from pathlib import Path; from recsys_tasks.artifacts import StageResult; "
+    "import json, logging, sys; from pathlib import Path; "
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s'); "
+    "from recsys_tasks.artifacts import StageResult; "
     "from recsys_tasks.config import PipelineConfig; from recsys_tasks.stages import BY_NAME, RunContext, run_stage; "
     "cfg = PipelineConfig().with_overrides(json.loads(sys.argv[1])); base = Path(sys.argv[2]); "
     "stage = BY_NAME[sys.argv[3]]; inputs = {n: StageResult.load(base / n) for n in stage.needs}; "
