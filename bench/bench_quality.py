@@ -5,10 +5,12 @@ same run, on the same split) and prints each seed's table, then the mean NDCG@20
 and ranker with the model / best-baseline ratio. No MLflow: this measures, it registers nothing.
 
     python bench/bench_quality.py [--seeds 42 43 44] [--workdir DIR] [--set key=value ...] [--ablations]
+        [--variant NAME:KEY=VALUE ...]
 
 --ablations: per seed, the snapshot, KG and text stages once, then finetune + evaluate for the
 full model and for each ablation (`ABLATIONS`); prints each variant's mean table and a summary
-of model / best baseline per slice and variant.
+of model / best baseline per slice and variant. --variant NAME:KEY=VALUE (repeatable): the same for a
+variant of one's own (a default against its old value, say).
 """
 
 from __future__ import annotations
@@ -78,10 +80,21 @@ def main() -> None:
     parser.add_argument("--workdir", help="default: a temporary directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ablations", action="store_true", help="also each ablation of ABLATIONS")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="also a variant NAME of the model on the same splits with this override (repeat for more overrides "
+        "or variants), e.g. --variant old:finetune.min_gain=0 --variant old:finetune.id_patience=6",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="recsys-quality-")).resolve()
-    variants = ABLATIONS if args.ablations else {"full model": []}
+    variants = dict(ABLATIONS) if args.ablations else {"full model": []}
+    for text in args.variant:
+        name, _, override = text.partition(":")
+        variants.setdefault(name, []).append(override)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in variants}
     text_dir = None
     for seed in args.seeds:
