@@ -156,8 +156,8 @@ class FinetuneConfig:
     # a gain in the validation score smaller than this share of the score it improves on is kept but resets no
     # patience: rounds that buy a fraction of a percent stop being paid for (docs/decisions/0021-min-gain.md)
     min_gain: float = 0.005
-    # the item-ID stage's patience (it starts from the first stage's best state, which competes); 3 saves ~4 min
-    # at 5M interactions for nothing measurable there, and costs MovieLens-100K's warm users (decisions/0021)
+    # the item-ID stage's patience (it starts from the first stage's best state, which competes); 3 for large
+    # catalogues (docs/decisions/0021-min-gain.md)
     id_patience: int = 6
     seed: int = 42
     device: str = "auto"

@@ -688,6 +688,37 @@ def test_the_saved_history_index_is_the_adapters_grouping(bundle_dir: Path, tmp_
 
 
 @pytest.mark.slow
+def test_a_bundle_saves_its_own_index_only_where_it_was_built_from_its_histories(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    from recsys_tasks.model.bundle import Bundle, HistoryIndex
+
+    bundle = Bundle.load(bundle_dir)
+    item_ids = bundle.catalog["item_id"].astype(str).tolist()
+    histories = bundle.histories.copy()
+    bundle.histories = histories
+    bundle.history_index = HistoryIndex.build(histories, item_ids)
+    bundle.history_index.arrays["ratings"] = bundle.history_index.arrays["ratings"] + 100.0  # marks it as this one
+    (tmp_path / "same").mkdir()
+    bundle.save(tmp_path / "same")
+    assert np.load(tmp_path / "same" / "history_index" / "ratings.npy").min() >= 100.0  # reused, not rebuilt
+
+    bundle.histories = histories.assign(rating=1.0)  # histories changed after the index was built: rebuilt
+    (tmp_path / "changed").mkdir()
+    bundle.save(tmp_path / "changed")
+    assert set(np.load(tmp_path / "changed" / "history_index" / "ratings.npy").tolist()) == {1.0}
+
+    bundle.histories = histories
+    bundle.history_index = Bundle.load(bundle_dir).history_index  # loaded, not built here: rebuilt
+    (tmp_path / "loaded").mkdir()
+    bundle.save(tmp_path / "loaded")
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "loaded" / "history_index" / "ratings.npy"),
+        np.load(bundle_dir / "history_index" / "ratings.npy"),
+    )
+
+
+@pytest.mark.slow
 def test_the_saved_prior_and_reasons_answer_as_recounted_ones(bundle_dir: Path, tmp_path: Path) -> None:
     """Loaded with the saved prior and popular segments, the recommender answers exactly as one that
     recounts them from the histories."""

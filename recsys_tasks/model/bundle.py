@@ -104,7 +104,10 @@ class Bundle:
 
         item_ids = self.catalog["item_id"].astype(str).tolist()
         threshold = float(self.meta.get("positive_threshold", 4.0))
-        HistoryIndex.build(self.histories, item_ids).save(directory / HistoryIndex.FOLDER)
+        index = self.history_index
+        if index is None or index.built_from is not self.histories or index.item_ids[: len(item_ids)] != item_ids:
+            index = HistoryIndex.build(self.histories, item_ids)  # none built from these histories and this catalog
+        index.save(directory / HistoryIndex.FOLDER)
         popular = DemographicPopularity(item_ids, self.histories, self.users, threshold).most_liked(LEVELS, TOP_N)
         write_json(directory / "popular.json", [[list(k), v] for k, v in popular.items()])
         if self.fusion is not None:
@@ -161,6 +164,7 @@ class HistoryIndex(Mapping[str, History]):
         self.item_ids = [*item_ids, *self.arrays["others"].tolist()]  # the catalog's at build time, then others
         self._position = {u: i for i, u in enumerate(self.arrays["users"].tolist())}
         self._cache: dict[str, History] = {}
+        self.built_from: pd.DataFrame | None = None  # the frame `build` read (None: loaded from a folder)
 
     @classmethod
     def build(cls, histories: pd.DataFrame, item_ids: Sequence[str]) -> HistoryIndex:
@@ -182,7 +186,9 @@ class HistoryIndex(Mapping[str, History]):
             "timestamps": frame["timestamp"].to_numpy(np.int64),
             "others": others.astype(str),
         }
-        return cls(arrays, item_ids)
+        index = cls(arrays, item_ids)
+        index.built_from = histories
+        return index
 
     def save(self, folder: Path) -> None:
         folder.mkdir(exist_ok=True)
