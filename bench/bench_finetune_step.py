@@ -6,7 +6,8 @@ directory), the model and batches are built as `finetune.train` builds them, the
 
 - ``live history``: the item tower over targets, negatives and every history item (``history_refresh=0``);
 - ``history table``: histories pooled from a content table refreshed every ``--refresh`` steps (the default);
-- ``frozen towers``: the item-ID stage, the content from one table and no tower gradients.
+- ``frozen towers``: the item-ID stage, the content from one table and no tower gradients;
+- ``... bf16``: the same step under bfloat16 autocast (`finetune.precision`), where the machine has native bf16.
 
 Printed: per variant the median ms per step (forward, backward and AdamW step) and its ratio to the first.
 
@@ -29,6 +30,7 @@ from recsys_tasks.data.split import Split
 from recsys_tasks.model.batches import Batches
 from recsys_tasks.model.finetune import build_bundle, model_spec
 from recsys_tasks.model.hybrid import HybridModel
+from recsys_tasks.model.precision import autocast, native_bfloat16
 from recsys_tasks.model.recommender import Recommender
 from recsys_tasks.model.training import StepLoss
 
@@ -75,13 +77,19 @@ def main() -> None:
             history_refresh=refresh,
         )
 
-    variants = {"live history": (step_loss(0), False), "history table": (step_loss(args.refresh), False)}
-    variants["frozen towers"] = (step_loss(args.refresh), True)
+    cpu = torch.device("cpu")
+    dtypes = [torch.float32] + ([torch.bfloat16] if native_bfloat16(cpu) else [])
+    variants = {}
+    for dtype in dtypes:  # (loss, towers frozen, dtype)
+        tag = "" if dtype == torch.float32 else " bf16"
+        variants[f"live history{tag}"] = (step_loss(0), False, dtype)
+        variants[f"history table{tag}"] = (step_loss(args.refresh), False, dtype)
+        variants[f"frozen towers{tag}"] = (step_loss(args.refresh), True, dtype)
     timings: dict[str, list[float]] = {name: [] for name in variants}
     epoch = batches.epoch()
     model.train()
     for _ in range(args.repeats):
-        for name, (loss_of, frozen) in variants.items():
+        for name, (loss_of, frozen, dtype) in variants.items():
             for p in towers:
                 p.requires_grad_(not frozen)
             if frozen:
@@ -90,16 +98,17 @@ def main() -> None:
             for _ in range(args.steps):
                 batch = next(epoch, None) or next(epoch := batches.epoch())
                 tick = time.perf_counter()
-                loss = loss_of(model, batch)
+                with autocast(dtype, cpu):
+                    loss = loss_of(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 timings[name].append(time.perf_counter() - tick)
     first = float(np.median(next(iter(timings.values()))))
-    print(f"{'variant':<15} {'ms/step':>8} {'ratio':>6}")
+    print(f"{'variant':<20} {'ms/step':>8} {'ratio':>6}")
     for name, seconds in timings.items():
         median = float(np.median(seconds))
-        print(f"{name:<15} {median * 1000:8.1f} {median / first:6.2f}")
+        print(f"{name:<20} {median * 1000:8.1f} {median / first:6.2f}")
     print(f"load after: {os.getloadavg()}")
 
 

@@ -192,6 +192,8 @@ def run_size(
         )
         if result.status != "ok":
             stopped = f"{stage.name} {result.status}"
+        elif stage.name == args.until:
+            stopped = f"not asked (--until {args.until})"
     evaluated = base / "evaluate" / "result.json"
     if not stopped and evaluated.exists():
         result_json = json.loads(evaluated.read_text())
@@ -288,6 +290,8 @@ def report(runs: list[SizeRun]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from recsys_tasks.stages import STAGES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes",
@@ -301,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage-timeout", type=float, default=5400.0, help="seconds one stage may take")
     parser.add_argument("--budget", type=float, default=6 * 3600.0, help="seconds the whole benchmark may take")
     parser.add_argument("--peers", metavar="PYTHON", help="an interpreter with bench/requirements-peers.txt")
+    parser.add_argument(
+        "--until", choices=[s.name for s in STAGES], help="the last stage to run (e.g. inputs for a step benchmark)"
+    )
     parser.add_argument("--keep-going", action="store_true", help="run larger sizes after one did not finish")
     args = parser.parse_args(argv)
     if not args.sizes:

@@ -161,6 +161,9 @@ class FinetuneConfig:
     id_patience: int = 6
     seed: int = 42
     device: str = "auto"
+    # the training step's matrix products: "float32", "bfloat16" (autocast: weights, optimizer and loss stay
+    # float32) or "auto", bfloat16 where the device computes it natively (docs/decisions/0022-bfloat16-step.md)
+    precision: str = "auto"
     # data-parallel training (docs/operations.md; docs/decisions/0017-data-parallel-training.md): past 1 process or
     # 1 node the stage runs itself under torchrun, `processes` DistributedDataParallel processes per node (one per
     # GPU), each on its share of every epoch ("auto": NCCL on CUDA, gloo on the CPU); with `nnodes` > 1,
@@ -223,6 +226,7 @@ class FinetuneConfig:
             "steps_per_epoch": self.steps_per_epoch >= 0,
             "min_gain": 0 <= self.min_gain < 1,
             "id_patience": self.id_patience >= 1,
+            "precision": self.precision in ("auto", "float32", "bfloat16"),
             "processes": self.processes >= 1,
             "nnodes": self.nnodes >= 1,
             "backend": self.backend in ("auto", "gloo", "nccl") and (self.backend, self.device) != ("nccl", "cpu"),
@@ -240,6 +244,7 @@ class FinetuneConfig:
             "steps_per_epoch": "0 (whole passes) or more",
             "min_gain": "a share from 0 (every gain counts) to below 1",
             "id_patience": "at least 1",
+            "precision": "'auto', 'float32' or 'bfloat16'",
             "processes": "at least 1 (processes per node)",
             "nnodes": "at least 1",
             "backend": "'auto', 'gloo' or 'nccl' ('nccl' needs CUDA, not finetune.device 'cpu')",

@@ -48,6 +48,7 @@ from recsys_tasks.model.held_out import (
     validate,
     validation_queries,
 )
+from recsys_tasks.model.precision import autocast, step_dtype
 from recsys_tasks.model.recommender import Bundle, Recommender
 from recsys_tasks.model.training import StepLoss
 from recsys_tasks.plots import curves_chart
@@ -158,6 +159,8 @@ def train(
         step, mean_loss, shared = ranks.wrap(model, step_loss), ranks.mean, ranks.from_rank0
         steps_per_round = ranks.share(cfg.steps_per_epoch)
         torch.manual_seed(ranks.seed(cfg.seed))  # this rank's DropoutNet masks (the weights are rank 0's)
+    dtype = step_dtype(cfg.precision, device)
+    log.info("finetune: the step's matrix products in %s on %s", dtype, device)
     if step_loss.sampled:
         log.info(
             "finetune: sampled softmax, %d negatives per step of %d trainable items", cfg.negatives, spec.n_id_items
@@ -186,7 +189,8 @@ def train(
             for number, batch in enumerate(loader(batches, cfg.loader_workers)):
                 if steps_per_round and number >= steps_per_round:  # a round of a large data set
                     break
-                loss = step(batch)
+                with autocast(dtype, device):
+                    loss = step(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -239,7 +243,7 @@ def train(
             step_loss.thaw()
             for p in towers:
                 p.requires_grad_(True)
-    info: dict[str, Any] = {"device": device.type}
+    info: dict[str, Any] = {"device": device.type, "step_dtype": str(dtype).removeprefix("torch.")}
     if ranks is not None:  # one model on every rank, checked; what follows is rank 0's
         info |= ranks.one_model(model)
         if ranks.rank != 0:

@@ -118,7 +118,9 @@ class HybridModel(nn.Module):
         weight = history_mask
         if history_liked is not None:
             weight = history_mask * (history_liked + (1.0 - history_liked) * self.disliked_log_weight.exp())
-        pooled = (item_vecs[history] * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True).clamp(min=1e-6)
+        # embedding (not item_vecs[history]): the same gather, its backward an index_add rather than index_put
+        gathered = torch.nn.functional.embedding(history, item_vecs)
+        pooled = (gathered * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True).clamp(min=1e-6)
         on = self._on
         demographics = torch.cat([self.gender(demo[:, 0]), self.age(demo[:, 1]), self.occupation(demo[:, 2])], 1)
         has_taste = has_taste * on["text"]

@@ -53,5 +53,5 @@ def sampled_softmax_loss(
     """
     positive = (users * positive_vecs).sum(1, keepdim=True) + positive_bias.unsqueeze(1)
     sampled = (users @ sampled_vecs.T + sampled_bias - log_expected).masked_fill(hits, float("-inf"))
-    logits = torch.cat([positive, sampled], 1)
+    logits = torch.cat([positive, sampled], 1).float()  # the loss in float32 whatever the products ran in
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long, device=users.device))

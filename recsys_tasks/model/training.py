@@ -99,7 +99,7 @@ class StepLoss:
         id_vec, id_bias = model.id_parts(self.id_rows)
         item_vecs, item_bias = vec + id_vec * keep.unsqueeze(-1), bias + id_bias * keep
         users = self._users(model, batch, vec + id_vec, batch.inputs[5])
-        logits = (users @ item_vecs.T + item_bias).masked_fill(~self.trainable, float("-inf"))
+        logits = (users @ item_vecs.T + item_bias).float().masked_fill(~self.trainable, float("-inf"))
         return torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.targets, device=self.device))
 
     def _sampled(self, model, batch: Batch) -> torch.Tensor:
@@ -130,12 +130,13 @@ class StepLoss:
         users = self._users(model, batch, history_vecs, history)
         target_t, drawn_t = (torch.as_tensor(a, device=self.device) for a in (at_target, at_drawn))
         hits = torch.as_tensor(batch.targets[:, None] == drawn[None, :], device=self.device)
+        pick = torch.index_select  # not tensor[rows]: its backward is an index_add, half the cost of index_put
         return sampled_softmax_loss(
             users,
-            scored_vecs[target_t],
-            scored_bias[target_t],
-            scored_vecs[drawn_t],
-            scored_bias[drawn_t],
+            pick(scored_vecs, 0, target_t),
+            pick(scored_bias, 0, target_t),
+            pick(scored_vecs, 0, drawn_t),
+            pick(scored_bias, 0, drawn_t),
             torch.as_tensor(log_expected, device=self.device),
             hits,
         )
