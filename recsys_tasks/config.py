@@ -97,8 +97,34 @@ class TextConfig:
     # the DAG's text encoding in this many mapped tasks (GPU queue), each its share of the uncached texts into the
     # cache, before text_embed assembles (docs/operations.md, "Sharded text encoding"); 1: text_embed encodes alone
     shards: int = 1
+    # LoRA on the encoder before it encodes (`text.adapt`; docs/decisions/0023-lora-text-encoder.md): trained on pairs
+    # from the training interactions (two items one user liked; a user's stated taste or profile and an item they
+    # liked), base weights frozen, early-stopped on held-out users' pairs; false: the encoder as it is
+    adapt: bool = False
+    adapt_rank: int = 8
+    adapt_pairs: int = 6000  # at most (a seeded sample of users): the cost is bounded whatever the data's size
+    adapt_epochs: int = 3
+    adapt_patience: int = 1
+    adapt_batch: int = 32
+    adapt_lr: float = 5e-4
 
     def __post_init__(self) -> None:
+        rules = {
+            "adapt_rank": (self.adapt_rank >= 1, "at least 1"),
+            "adapt_pairs": (self.adapt_pairs >= 2, "at least 2"),
+            "adapt_epochs": (self.adapt_epochs >= 1, "at least 1"),
+            "adapt_patience": (self.adapt_patience >= 1, "at least 1"),
+            "adapt_batch": (self.adapt_batch >= 2, "at least 2 (the other rows of a batch are the negatives)"),
+            "adapt_lr": (self.adapt_lr > 0, "positive"),
+        }
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ConfigError(f"config key 'text.{name}': {getattr(self, name)!r} is invalid; expected {rule}")
+        if self.adapt and self.shards > 1:
+            raise ConfigError(
+                f"config key 'text.shards': {self.shards} shards encode with the encoder as it is, before text_embed "
+                "adapts it (text.adapt): set text.shards=1 with text.adapt"
+            )
         if self.shards < 1:
             raise ConfigError(f"config key 'text.shards': {self.shards!r} is invalid; expected 1 or more")
         if self.shards > 1 and self.cache_dir.strip().lower() == "off":

@@ -68,7 +68,10 @@ def text_config(ctx: RunContext) -> TextConfig:
 def _text_embed(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:
     from recsys_tasks.text.embed import text_embed
 
-    return text_embed(text_config(ctx), inputs["extract"].out_dir, out)
+    cfg = ctx.cfg
+    return text_embed(
+        text_config(ctx), inputs["extract"].out_dir, out, cfg.extract.positive_threshold, cfg.extract.seed
+    )
 
 
 def _finetune(ctx: RunContext, inputs: Inputs, out: Path) -> StageResult:

@@ -10,7 +10,8 @@ from recsys_tasks.config import ConfigError, EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
 from recsys_tasks.protocol.queries import history_of, profile_of
-from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, Slice, build_slices, sample_rows, stated_taste
+from recsys_tasks.protocol.slices import BASELINES_BY_SLICE, Slice, build_slices, sample_rows
+from recsys_tasks.text.texts import stated_taste
 
 # items "1".."6" are rows 0..5; "5" and "6" are the cold items
 GENRES = ["Comedy", "Drama", "Comedy|Drama", "Sci-Fi", "Horror", "Sci-Fi|Horror"]

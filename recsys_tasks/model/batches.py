@@ -16,7 +16,7 @@ from recsys_tasks.config import FinetuneConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.explain.reasons import liked as liked_mask
 from recsys_tasks.protocol.queries import profile_of
-from recsys_tasks.protocol.slices import stated_taste
+from recsys_tasks.text.texts import stated_taste
 
 __all__ = ["Batch", "Batches", "loader"]
 

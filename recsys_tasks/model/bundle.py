@@ -23,10 +23,11 @@ Bundles saved before these files load as before (the histories read and counted)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,8 @@ History = tuple[tuple[str, float, int], ...]  # (item_id, rating, timestamp), ol
 @dataclass
 class Bundle:
     """Arrays and vocabularies (no torch objects): what training writes and serving reads."""
+
+    ENCODER: ClassVar[str] = "text_encoder"  # an adapted text encoder's folder (text.adapt), saved in the bundle
 
     catalog: pd.DataFrame  # item_id, title, year, genres, description, entity_id, id_row
     item_content: np.ndarray  # (n_items, text_dim + kg_dim) float32
@@ -86,7 +89,12 @@ class Bundle:
         labels = sorted(self.kg_demo)
         kg = np.stack([self.kg_demo[k] for k in labels]) if labels else np.zeros((0, self.meta["kg_dim"]), np.float32)
         np.save(directory / "kg_demo.npy", kg.astype(np.float32))
-        write_json(directory / "bundle.json", {**self.meta, "kg_demo_labels": labels})
+        meta = {**self.meta, "kg_demo_labels": labels}
+        if self.meta.get("text_encoder_in_bundle"):  # an adapted encoder (text.adapt) travels with its vectors
+            if Path(self.meta["text_model"]).resolve() != (directory / self.ENCODER).resolve():
+                shutil.copytree(self.meta["text_model"], directory / self.ENCODER, dirs_exist_ok=True)
+            meta["text_model"] = self.ENCODER
+        write_json(directory / "bundle.json", meta)
         if self.item_links is not None:
             self.item_links.to_parquet(directory / "item_links.parquet", index=False)
         if self.content_map is not None:
@@ -120,6 +128,8 @@ class Bundle:
         """The bundle in ``directory``; its ``.npy`` arrays memory-mapped copy-on-write."""
         d = Path(directory)
         meta = read_json(d / "bundle.json")
+        if meta.get("text_encoder_in_bundle"):
+            meta["text_model"] = str(d / cls.ENCODER)
         labels = meta.pop("kg_demo_labels")
         kg = np.load(d / "kg_demo.npy")
         links = pd.read_parquet(d / "item_links.parquet") if (d / "item_links.parquet").exists() else None

@@ -54,7 +54,7 @@ from recsys_tasks.model.training import StepLoss
 from recsys_tasks.plots import curves_chart
 from recsys_tasks.protocol.metrics import ranking_metrics
 from recsys_tasks.protocol.queries import Query, history_of, profile_of
-from recsys_tasks.protocol.slices import stated_taste
+from recsys_tasks.text.texts import stated_taste
 
 if TYPE_CHECKING:
     from recsys_tasks.model.distributed import Ranks
@@ -325,7 +325,11 @@ def build_bundle(
     positive_threshold: float = 4.0,
 ) -> Bundle:
     """Join the snapshot with the KG and text stages' outputs into serving-ready arrays (and the
-    items' shared KG links, which reasons name)."""
+    items' shared KG links, which reasons name). Where text_embed adapted the encoder (`text.adapt`), that
+    encoder, not ``text_model``, made the vectors: the bundle carries it."""
+    from recsys_tasks.text.embed import adapted_encoder
+
+    adapted = adapted_encoder(text_dir)
     entity_row, entity_vecs = load_entity_embeddings(kg_dir)
     entity_vecs = _unit_rows(entity_vecs)
     kg_dim = entity_vecs.shape[1]
@@ -350,7 +354,8 @@ def build_bundle(
     user_vecs, taste_vecs = np.load(Path(text_dir) / "users.npy"), np.load(Path(text_dir) / "tastes.npy")
     lookup = dict(zip(texts["users"], user_vecs)) | dict(zip(texts["tastes"], taste_vecs))
     meta = {
-        "text_model": text_model,
+        "text_model": adapted or text_model,
+        "text_encoder_in_bundle": adapted is not None,
         "kg_dim": int(kg_dim),
         "text_dim": int(text_items.shape[1]),
         "n_id_items": int(is_trained.sum()),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,9 +23,9 @@ from recsys_tasks.config import EvaluateConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
 from recsys_tasks.protocol.queries import Query, profile_of
-from recsys_tasks.text.texts import taste_sentence
+from recsys_tasks.text.texts import stated_taste
 
-__all__ = ["BASELINES_BY_SLICE", "Slice", "build_slices", "sample_rows", "stated_taste"]
+__all__ = ["BASELINES_BY_SLICE", "Slice", "build_slices", "sample_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +111,6 @@ def sample_rows(n: int, max_users: int, seed: int, name: str) -> np.ndarray:
         return np.arange(n)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     return np.sort(rng.choice(n, size=max_users, replace=False))
-
-
-def stated_taste(genres: Sequence[list[str]]) -> str | None:
-    """The sentence "I like G1 and G2 movies." from the genre lists of a user's positives.
-
-    Most frequent genres first, ties by name; one genre if only one occurs, None if none does.
-    """
-    counts = Counter(g for item_genres in genres for g in item_genres if g)
-    top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))[:2]]
-    return taste_sentence(top) if top else None
 
 
 class _Context:

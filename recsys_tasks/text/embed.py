@@ -27,14 +27,37 @@ log = logging.getLogger(__name__)
 MAX_PARTS = 8  # a cache folder's part files past which they are merged into one
 
 
-def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -> StageResult:
-    """Encode items, user profiles and taste sentences; rows aligned with the snapshot's tables."""
+ADAPTED = "encoder"  # text_embed's output folder holding the adapted encoder (`text.adapt`), when one was kept
+
+
+def adapted_encoder(text_dir: str | Path) -> str | None:
+    """The encoder folder a text_embed output's vectors came from where `text.adapt` kept an adapter, else None
+    (the configured ``text.model`` made them)."""
+    folder = Path(text_dir) / ADAPTED
+    return str(folder) if (folder / "config.json").exists() else None
+
+
+def text_embed(
+    cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path, positive_threshold: float = 4.0, seed: int = 42
+) -> StageResult:
+    """Encode items, user profiles and taste sentences; rows aligned with the snapshot's tables. With ``cfg.adapt``
+    the encoder is first LoRA-trained on the split's training interactions (liked: rating >= ``positive_threshold``;
+    pairs sampled with ``seed``), and kept beside the vectors (`adapted_encoder`) if it beat the base encoder."""
     dataset = Dataset.load(snapshot_dir)
     encoder = TextEncoder(cfg.model, cfg.device, cfg.max_length)
+    adapted: dict[str, float] = {}
+    if cfg.adapt:
+        from recsys_tasks.data.split import Split
+        from recsys_tasks.text.adapt import adapt_encoder, training_pairs
+
+        train = Split.load(snapshot_dir).train
+        pairs, held = training_pairs(dataset, train, positive_threshold, cfg.adapt_pairs, seed)
+        adapted = adapt_encoder(encoder, pairs, held, cfg, seed)
+        log.info("text_embed: %s", adapted)
     texts = snapshot_texts(dataset)
     item_texts, profiles, tastes = texts["items"], texts["users"], texts["tastes"]
     unique = distinct_texts(texts)  # encode each distinct text once
-    root = cache_root(cfg)
+    root = None if cfg.adapt else cache_root(cfg)  # adapted weights differ every run: nothing to reuse
     cache = VectorCache.for_encoder(root, encoder) if root is not None else None
     start = time.perf_counter()
     vectors, n_encoded = encode_new(encoder, unique, cfg.batch_size, cache)
@@ -48,7 +71,12 @@ def text_embed(cfg: TextConfig, snapshot_dir: str | Path, out_dir: str | Path) -
         write_json(tmp / "texts.json", {"items": item_texts, "users": profiles, "tastes": tastes})
         artifacts = {name: str(tmp / f"{name}.npy") for name in ("items", "users", "tastes")}
         artifacts["texts"] = str(tmp / "texts.json")
+        if adapted.get("adapt_used"):
+            encoder.model.save_pretrained(tmp / ADAPTED)
+            encoder.tokenizer.save_pretrained(tmp / ADAPTED)
+            artifacts["encoder"] = str(tmp / ADAPTED)
         metrics = {
+            **adapted,
             "n_texts": float(len(unique)),
             "n_encoded": float(n_encoded),
             "n_cached": float(len(unique) - n_encoded),

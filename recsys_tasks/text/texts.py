@@ -6,6 +6,7 @@ Pure string building (no model): serving, training and evaluation all phrase tex
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 
 import pandas as pd
@@ -39,6 +40,16 @@ def profile_text(profile: dict) -> str:
 def taste_sentence(genres: Sequence[str]) -> str:
     """The protocol's stated-taste sentence: "I like G1 and G2 movies."."""
     return f"I like {' and '.join(genres)} movies."
+
+
+def stated_taste(genres: Sequence[list[str]]) -> str | None:
+    """The sentence "I like G1 and G2 movies." from the genre lists of a user's positives.
+
+    Most frequent genres first, ties by name; one genre if only one occurs, None if none does.
+    """
+    counts = Counter(g for item_genres in genres for g in item_genres if g)
+    top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))[:2]]
+    return taste_sentence(top) if top else None
 
 
 def taste_sentences(genre_vocab: Sequence[str]) -> list[str]:
