@@ -49,19 +49,31 @@ ABLATIONS = {
 def run_seed(
     cfg: PipelineConfig, base: Path, text_dir: Path | None, variants: dict[str, list[str]]
 ) -> tuple[dict[str, pd.DataFrame], Path]:
-    """One seed's slice x ranker results per variant; the text stage is reused across seeds (it ignores the split)."""
+    """One seed's slice x ranker results per variant, and the text_embed folder the next seed may reuse. The text stage
+    of ``cfg.text`` is reused across seeds (``text_dir``; it ignores the split); a variant with another text config
+    runs its own, and so does every seed and variant with ``text.adapt``, which learns from the training part."""
     threshold = cfg.extract.positive_threshold
     ex = extract(cfg.extract, base / "extract")
     kg = kg_embed(cfg.kg, ex.out_dir, base / "kg_embed", threshold)
-    if text_dir is None:
-        text_dir = Path(text_embed(cfg.text, ex.out_dir, base / "text_embed").out_dir)
-    out = {}
+    out, first = {}, None
     for n, (name, overrides) in enumerate(variants.items()):
         v_cfg, v_base = cfg.with_overrides(overrides), base / f"variant{n}"
-        ft = finetune(v_cfg.finetune, ex.out_dir, kg.out_dir, text_dir, v_base / "finetune", cfg.text.model, threshold)
-        ev = evaluate(v_cfg.evaluate, ex.out_dir, text_dir, ft.artifacts["bundle"], v_base / "evaluate", threshold)
+        own = v_cfg.text.adapt or v_cfg.text != cfg.text
+        if own or text_dir is None:
+            where = v_base if own else base
+            made = text_embed(v_cfg.text, ex.out_dir, where / "text_embed", threshold, v_cfg.extract.seed)
+            if v_cfg.text.adapt:
+                print(f"seed {v_cfg.extract.seed}, {name}: text.adapt {made.metrics}", flush=True)
+        v_text = Path(made.out_dir) if own or text_dir is None else text_dir
+        if not own:
+            text_dir = v_text
+        first = first or v_text
+        ft = finetune(v_cfg.finetune, ex.out_dir, kg.out_dir, v_text, v_base / "finetune", v_cfg.text.model, threshold)
+        ev = evaluate(v_cfg.evaluate, ex.out_dir, v_text, ft.artifacts["bundle"], v_base / "evaluate", threshold)
         out[name] = pd.read_csv(ev.artifacts["results.csv"])
-    return out, text_dir
+    shared = text_dir or first  # the next seed reuses only a folder of cfg.text without text.adapt
+    assert shared is not None
+    return out, shared
 
 
 def mean_table(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
