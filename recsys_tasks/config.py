@@ -229,6 +229,10 @@ class FinetuneConfig:
     fusion_prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
     fusion_ease_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
     fusion_taste_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    # a request's reference items ("something like Alien"): the weights of their text and model similarity tried on
+    # the fusion users, each asking for one item they liked (docs/decisions/0024-fitted-reference-weights.md)
+    reference_like_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    reference_model_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     fusion_support: tuple[int, ...] = (0, 5, 10, 20)
     fusion_warm_cuts: tuple[float, ...] = (0.5, 0.65, 0.8)
 
@@ -236,7 +240,14 @@ class FinetuneConfig:
         unknown = sorted(set(self.inputs) - set(INPUTS))
         if unknown:
             raise ConfigError(f"config key 'finetune.inputs': unknown input(s) {unknown}; known: {list(INPUTS)}")
-        for name in ("profile_weights", "fusion_prior_grid", "fusion_ease_grid", "fusion_taste_grid"):
+        for name in (
+            "profile_weights",
+            "fusion_prior_grid",
+            "fusion_ease_grid",
+            "fusion_taste_grid",
+            "reference_like_grid",
+            "reference_model_grid",
+        ):
             grid = getattr(self, name)  # 0 is the baseline each weight is compared with
             if 0.0 not in grid or any(w < 0 for w in grid):
                 raise ConfigError(f"config key 'finetune.{name}': {list(grid)} must hold 0 and no negative weight")

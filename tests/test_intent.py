@@ -320,7 +320,11 @@ def test_the_index_path_and_score_follow_the_same_intent(rec) -> None:
         {"request_id": "c", "k": 5},
     ]
     exact, indexed = rec.recommend(requests), rec.recommend_with_index(_ExactIndex(rec), requests)
-    assert indexed == exact
+    # the same answers; a score may differ in its last printed digit (the index sums u·v + b in another order)
+    strip = lambda rs: [{**r, "items": [{**i, "score": None} for i in r["items"]]} for r in rs]  # noqa: E731
+    assert strip(indexed) == strip(exact)
+    scores = lambda rs: [i["score"] for r in rs for i in r["items"]]  # noqa: E731
+    assert scores(indexed) == pytest.approx(scores(exact), abs=1e-5)
     assert exact[0]["items"][0]["item_id"] == "12" and {i["item_id"] for i in exact[0]["items"][1:3]} == {"4", "8"}
     assert "drama" not in {g.lower() for i in exact[0]["items"] for g in i["genres"]}
     assert exact[1]["intent"]["taste"] and "intent" not in exact[2]

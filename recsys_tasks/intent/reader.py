@@ -3,15 +3,16 @@ soft preferences' scores (reference items, free text), as `model.recommender` ap
 
 Soft terms, each a standard score over the catalogue times the query's own score spread (so they weigh
 alike whatever the model's scale): a reference item's text vector's cosine with every item's
-(`LIKE_WEIGHT`) and its model vector's centred cosine (`MODEL_LIKE_WEIGHT`), and, where the text has
-words no rule read, the sentence's cosine with every item's text vector (`TEXT_WEIGHT`); text cosines
-standardised by `explain.reasons.Explainer.taste_z`. Weights: docs/decisions/0019-intent-gate.md.
+and its model vector's centred cosine, and, where the text has
+words no rule read, the sentence's cosine with every item's text vector; text cosines standardised by
+`explain.reasons.Explainer.taste_z`. Their weights: `SoftWeights` (docs/decisions/0019-intent-gate.md; the
+reference weights fitted per model, docs/decisions/0024-fitted-reference-weights.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,27 @@ import pandas as pd
 from recsys_tasks.intent.gate import NEVER, CatalogFacts, Tiers, rank_scores, tiers
 from recsys_tasks.intent.parse import Intent, IntentParser
 
-__all__ = ["HARD_GENRES", "LIKE_WEIGHT", "TEXT_WEIGHT", "IntentReader"]
+__all__ = ["HARD_GENRES", "IntentReader", "SoftWeights"]
 
-LIKE_WEIGHT = 2.0  # standard deviations of the query's scores per standard score of a reference's text similarity
-MODEL_LIKE_WEIGHT = 0.5  # likewise, of its similarity in the model's item vectors
-TEXT_WEIGHT = 1.0  # likewise for the free text's similarity
+
+@dataclass(frozen=True)
+class SoftWeights:
+    """The soft terms' weights, in standard deviations of the query's scores per standard score of a similarity.
+
+    The defaults were read off the intent benchmark's dev sentences (docs/decisions/0019-intent-gate.md); finetune
+    fits ``like`` and ``model_like`` on its held-out users and the bundle carries them (`fit_reference_weights`).
+    """
+
+    like: float = 2.0  # a reference item's text similarity
+    model_like: float = 0.5  # its similarity in the model's item vectors
+    text: float = 1.0  # the free text's similarity
+
+    @classmethod
+    def from_meta(cls, found: dict | None) -> SoftWeights:
+        """The bundle's fitted weights (``meta["intent_weights"]``); the defaults where it has none."""
+        return cls(**{k: float(v) for k, v in (found or {}).items() if k in cls.__dataclass_fields__})
+
+
 HARD_GENRES = True  # genres a request names gate the candidates (False: only the fusion's taste term ranks them)
 SOFT_TASTE = True  # ... but not those of a stated taste ("I like Sci-Fi movies."): docs/decisions/0019-intent-gate.md
 _CACHE = 4096  # texts whose parse is remembered
@@ -32,8 +49,15 @@ _CACHE = 4096  # texts whose parse is remembered
 class IntentReader:
     """Parses requests' text against the catalogue and turns the parse into tiers and soft scores."""
 
-    def __init__(self, catalog: pd.DataFrame, hard_genres: bool = HARD_GENRES, soft_taste: bool = SOFT_TASTE):
+    def __init__(
+        self,
+        catalog: pd.DataFrame,
+        hard_genres: bool = HARD_GENRES,
+        soft_taste: bool = SOFT_TASTE,
+        weights: SoftWeights | None = None,
+    ):
         self.hard_genres, self.soft_taste = hard_genres, soft_taste
+        self.weights = weights or SoftWeights()
         self._parsed: dict[str, Intent] = {}
         self.set_catalog(catalog)
 
@@ -105,26 +129,41 @@ class IntentReader:
         text_z: Callable[[np.ndarray, np.ndarray], np.ndarray],
         item_text: np.ndarray,
     ) -> np.ndarray:
-        """(n,) float32: the soft preferences' terms (see the module); zeros without any."""
+        """(n,) float32: the soft preferences' terms (see the module), weighted; zeros without any."""
         out = np.zeros(len(scores), np.float32)
+        for name, part in self.soft_parts(intent, scores, tier, unit_vectors, text_vector, text_z, item_text).items():
+            out += np.float32(getattr(self.weights, name)) * part
+        return out
+
+    def soft_parts(
+        self,
+        intent: Intent,
+        scores: np.ndarray,
+        tier: np.ndarray,
+        unit_vectors: Callable[[], np.ndarray],
+        text_vector: Callable[[str], np.ndarray],
+        text_z: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        item_text: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Each soft term of ``intent`` before its weight (a `SoftWeights` field name -> (n,) float32 standard
+        scores times the query's score spread); none where it asks for no soft preference."""
         if not (intent.like or intent.free_text):
-            return out
+            return {}
         kept = scores[(tier != NEVER) & np.isfinite(scores)]
-        scale = float(kept.std()) if len(kept) > 1 else 1.0
-        scale = scale if scale > 1e-6 else 1.0
+        spread = float(kept.std()) if len(kept) > 1 else 1.0
+        scale = np.float32(spread if spread > 1e-6 else 1.0)
+        parts: dict[str, np.ndarray] = {}
         rows = self.like_rows(intent)
         if len(rows):
             reference = item_text[rows].mean(0)
             reference = reference / max(float(np.linalg.norm(reference)), 1e-12)
-            out += np.float32(LIKE_WEIGHT * scale) * np.asarray(text_z(reference, item_text @ reference), np.float32)
-            if MODEL_LIKE_WEIGHT:
-                unit = unit_vectors()
-                out += np.float32(MODEL_LIKE_WEIGHT * scale) * _standard(unit @ unit[rows].mean(0))
+            parts["like"] = scale * np.asarray(text_z(reference, item_text @ reference), np.float32)
+            unit = unit_vectors()
+            parts["model_like"] = scale * _standard(unit @ unit[rows].mean(0))
         if intent.free_text:
             vector = text_vector(intent.free_text)
-            z = np.asarray(text_z(vector, item_text @ vector), np.float32)
-            out += np.float32(TEXT_WEIGHT * scale) * z
-        return out
+            parts["text"] = scale * np.asarray(text_z(vector, item_text @ vector), np.float32)
+        return parts
 
     @staticmethod
     def with_relaxed(intent: Intent, found: Tiers, chosen: np.ndarray, allowed: np.ndarray | None = None) -> Intent:

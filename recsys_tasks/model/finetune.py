@@ -50,6 +50,7 @@ from recsys_tasks.model.held_out import (
 )
 from recsys_tasks.model.precision import autocast, step_dtype
 from recsys_tasks.model.recommender import Bundle, Recommender
+from recsys_tasks.model.reference_weights import fit_reference_weights
 from recsys_tasks.model.training import StepLoss
 from recsys_tasks.plots import curves_chart
 from recsys_tasks.protocol.metrics import ranking_metrics
@@ -262,6 +263,20 @@ def train(
         fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
         if "fusion_ease_skipped" in fusion_report:
             info["ease_skipped"] = str(fusion_report.pop("fusion_ease_skipped"))
+    # 4. a request's reference items ("something like Alien"): their weights fitted on the held-out users
+    tuners = fusion_users or val_users
+    weights, reference_report = fit_reference_weights(
+        rec,
+        dataset,
+        split.train[split.train["user_id"].isin(tuners)],
+        positive_threshold,
+        cfg.seed,
+        cfg.reference_like_grid,
+        cfg.reference_model_grid,
+        cfg.score_block,
+    )
+    rec.intents.weights = weights
+    bundle.meta["intent_weights"] = dataclasses.asdict(weights)
     seconds = time.perf_counter() - start
     metrics = {
         "val_ndcg": kept["val_ndcg"],
@@ -279,6 +294,7 @@ def train(
         "disliked_weight": float(model.disliked_log_weight.detach().exp()),
         **map_report,
         **fusion_report,
+        **reference_report,
     }
     with atomic_dir(out_dir) as tmp:
         bundle_dir = tmp / "bundle"

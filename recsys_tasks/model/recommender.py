@@ -26,7 +26,7 @@ import pandas as pd
 from recsys_tasks.explain.reasons import Explainer
 from recsys_tasks.intent.gate import NEVER, Tiers
 from recsys_tasks.intent.parse import Intent
-from recsys_tasks.intent.reader import IntentReader
+from recsys_tasks.intent.reader import IntentReader, SoftWeights
 from recsys_tasks.model.adapter import RequestAdapter
 from recsys_tasks.model.bundle import Bundle
 from recsys_tasks.model.candidates import UnknownIdError, allowed, candidate_rows, top
@@ -65,7 +65,7 @@ class Recommender:
         self.fusion: Fusion | None = None
         self.set_fusion(bundle.fusion, bundle.ease)
         self.scoring = Scoring(bundle, model, self.device, self.sentences)
-        self.intents = IntentReader(bundle.catalog)
+        self.intents = IntentReader(bundle.catalog, weights=SoftWeights.from_meta(bundle.meta.get("intent_weights")))
         self.intent_gate = True  # False: a request's text reaches only the model and the fusion (before `intent`)
         self._unit: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros((0, 0), np.float32))
 

@@ -54,7 +54,7 @@ def training_pairs(
     row = pd.Index(items["item_id"].astype(str))
     liked = train[train["rating"] >= threshold]
     at = row.get_indexer(liked["item_id"].astype(str))
-    users, codes = np.unique(liked["user_id"].astype(str).to_numpy(), return_inverse=True)
+    codes, users = pd.factorize(liked["user_id"].astype(str))  # hashed, not sorted: linear in interactions
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=len(users))
     starts = np.r_[0, np.cumsum(counts)[:-1]]

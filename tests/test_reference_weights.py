@@ -1,0 +1,91 @@
+"""A request's reference items ("something like X"): their weights fitted on held-out users (`reference_weights`),
+carried by the bundle, and the fit's fast path scoring exactly as serving does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recsys_tasks.config import ConfigError, PipelineConfig
+from recsys_tasks.data.dataset import Dataset
+from recsys_tasks.data.split import Split
+from recsys_tasks.intent.reader import SoftWeights
+from recsys_tasks.model.recommender import Recommender
+from recsys_tasks.model.reference_weights import fit_reference_weights, reference_queries
+from recsys_tasks.protocol.metrics import ranking_metrics
+
+
+@pytest.fixture
+def loaded(tiny_bundle: Any, tiny_snapshot: Any) -> tuple[Recommender, Dataset, Any]:
+    rec = Recommender.load(tiny_bundle.path("bundle"))
+    return rec, Dataset.load(tiny_snapshot.out_dir), Split.load(tiny_snapshot.out_dir).train
+
+
+def test_each_query_names_one_liked_item_and_is_scored_on_the_others(loaded) -> None:
+    rec, dataset, train = loaded
+    queries, references, positives = reference_queries(rec, dataset, train, 4.0, seed=0)
+    assert queries, "the tiny training part has users with two liked items"
+    item_ids = rec.bundle.catalog["item_id"].astype(str).to_numpy()
+    for query, reference, rows in zip(queries, references, positives):
+        assert query.history == () and query.text == f"Something like {rec.bundle.catalog['title'].iloc[reference]}."
+        assert rec.intents.like_rows(rec.intents.parse(query.text)).tolist() == [reference]
+        liked = train[(train["user_id"].astype(str) == query.user_id) & (train["rating"] >= 4.0)]
+        assert set(item_ids[rows]) == set(liked["item_id"].astype(str)) - {item_ids[reference]}
+
+
+def test_the_fitted_weights_score_as_serving_scores_them(loaded) -> None:
+    """The fit adds the soft terms to the fused scores itself; serving, with the chosen weights set, must give the
+    same NDCG@20 on the same queries (the named item never a candidate)."""
+    rec, dataset, train = loaded
+    weights, report = fit_reference_weights(rec, dataset, train, 4.0, 0, (0.0, 1.0, 4.0), (0.0, 0.5), block=3)
+    assert (weights.like, weights.model_like) == (report["reference_like_weight"], report["reference_model_weight"])
+    assert weights.like in (0.0, 1.0, 4.0) and weights.model_like in (0.0, 0.5) and weights.text == SoftWeights().text
+    queries, references, positives = reference_queries(rec, dataset, train, 4.0, seed=0)
+    rec.intents.weights = weights
+    scores = rec.score(queries)
+    candidates = np.ones(scores.shape, bool)
+    candidates[np.arange(len(queries)), references] = False
+    served = ranking_metrics(scores, candidates, positives, 20, with_auc=False)["ndcg"]
+    assert float(np.nanmean(served)) == pytest.approx(report["reference_ndcg"], abs=1e-6)
+    assert report["reference_queries"] == len(queries)
+
+
+def test_a_grid_of_zeros_gives_zero_weights(loaded) -> None:
+    rec, dataset, train = loaded
+    weights, _ = fit_reference_weights(rec, dataset, train, 4.0, 0, (0.0,), (0.0,))
+    assert (weights.like, weights.model_like) == (0.0, 0.0)
+
+
+def test_the_bundle_carries_the_fitted_weights(tiny_bundle: Any) -> None:
+    rec = Recommender.load(tiny_bundle.path("bundle"))
+    saved = rec.meta["intent_weights"]
+    assert rec.intents.weights == SoftWeights(**saved)
+    assert saved["like"] == tiny_bundle.metrics.get("reference_like_weight", SoftWeights().like)
+
+
+def test_weights_from_meta_default_what_is_missing() -> None:
+    assert SoftWeights.from_meta(None) == SoftWeights()
+    assert SoftWeights.from_meta({"like": 1.0, "unknown": 3}) == SoftWeights(like=1.0)
+
+
+def test_the_weighted_soft_terms_are_the_weighted_sum_of_their_parts(loaded) -> None:
+    rec, _, _ = loaded
+    title = rec.bundle.catalog["title"].iloc[0]
+    intent = rec.intents.parse(f"something like {title} about a lighthouse keeper")
+    assert intent.like and intent.free_text
+    scores = np.linspace(0, 1, len(rec.bundle.catalog)).astype(np.float32)
+    tier = rec.intents.tiers(intent).tier
+    item_text = rec.bundle.item_content[:, : int(rec.meta["text_dim"])]
+    args = (rec._unit_item_vectors, lambda text: rec.text_vectors([text])[0], rec.explainer.taste_z, item_text)
+    parts = rec.intents.soft_parts(intent, scores, tier, *args)
+    assert set(parts) == {"like", "model_like", "text"}
+    rec.intents.weights = SoftWeights(like=1.5, model_like=0.25, text=2.0)
+    expected = 1.5 * parts["like"] + 0.25 * parts["model_like"] + 2.0 * parts["text"]
+    np.testing.assert_allclose(rec.intents.soft(intent, scores, tier, *args), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_reference_grid_without_zero_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"finetune\.reference_like_grid"):
+        PipelineConfig().with_overrides(["finetune.reference_like_grid=[1.0, 2.0]"])
