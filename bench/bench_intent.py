@@ -215,8 +215,19 @@ def answer(rec, sentences: Sequence[dict], gate: bool) -> list[dict]:
 
 def report(rec, sentences: list[dict], show: int = 0) -> pd.DataFrame:
     """One row per (part, source) and ranker: sentences, unanswerable, satisfaction, jaccard, parsed."""
+    from recsys_tasks.intent.reader import SoftWeights
+
     cat = Catalogue(rec.bundle.catalog)
-    responses = {gate: answer(rec, sentences, gate) for gate in (False, True)}
+    fitted = rec.intents.weights  # the bundle's (fitted reference weights, docs/decisions/0024)
+    rankers = [("without gate", False, fitted), ("with gate", True, fitted)]
+    if fitted != SoftWeights():
+        rankers.append(("with gate, default weights", True, SoftWeights()))
+    responses = {}
+    for name, gate, weights in rankers:
+        rec.intents.weights = weights
+        responses[name] = answer(rec, sentences, gate)
+    rec.intents.weights = fitted
+    gated = responses["with gate"]
     rows = []
     groups = [(p, s) for p in PARTS for s in (*SOURCES, "all")]
     for part, source in groups:
@@ -225,13 +236,11 @@ def report(rec, sentences: list[dict], show: int = 0) -> pd.DataFrame:
         ]
         if not chosen:
             continue
-        for gate, ranker in ((False, "without gate"), (True, "with gate")):
-            answers = [[x["item_id"] for x in responses[gate][i]["items"]] for i in chosen]
+        for ranker, gate, _ in rankers:
+            answers = [[x["item_id"] for x in responses[ranker][i]["items"]] for i in chosen]
             sat, unanswerable = satisfaction(answers, [sentences[i] for i in chosen], cat)
             parsed = (
-                np.mean([parsed_right(responses[True][i]["intent"], sentences[i], cat) for i in chosen])
-                if gate
-                else float("nan")
+                np.mean([parsed_right(gated[i]["intent"], sentences[i], cat) for i in chosen]) if gate else float("nan")
             )
             rows.append(
                 {
@@ -247,18 +256,16 @@ def report(rec, sentences: list[dict], show: int = 0) -> pd.DataFrame:
             )
     if show:
         dev = [i for i, s in enumerate(sentences) if s["part"] == "dev"]
-        misses = [i for i in dev if not parsed_right(responses[True][i]["intent"], sentences[i], cat)]
+        misses = [i for i in dev if not parsed_right(gated[i]["intent"], sentences[i], cat)]
         for i in misses[:show]:
             expected = {f: sentences[i][f] for f in ("genres", "exclude", "years", "like")}
-            print(f"- {sentences[i]['text']!r}\n    expected {expected}\n    parsed   {responses[True][i]['intent']}")
+            print(f"- {sentences[i]['text']!r}\n    expected {expected}\n    parsed   {gated[i]['intent']}")
         for i in dev:
-            answers = [x["item_id"] for x in responses[True][i]["items"]]
+            answers = [x["item_id"] for x in gated[i]["items"]]
             sat, _ = satisfaction([answers], [sentences[i]], cat)
             if sat and sat[0] < 0.8 and i not in misses:
-                got = [(x["title"][:20], x["year"], "/".join(x["genres"])) for x in responses[True][i]["items"][:5]]
-                print(
-                    f"- satisfaction {sat[0]:.1f}: {sentences[i]['text']!r}: {responses[True][i]['intent']}\n    {got}"
-                )
+                got = [(x["title"][:20], x["year"], "/".join(x["genres"])) for x in gated[i]["items"][:5]]
+                print(f"- satisfaction {sat[0]:.1f}: {sentences[i]['text']!r}: {gated[i]['intent']}\n    {got}")
     return pd.DataFrame(rows)
 
 
@@ -324,7 +331,7 @@ def main() -> None:
         sentences = [s for s in sentences if s["part"] in args.part]
     table = report(rec, sentences, args.show)
     pd.set_option("display.width", 200)
-    print(f"\n## intent benchmark: {len(sentences)} sentences, top {K}, bundle {bundle}\n")
+    print(f"\n## intent benchmark: {len(sentences)} sentences, top {K}, bundle {bundle}, {rec.intents.weights}\n")
     print(table.round(4).to_markdown(index=False))
     if args.ndcg:
         if seed_dir is None:
