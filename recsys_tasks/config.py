@@ -230,7 +230,9 @@ class FinetuneConfig:
     fusion_ease_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
     fusion_taste_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     # a request's reference items ("something like Alien"): the weights of their text and model similarity tried on
-    # the fusion users, each asking for one item they liked (docs/decisions/0024-fitted-reference-weights.md)
+    # the fusion users, each asking for one item they liked, and reported; applied with `fit_reference_weights`
+    # (off: they buy relevance with what the request asks for, docs/decisions/0024-fitted-reference-weights.md)
+    fit_reference_weights: bool = False
     reference_like_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     reference_model_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     fusion_support: tuple[int, ...] = (0, 5, 10, 20)

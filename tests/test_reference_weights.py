@@ -3,6 +3,8 @@ carried by the bundle, and the fit's fast path scoring exactly as serving does."
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,11 +60,21 @@ def test_a_grid_of_zeros_gives_zero_weights(loaded) -> None:
     assert (weights.like, weights.model_like) == (0.0, 0.0)
 
 
-def test_the_bundle_carries_the_fitted_weights(tiny_bundle: Any) -> None:
-    rec = Recommender.load(tiny_bundle.path("bundle"))
-    saved = rec.meta["intent_weights"]
-    assert rec.intents.weights == SoftWeights(**saved)
-    assert saved["like"] == tiny_bundle.metrics.get("reference_like_weight", SoftWeights().like)
+def test_the_fit_is_reported_and_applied_only_where_asked(
+    tiny_bundle: Any, tiny_snapshot: Any, tiny_kg: Any, tiny_text: Any, tiny_bert: str, tmp_path: Path
+) -> None:
+    from recsys_tasks.model.finetune import finetune
+
+    rec = Recommender.load(tiny_bundle.path("bundle"))  # the default config: reported, the defaults kept
+    assert rec.intents.weights == SoftWeights() == SoftWeights(**rec.meta["intent_weights"])
+    assert tiny_bundle.metrics["reference_weights_applied"] == 0.0
+    cfg = replace(tiny_bundle_config(tiny_bundle), fit_reference_weights=True, reference_like_grid=(0.0, 3.0))
+    cfg = replace(cfg, fusion_user_frac=0.4)  # enough held-out users with two liked items for the fit
+    applied = finetune(cfg, tiny_snapshot.out_dir, tiny_kg.out_dir, tiny_text.out_dir, tmp_path / "ft", tiny_bert)
+    rec = Recommender.load(applied.path("bundle"))
+    assert applied.metrics["reference_weights_applied"] == 1.0
+    assert rec.intents.weights.like == applied.metrics["reference_like_weight"] in (0.0, 3.0)
+    assert rec.intents.weights.model_like == applied.metrics["reference_model_weight"]
 
 
 def test_weights_from_meta_default_what_is_missing() -> None:
@@ -89,3 +101,13 @@ def test_the_weighted_soft_terms_are_the_weighted_sum_of_their_parts(loaded) -> 
 def test_a_reference_grid_without_zero_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"finetune\.reference_like_grid"):
         PipelineConfig().with_overrides(["finetune.reference_like_grid=[1.0, 2.0]"])
+
+
+def tiny_bundle_config(result: Any) -> Any:
+    """The FinetuneConfig a finetune result was trained with (its bundle.json keeps it)."""
+    from recsys_tasks.artifacts import read_json
+    from recsys_tasks.config import FinetuneConfig
+
+    saved = read_json(Path(result.path("bundle")) / "bundle.json")["finetune"]
+    fields = FinetuneConfig.__dataclass_fields__
+    return FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields})

@@ -263,9 +263,10 @@ def train(
         fusion_report = _fuse(rec, fit, dataset, held, val_users | fusion_users, cfg, positive_threshold)
         if "fusion_ease_skipped" in fusion_report:
             info["ease_skipped"] = str(fusion_report.pop("fusion_ease_skipped"))
-    # 4. a request's reference items ("something like Alien"): their weights fitted on the held-out users
+    # 4. a request's reference items ("something like Alien"): their weights fitted on the held-out users, applied
+    # only with `fit_reference_weights` (the fit trades what the request asks for against relevance: 0024)
     tuners = fusion_users or val_users
-    weights, reference_report = fit_reference_weights(
+    fitted, reference_report = fit_reference_weights(
         rec,
         dataset,
         split.train[split.train["user_id"].isin(tuners)],
@@ -275,8 +276,10 @@ def train(
         cfg.reference_model_grid,
         cfg.score_block,
     )
-    rec.intents.weights = weights
-    bundle.meta["intent_weights"] = dataclasses.asdict(weights)
+    if cfg.fit_reference_weights:
+        rec.intents.weights = fitted
+    reference_report["reference_weights_applied"] = float(cfg.fit_reference_weights and bool(reference_report))
+    bundle.meta["intent_weights"] = dataclasses.asdict(rec.intents.weights)
     seconds = time.perf_counter() - start
     metrics = {
         "val_ndcg": kept["val_ndcg"],
