@@ -3,6 +3,7 @@ the base encoder on held-out users, and the adapted encoder carried from text_em
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ def test_text_embed_keeps_the_adapted_encoder_and_the_bundle_carries_it_to_servi
     tiny_snapshot: Any, tiny_kg: Any, tiny_bert: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recsys_tasks.config import FinetuneConfig
+    from recsys_tasks.model.bundle import encoder_path
     from recsys_tasks.model.finetune import finetune
     from recsys_tasks.model.recommender import Recommender
     from recsys_tasks.text.embed import adapted_encoder, text_embed
@@ -130,13 +132,18 @@ def test_text_embed_keeps_the_adapted_encoder_and_the_bundle_carries_it_to_servi
                   tiny_kg.out_dir, text.out_dir, tmp_path / "ft", tiny_bert)  # fmt: skip
     bundle_dir = Path(ft.artifacts["bundle"])
     assert (bundle_dir / "text_encoder" / "config.json").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_dir, copy)
     moved = tmp_path / "elsewhere"
     bundle_dir.rename(moved)  # a registered model is downloaded anywhere: the encoder goes with it
     rec = Recommender.load(moved)
-    assert rec.meta["text_model"] == str(moved / "text_encoder")
+    assert encoder_path(rec.meta) == str(moved / "text_encoder")
+    # its identity (what ingested items' vectors are checked against) is the same wherever it lies
+    assert rec.meta["text_model"].startswith("bundled-encoder:")
+    assert Recommender.load(copy).meta["text_model"] == rec.meta["text_model"]
     sentence = "I like Comedy movies."
     stored = rec.bundle.text_vectors[rec.bundle.texts.index(sentence)]
-    live = TextEncoder(rec.meta["text_model"], "cpu").encode([sentence])[0]
+    live = TextEncoder(encoder_path(rec.meta), "cpu").encode([sentence])[0]
     np.testing.assert_allclose(live, stored, atol=1e-5)  # serving encodes as text_embed did
     base = TextEncoder(tiny_bert, "cpu").encode([sentence])[0]
     assert not np.allclose(base, stored, atol=1e-4)

@@ -97,7 +97,10 @@ def ingest_new_items(
             f"max_items={max_items:,}: retrain on a new snapshot, or raise max_items"
         )
     text_model, text_dim = str(recommender.meta["text_model"]), int(recommender.meta["text_dim"])
-    vectors = dict(zip(fresh, _encode(text_model, [wanted[i] for i in fresh], device, text_dim)))
+    from recsys_tasks.model.bundle import encoder_path
+
+    path = encoder_path(recommender.meta)  # text_model: the identity the entries are checked against
+    vectors = dict(zip(fresh, _encode(path, [wanted[i] for i in fresh], device, text_dim)))
     for item_id in wanted:
         if item_id not in vectors:
             vectors[item_id] = current[item_id]["vector"]

@@ -23,6 +23,7 @@ Bundles saved before these files load as before (the histories read and counted)
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,10 +91,12 @@ class Bundle:
         kg = np.stack([self.kg_demo[k] for k in labels]) if labels else np.zeros((0, self.meta["kg_dim"]), np.float32)
         np.save(directory / "kg_demo.npy", kg.astype(np.float32))
         meta = {**self.meta, "kg_demo_labels": labels}
+        meta.pop("text_model_path", None)  # where a loaded bundle's encoder lies: set again on every load
         if self.meta.get("text_encoder_in_bundle"):  # an adapted encoder (text.adapt) travels with its vectors
-            if Path(self.meta["text_model"]).resolve() != (directory / self.ENCODER).resolve():
-                shutil.copytree(self.meta["text_model"], directory / self.ENCODER, dirs_exist_ok=True)
-            meta["text_model"] = self.ENCODER
+            source = encoder_path(self.meta)
+            if Path(source).resolve() != (directory / self.ENCODER).resolve():
+                shutil.copytree(source, directory / self.ENCODER, dirs_exist_ok=True)
+            meta["text_model"] = _bundled_encoder_id(directory / self.ENCODER)
         write_json(directory / "bundle.json", meta)
         if self.item_links is not None:
             self.item_links.to_parquet(directory / "item_links.parquet", index=False)
@@ -128,8 +131,8 @@ class Bundle:
         """The bundle in ``directory``; its ``.npy`` arrays memory-mapped copy-on-write."""
         d = Path(directory)
         meta = read_json(d / "bundle.json")
-        if meta.get("text_encoder_in_bundle"):
-            meta["text_model"] = str(d / cls.ENCODER)
+        if meta.get("text_encoder_in_bundle"):  # "text_model" stays its identity, the same wherever it is downloaded
+            meta["text_model_path"] = str(d / cls.ENCODER)
         labels = meta.pop("kg_demo_labels")
         kg = np.load(d / "kg_demo.npy")
         links = pd.read_parquet(d / "item_links.parquet") if (d / "item_links.parquet").exists() else None
@@ -157,6 +160,23 @@ class Bundle:
             prior,
             d,
         )
+
+
+def encoder_path(meta: Mapping[str, Any]) -> str:
+    """Where to load a bundle's text encoder from: the folder inside it (`text.adapt`), else its ``text_model``
+    (a name or path). ``meta["text_model"]`` is the encoder's identity, what ingested vectors are checked against."""
+    return str(meta.get("text_model_path") or meta["text_model"])
+
+
+def _bundled_encoder_id(folder: Path) -> str:
+    """A location-free name for a bundled encoder: a digest of its files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return f"bundled-encoder:{digest.hexdigest()[:20]}"
 
 
 class HistoryIndex(Mapping[str, History]):

@@ -28,7 +28,7 @@ from recsys_tasks.intent.gate import NEVER, Tiers
 from recsys_tasks.intent.parse import Intent
 from recsys_tasks.intent.reader import IntentReader, SoftWeights
 from recsys_tasks.model.adapter import RequestAdapter
-from recsys_tasks.model.bundle import Bundle
+from recsys_tasks.model.bundle import Bundle, encoder_path
 from recsys_tasks.model.candidates import UnknownIdError, allowed, candidate_rows, top
 from recsys_tasks.model.content_map import ContentMap
 from recsys_tasks.model.explanations import explainer_for, response
@@ -59,7 +59,7 @@ class Recommender:
         self._n_bundle_items = len(self.item_ids)  # rows the KG stage knew; later rows were added
         linked = bundle.catalog["entity_id"].fillna("").astype(str) if "entity_id" in bundle.catalog else []
         self._entity_rows = {e: i for i, e in enumerate(linked) if e}  # KG entity -> the trained item linked to it
-        self.sentences = Sentences(bundle.texts, bundle.text_vectors, self.meta["text_model"], self.device.type)
+        self.sentences = Sentences(bundle.texts, bundle.text_vectors, encoder_path(self.meta), self.device.type)
         self.requests = _request_adapter(bundle, self.item_row)
         self.explainer = _explainer(bundle)  # KG links and training popularity, looked up per recommended item
         self.fusion: Fusion | None = None

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from recsys_tasks.ingest.added import ADDED_RUN_META, added_run, apply_added_items
+from recsys_tasks.model.bundle import encoder_path
 from recsys_tasks.model.index import IndexConfig, ItemIndex, faiss_available
 from recsys_tasks.model.recommender import Recommender, UnknownIdError
 from recsys_tasks.serving.catalog import CatalogLog, LogPosition
@@ -155,6 +156,7 @@ class ModelHolder:
                 settings.text_runtime,
                 settings.onnx_folder(),
                 max(1, settings.torch_threads),
+                path=encoder_path(recommender.meta),
             )
         recommender.sentence_encoder = self._caches[text_model]
         return recommender

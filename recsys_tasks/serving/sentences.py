@@ -24,11 +24,12 @@ class SentenceCache:
         runtime: str = "torch",
         onnx_dir: str | Path | None = None,
         threads: int = 1,
+        path: str | None = None,
     ):
         from recsys_tasks.text.onnx import sentence_encoder
 
-        self.text_model = text_model
-        self._encoder = sentence_encoder(text_model, runtime, onnx_dir, threads)  # ONNX Runtime or PyTorch
+        self.text_model = text_model  # the identity; ``path``: where to load it from, if not the same (a bundled one)
+        self._encoder = sentence_encoder(path or text_model, runtime, onnx_dir, threads)  # ONNX Runtime or PyTorch
         self.runtime = getattr(self._encoder, "runtime", "torch")  # what serves: "onnx" may have fallen back
         self._encoder.encode_padded(["warm up", "warm up the padded pass"])  # lazy initialisation: not a request
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
