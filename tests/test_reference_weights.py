@@ -13,6 +13,7 @@ import pytest
 from recsys_tasks.config import ConfigError, PipelineConfig
 from recsys_tasks.data.dataset import Dataset
 from recsys_tasks.data.split import Split
+from recsys_tasks.intent.gate import rank_scores
 from recsys_tasks.intent.reader import SoftWeights
 from recsys_tasks.model.recommender import Recommender
 from recsys_tasks.model.reference_weights import fit_reference_weights, reference_queries
@@ -95,7 +96,9 @@ def test_the_weighted_soft_terms_are_the_weighted_sum_of_their_parts(loaded) -> 
     assert set(parts) == {"like", "model_like", "text"}
     rec.intents.weights = SoftWeights(like=1.5, model_like=0.25, text=2.0)
     expected = 1.5 * parts["like"] + 0.25 * parts["model_like"] + 2.0 * parts["text"]
-    np.testing.assert_allclose(rec.intents.soft(intent, scores, tier, *args), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec.intents.weigh(parts, len(scores)), expected, rtol=1e-5, atol=1e-6)
+    adjusted, _ = rec.intents.adjust(intent, scores, *args)  # what serving ranks by: the same weighted terms
+    np.testing.assert_allclose(adjusted, rank_scores(scores + expected, tier), rtol=1e-5, atol=1e-5)
 
 
 def test_a_reference_grid_without_zero_is_a_config_error() -> None:

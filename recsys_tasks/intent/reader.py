@@ -116,22 +116,13 @@ class IntentReader:
         """
         scores = np.asarray(scores, np.float32)
         found = self.tiers(intent)
-        soft = self.soft(intent, scores, found.tier, unit_vectors, text_vector, text_z, item_text)
-        return rank_scores(scores + soft, found.tier), found
+        parts = self.soft_parts(intent, scores, found.tier, unit_vectors, text_vector, text_z, item_text)
+        return rank_scores(scores + self.weigh(parts, len(scores)), found.tier), found
 
-    def soft(
-        self,
-        intent: Intent,
-        scores: np.ndarray,
-        tier: np.ndarray,
-        unit_vectors: Callable[[], np.ndarray],
-        text_vector: Callable[[str], np.ndarray],
-        text_z: Callable[[np.ndarray, np.ndarray], np.ndarray],
-        item_text: np.ndarray,
-    ) -> np.ndarray:
-        """(n,) float32: the soft preferences' terms (see the module), weighted; zeros without any."""
-        out = np.zeros(len(scores), np.float32)
-        for name, part in self.soft_parts(intent, scores, tier, unit_vectors, text_vector, text_z, item_text).items():
+    def weigh(self, parts: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """(n,) float32: `soft_parts` times their `SoftWeights`, summed (zeros without any)."""
+        out = np.zeros(n, np.float32)
+        for name, part in parts.items():
             out += np.float32(getattr(self.weights, name)) * part
         return out
 

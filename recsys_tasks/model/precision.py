@@ -1,9 +1,8 @@
 """The training step's arithmetic: float32, or bfloat16 autocast where the hardware computes it natively.
 
 Under bfloat16 autocast the matrix products (the towers' linear layers, the logits) run in bfloat16 while the
-weights, the optimizer's state, the embeddings and the loss stay float32: about half a step's cost on a CPU
-with AVX-512 BF16 or AMX, and on CUDA GPUs with bfloat16 (docs/decisions/0022-bfloat16-step.md). Where
-the hardware lacks it, bfloat16 is emulated and slower than float32, so "auto" keeps float32 there.
+weights, the optimizer's state, the embeddings and the loss stay float32 (docs/decisions/0022-bfloat16-step.md).
+Where the hardware lacks bfloat16 it is emulated and slower than float32, so "auto" keeps float32 there.
 """
 
 from __future__ import annotations
